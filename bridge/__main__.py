@@ -1,0 +1,258 @@
+"""Composition root: read settings, wire the real client, pool and threads, run one worker."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from types import FrameType
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from bridge.backoff import Backoff
+from bridge.config import Settings
+from bridge.consumer import STATUS_OFFLINE, MqttConsumer, status_topic
+from bridge.errors import BridgeError, ConfigError
+from bridge.health import check_health
+from bridge.heartbeat import Heartbeat
+from bridge.inbox import Inbox
+from bridge.model import Limits, parse_message
+from bridge.pipeline import Pipeline
+from bridge.sink import STAGING_DDL, PostgresSink
+from bridge.stats import Stats
+
+logger = logging.getLogger("bridge")
+
+RECONNECT_MAX_S = 30  # paho's default of 120 s leaves a worker idle long after the broker is back
+POOL_RECONNECT_TIMEOUT_S = 10.0  # psycopg_pool's own backoff is uncapped; give up early and retry
+
+
+class StartupError(BridgeError):
+    """The worker cannot start: the database or broker is unusable as configured."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a worker (default) or the `health` check; return the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m bridge", description=__doc__)
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "health"])
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "health":
+        return run_health(settings)
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return run_worker(settings)
+    except StartupError as exc:
+        logger.error("cannot start: %s", exc)
+        return 1
+
+
+def run_health(settings: Settings) -> int:
+    """Exit 0 when the worker's health file is fresh and it is connected, else 1."""
+    healthy, message = check_health(
+        settings.health_path, now=datetime.now(UTC), max_age_s=3 * settings.heartbeat_s
+    )
+    print(message)
+    return 0 if healthy else 1
+
+
+def run_worker(settings: Settings) -> int:
+    """Wire everything, consume until SIGTERM/SIGINT, drain, and log a summary."""
+    stats, inbox, stop = Stats(), Inbox(), threading.Event()
+    pool = open_pool(settings)
+    client = build_client(settings)
+    limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_future_s=settings.max_future_s)
+    consumer = MqttConsumer(
+        client, inbox,
+        client_id=settings.client_id,
+        subscription=settings.subscription,
+        parse=lambda topic, payload, now: parse_message(topic, payload, now=now, limits=limits),
+        stats=stats,
+        now=functools.partial(datetime.now, UTC),
+    )
+    pipeline = Pipeline(
+        inbox, PostgresSink(pool, client_id=settings.client_id), consumer,
+        stats=stats,
+        batch_size=settings.batch_size,
+        flush_s=settings.flush_ms / 1000,
+        backoff=Backoff(max_s=settings.db_retry_max_s),
+        now=functools.partial(datetime.now, UTC),
+    )
+    heartbeat = Heartbeat(
+        lambda topic, payload: client.publish(topic, payload, qos=0, retain=True),
+        stats,
+        client_id=settings.client_id,
+        interval_s=settings.heartbeat_s,
+        health_path=settings.health_path,
+        now=functools.partial(datetime.now, UTC),
+    )
+    stopping_since: list[float] = []
+    install_signal_handlers(stop, consumer, stopping_since)
+    heartbeat_stop = threading.Event()
+    try:
+        client.loop_start()
+        threading.Thread(target=heartbeat.run, args=(heartbeat_stop,), name="heartbeat", daemon=True).start()
+        wait_until_subscribed(consumer, settings, stop)
+        logger.info("bridge %s ready: %s -> PostgreSQL", settings.client_id, settings.subscription)
+        grace_s = max(settings.shutdown_grace_s - 1.0, 0.1)  # keep a second to say goodbye
+        pipeline.run(stop, drain_deadline=lambda: stopping_since[0] + grace_s if stopping_since else None)
+    finally:
+        heartbeat_stop.set()
+        heartbeat.beat()
+        say_goodbye(client, consumer)
+        pool.close()
+    logger.info("bridge %s stopped: %s", settings.client_id, stats.summary())
+    return 0
+
+
+def open_pool(settings: Settings) -> ConnectionPool:
+    """Open the connection pool, failing fast with a clear error if the database is unusable."""
+    conninfo = settings.database_url.get_secret_value()
+    pool = ConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=1,  # one writer thread, one connection
+        open=False,
+        name=f"bridge-{settings.client_id}",
+        check=ConnectionPool.check_connection,
+        configure=_configure_connection,
+        reconnect_timeout=POOL_RECONNECT_TIMEOUT_S,
+        reconnect_failed=lambda p: logger.warning("database still unreachable; will try again on the next batch"),
+        kwargs={
+            "application_name": settings.client_id,
+            "connect_timeout": 5,
+            "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+        },
+    )
+    try:
+        pool.open(wait=True, timeout=settings.startup_timeout_s)
+        check_schema(pool)
+    except PoolTimeout:
+        pool.close()
+        raise StartupError(f"cannot connect to the database (DATABASE_URL): {_connect_error(conninfo)}") from None
+    except StartupError:
+        pool.close()
+        raise
+    return pool
+
+
+def _configure_connection(conn: psycopg.Connection[object]) -> None:
+    conn.execute(STAGING_DDL)
+    conn.commit()
+
+
+def _connect_error(conninfo: str) -> str:
+    """The server's own words for why a connection fails (they never contain the password)."""
+    try:
+        psycopg.connect(conninfo, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        return str(exc).strip()
+    return "timed out"
+
+
+def check_schema(pool: ConnectionPool) -> None:
+    """Fail at start-up, not at the first batch, when schema.sql was not applied or grants are missing."""
+    query = (
+        "SELECT has_table_privilege('readings', 'INSERT'), "
+        "has_table_privilege('rejected_messages', 'INSERT')"
+    )
+    try:
+        with pool.connection() as conn:
+            row = conn.execute(query).fetchone()
+    except psycopg.errors.UndefinedTable as exc:
+        raise StartupError(f"{exc}: apply schema.sql to the database first") from None
+    if not row or not all(row):
+        raise StartupError("the database role may not insert into readings and rejected_messages: grant it iot_bridge")
+
+
+def build_client(settings: Settings) -> mqtt.Client:
+    """A paho client for MQTT v5 with a persistent session and manual acks."""
+    endpoint = settings.mqtt()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=True,
+    )
+    if endpoint.username is not None:
+        password = endpoint.password.get_secret_value() if endpoint.password else None
+        client.username_pw_set(endpoint.username, password)
+    if endpoint.tls:
+        client.tls_set()
+    client.will_set(status_topic(settings.client_id), STATUS_OFFLINE, qos=1, retain=True)
+    client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = settings.session_expiry_s
+    # Receive Maximum caps unacknowledged messages the broker sends us, which
+    # bounds the worker's memory while the database is slow or down.
+    properties.ReceiveMaximum = settings.max_in_flight
+    client.connect_async(
+        endpoint.host, endpoint.port, keepalive=settings.keepalive_s, clean_start=False, properties=properties
+    )
+    return client
+
+
+def wait_until_subscribed(consumer: MqttConsumer, settings: Settings, stop: threading.Event) -> None:
+    """Wait for the first SUBACK; fail on a refusal (bad credentials), warn if the broker is slow."""
+    deadline = time.monotonic() + settings.startup_timeout_s
+    while not consumer.ready.is_set() and not stop.is_set():
+        if consumer.refused:
+            raise StartupError(f"the broker (MQTT_URL) refused {settings.client_id}: {consumer.refused}")
+        if time.monotonic() > deadline:
+            endpoint = settings.mqtt()
+            logger.warning(
+                "no subscription yet after %.0f s; is the broker at %s:%d up? Still trying",
+                settings.startup_timeout_s, endpoint.host, endpoint.port,
+            )
+            return
+        consumer.ready.wait(0.1)
+
+
+def install_signal_handlers(stop: threading.Event, consumer: MqttConsumer, stopping_since: list[float]) -> None:
+    """On SIGTERM/SIGINT stop taking messages, then let the pipeline drain."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            return
+        logger.info("received %s: draining, then stopping", signal.Signals(signum).name)
+        consumer.stop_accepting()
+        stopping_since.append(time.monotonic())
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def say_goodbye(client: mqtt.Client, consumer: MqttConsumer) -> None:
+    """Publish the retained offline status, then disconnect; the broker keeps our session."""
+    if client.is_connected():
+        info = consumer.publish_status(STATUS_OFFLINE)
+        try:
+            info.wait_for_publish(timeout=2.0)
+        except (RuntimeError, ValueError):
+            logger.warning("could not publish offline status")
+    client.disconnect()
+    client.loop_stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

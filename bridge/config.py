@@ -1,0 +1,132 @@
+"""Bridge settings: read once from the environment, validated, then passed down."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from bridge.errors import ConfigError
+
+# Fields whose environment variable is not BRIDGE_<FIELD>: shared with the
+# watchdog and the simulator, so they carry no component prefix.
+_UNPREFIXED = {"database_url": "DATABASE_URL", "mqtt_url": "MQTT_URL"}
+_MQTT_SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
+
+
+class MqttEndpoint(BaseModel):
+    """Where and how to reach the broker, parsed from MQTT_URL."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+
+
+class Settings(BaseModel):
+    """Everything a bridge worker can be told; see the README's configuration table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: SecretStr = SecretStr("postgresql://bridge@127.0.0.1:5432/sensors")
+    mqtt_url: SecretStr = SecretStr("mqtt://127.0.0.1:1883")
+    client_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "bridge-1"
+    share_group: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/+#]+$")] = "bridge"
+    topic: Annotated[str, Field(min_length=1, max_length=256)] = "sensors/+/readings"
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    flush_ms: Annotated[int, Field(ge=1, le=60_000)] = 50
+    max_in_flight: Annotated[int, Field(ge=1, le=65_535)] = 2000
+    session_expiry_s: Annotated[int, Field(ge=60, le=4_294_967_295)] = 259_200
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    shutdown_grace_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    max_payload_bytes: Annotated[int, Field(ge=256, le=10_000_000)] = 65_536
+    max_future_s: Annotated[int, Field(ge=0, le=31_536_000)] = 300
+    db_retry_max_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    statement_timeout_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 10_000
+    startup_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    health_file: str = ""
+    log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; raise ConfigError naming the variable."""
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = environ.get(env_name(name))
+            if raw is not None and raw.strip() != "":
+                values[name] = raw.strip()
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            field = str(first["loc"][0]) if first["loc"] else ""
+            raise ConfigError(env_name(field), first["msg"]) from None
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Validate the cross-field rules and the URLs; raise ConfigError."""
+        if self.max_in_flight < self.batch_size:
+            raise ConfigError(
+                "BRIDGE_MAX_IN_FLIGHT",
+                f"must be at least BRIDGE_BATCH_SIZE ({self.batch_size}), "
+                "or batches could never fill",
+            )
+        self.mqtt()
+        try:
+            psycopg.conninfo.conninfo_to_dict(self.database_url.get_secret_value())
+        except psycopg.ProgrammingError:
+            raise ConfigError(
+                "DATABASE_URL",
+                "is not a valid PostgreSQL URL or conninfo "
+                "(expected postgresql://user:password@host:port/dbname)",
+            ) from None
+
+    def mqtt(self) -> MqttEndpoint:
+        """The broker endpoint parsed from MQTT_URL."""
+        return parse_mqtt_url(self.mqtt_url.get_secret_value())
+
+    @property
+    def subscription(self) -> str:
+        """The shared subscription every worker of the group uses."""
+        return f"$share/{self.share_group}/{self.topic}"
+
+    @property
+    def health_path(self) -> str:
+        """Where the worker records its health for the `health` command."""
+        return self.health_file or f"/tmp/iot-bridge-{self.client_id}.health"
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a Settings field."""
+    return _UNPREFIXED.get(field, f"BRIDGE_{field.upper()}")
+
+
+def parse_mqtt_url(url: str) -> MqttEndpoint:
+    """Parse mqtt://[user:password@]host[:port] (mqtts:// for TLS); never echo the password."""
+    problem = "expected mqtt://[user:password@]host[:port] or mqtts://..."
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError("MQTT_URL", f"is malformed; {problem}") from None
+    if parts.scheme not in _MQTT_SCHEMES or not parts.hostname:
+        raise ConfigError("MQTT_URL", f"has scheme {parts.scheme!r} or no host; {problem}")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError("MQTT_URL", f"must not have a path or query; {problem}")
+    default_port, tls = _MQTT_SCHEMES[parts.scheme]
+    password = SecretStr(unquote(parts.password)) if parts.password is not None else None
+    return MqttEndpoint(
+        host=parts.hostname,
+        port=port or default_port,
+        username=unquote(parts.username) if parts.username else None,
+        password=password,
+        tls=tls,
+    )

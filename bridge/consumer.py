@@ -1,0 +1,190 @@
+"""The MQTT side: thin paho callbacks that validate, enqueue, and later acknowledge."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from bridge.inbox import Delivery, Inbox
+from bridge.model import Parsed, Rejection
+from bridge.stats import Stats
+
+logger = logging.getLogger(__name__)
+
+SESSION_TAKEN_OVER = 142  # MQTT v5 reason code: another client connected with our id
+STATUS_ONLINE = "online"
+STATUS_OFFLINE = "offline"
+
+
+class MqttClient(Protocol):
+    """The part of paho.mqtt.client.Client the consumer uses."""
+
+    on_pre_connect: Any
+    on_connect: Any
+    on_subscribe: Any
+    on_message: Any
+    on_disconnect: Any
+
+    def subscribe(self, topic: str, qos: int = ...) -> Any: ...
+
+    def ack(self, mid: int, qos: int) -> Any: ...
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = ..., retain: bool = ...) -> Any: ...
+
+
+Parser = Callable[[str, bytes, datetime], Parsed]
+
+
+def status_topic(client_id: str) -> str:
+    """The retained online/offline topic of a worker (its Last Will goes there too)."""
+    return f"bridge/status/{client_id}"
+
+
+class MqttConsumer:
+    """Feeds validated deliveries to the inbox and acks them when the pipeline says so.
+
+    Acks go out only for messages of the current connection: after a
+    reconnect the broker resends unacknowledged messages with the same ids,
+    so acking an old id on the new connection could ack the wrong message.
+    """
+
+    def __init__(
+        self,
+        client: MqttClient,
+        inbox: Inbox,
+        *,
+        client_id: str,
+        subscription: str,
+        parse: Parser,
+        stats: Stats,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._client = client
+        self._inbox = inbox
+        self._client_id = client_id
+        self._subscription = subscription
+        self._parse = parse
+        self._stats = stats
+        self._now = now
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._connected = False
+        self._accepting = True
+        self._resend_floor = 0
+        self.ready = threading.Event()
+        self.refused: str | None = None
+        client.on_pre_connect = self._on_pre_connect
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+
+    @property
+    def resend_floor(self) -> int:
+        """Deliveries from connections before this one will be sent again by the broker."""
+        return self._resend_floor
+
+    def ack(self, batch: Sequence[Delivery]) -> int:
+        """Acknowledge committed deliveries in order; skip those of earlier connections."""
+        acked = 0
+        with self._lock:
+            if not self._connected:
+                return 0
+            for delivery in batch:
+                if delivery.qos and delivery.generation == self._generation:
+                    self._client.ack(delivery.mid, delivery.qos)
+                    acked += 1
+        return acked
+
+    def stop_accepting(self) -> None:
+        """Leave further messages unacknowledged: the broker keeps them for our next session."""
+        self._accepting = False
+
+    def publish_status(self, status: str) -> Any:
+        """Publish the retained online/offline status."""
+        return self._client.publish(status_topic(self._client_id), status, qos=1, retain=True)
+
+    def _on_pre_connect(self, client: Any, userdata: Any) -> None:
+        with self._lock:
+            self._connected = False
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self.refused = str(reason_code)
+            logger.error("broker refused the connection of %s: %s", self._client_id, reason_code)
+            return
+        with self._lock:
+            self._generation += 1
+            self._connected = True
+            if flags.session_present:
+                self._resend_floor = self._generation
+                dropped = self._inbox.discard_older_than(self._generation)
+            else:
+                dropped = 0
+        self.refused = None
+        self._stats.mqtt_connected = True
+        logger.info(
+            "connected to broker as %s (session present: %s, %d old deliveries left to the broker to resend)",
+            self._client_id, flags.session_present, dropped,
+        )
+        # Subscribing on every connect means a lost session resubscribes too.
+        client.subscribe(self._subscription, qos=1)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        failed = [code for code in reason_codes if code.is_failure]
+        if failed:
+            self.refused = f"subscription to {self._subscription} refused: {failed[0]}"
+            logger.error("broker refused subscription of %s to %s: %s", self._client_id, self._subscription, failed[0])
+            return
+        logger.info("%s subscribed to %s", self._client_id, self._subscription)
+        self.publish_status(STATUS_ONLINE)
+        self.ready.set()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        # Never let an exception escape: paho would stop its network loop.
+        try:
+            if not self._accepting:
+                return
+            received_at = self._now()
+            self._stats.received += 1
+            payload = bytes(message.payload)
+            topic = _topic_of(message)
+            parsed = self._safe_parse(topic, payload, received_at)
+            delivery = Delivery(message.mid, message.qos, self._generation, topic, payload, received_at, parsed)
+            self._inbox.put(delivery)
+        except Exception:
+            self._stats.handler_errors += 1
+            logger.exception("could not queue message %s; the broker will resend it after a reconnect", message.mid)
+
+    def _safe_parse(self, topic: str, payload: bytes, received_at: datetime) -> Parsed:
+        try:
+            return self._parse(topic, payload, received_at)
+        except Exception as exc:
+            self._stats.handler_errors += 1
+            logger.exception("bug while validating a message on %s; storing it as rejected", topic)
+            reason = f"internal error while validating ({type(exc).__name__}: {exc}); please report this"
+            return Parsed(rejections=(Rejection(payload, reason),))
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        with self._lock:
+            self._connected = False
+        self._stats.mqtt_connected = False
+        if getattr(reason_code, "value", None) == SESSION_TAKEN_OVER:
+            logger.error(
+                "another client connected with id %s and took over the session; "
+                "give every worker its own BRIDGE_CLIENT_ID", self._client_id,
+            )
+        elif self._accepting:
+            logger.warning("%s disconnected from broker: %s; reconnecting", self._client_id, reason_code)
+        else:
+            logger.info("%s disconnected from broker: %s", self._client_id, reason_code)
+
+
+def _topic_of(message: Any) -> str:
+    try:
+        return str(message.topic)
+    except UnicodeDecodeError:
+        return bytes(message._topic).decode("utf-8", "replace")

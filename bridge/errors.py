@@ -1,0 +1,36 @@
+"""The bridge's exception hierarchy: every error it raises is a BridgeError."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base class for the errors raised by the bridge."""
+
+
+class ConfigError(BridgeError):
+    """A setting is missing or invalid; raised at start-up, names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class InvalidMessage(BridgeError):
+    """A message or array element breaks the message contract."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SinkError(BridgeError):
+    """The database could not store a batch."""
+
+
+class SinkUnavailable(SinkError):
+    """The database is unreachable or timed out: retry the same batch later."""
+
+
+class SinkRefused(SinkError):
+    """The database refused the batch's data: retrying it unchanged would fail again."""

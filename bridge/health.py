@@ -1,0 +1,35 @@
+"""The health file a worker keeps fresh, and the check a container HEALTHCHECK runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime
+from typing import Any
+
+
+def write_health(path: str, snapshot: dict[str, Any]) -> None:
+    """Atomically replace the health file with the latest snapshot."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".health-")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(snapshot, handle)
+    os.replace(tmp, path)
+
+
+def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, str]:
+    """(healthy, explanation): the worker wrote recently and is connected to the broker."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+        at = datetime.fromisoformat(data["at"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return False, f"no usable health file at {path}: {exc}"
+    age_s = (now - at).total_seconds()
+    if age_s > max_age_s:
+        return False, f"last heartbeat {age_s:.0f} s ago (limit {max_age_s:.0f} s): worker stuck or stopped"
+    if not data.get("mqtt_connected"):
+        return False, "worker is not connected to the broker"
+    database = "database ok" if data.get("db_ok") else "database UNAVAILABLE (retrying)"
+    return True, f"healthy: heartbeat {age_s:.1f} s ago, {database}, in flight {data.get('in_flight')}"

@@ -1,0 +1,57 @@
+"""Periodic heartbeat: counters to bridge/heartbeat/<client_id> and the health file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from bridge.health import write_health
+from bridge.stats import Stats
+
+logger = logging.getLogger(__name__)
+
+
+def heartbeat_topic(client_id: str) -> str:
+    """Where a worker publishes its heartbeat."""
+    return f"bridge/heartbeat/{client_id}"
+
+
+class Heartbeat:
+    """Publishes the worker's counters every interval_s, retained so a new watcher sees them."""
+
+    def __init__(
+        self,
+        publish: Callable[[str, str], object],
+        stats: Stats,
+        *,
+        client_id: str,
+        interval_s: float,
+        health_path: str,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._publish = publish
+        self._stats = stats
+        self._client_id = client_id
+        self._interval_s = interval_s
+        self._health_path = health_path
+        self._now = now
+
+    def run(self, stop: threading.Event) -> None:
+        """Beat until `stop` is set."""
+        while True:
+            self.beat()
+            if stop.wait(self._interval_s):
+                return
+
+    def beat(self) -> dict[str, object]:
+        """Publish one heartbeat and refresh the health file; never raises."""
+        snapshot = {"client_id": self._client_id, "at": self._now().isoformat(), **self._stats.snapshot()}
+        try:
+            self._publish(heartbeat_topic(self._client_id), json.dumps(snapshot))
+            write_health(self._health_path, snapshot)
+        except Exception:
+            logger.exception("could not publish heartbeat of %s", self._client_id)
+        return snapshot

@@ -1,0 +1,166 @@
+"""The writer: batch deliveries, store each batch, then acknowledge it in arrival order."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from bridge.backoff import Backoff
+from bridge.errors import SinkRefused, SinkUnavailable
+from bridge.inbox import Delivery, Inbox
+from bridge.model import Parsed, Rejection
+from bridge.sink import Sink, WriteResult
+from bridge.stats import Stats
+
+logger = logging.getLogger(__name__)
+
+
+class Acker(Protocol):
+    """Acknowledges stored deliveries to the broker (the MQTT consumer)."""
+
+    def ack(self, batch: Sequence[Delivery]) -> int: ...
+
+    @property
+    def resend_floor(self) -> int: ...
+
+
+class Pipeline:
+    """Moves deliveries from the inbox to the sink, acking only what committed."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        sink: Sink,
+        acker: Acker,
+        *,
+        stats: Stats,
+        batch_size: int,
+        flush_s: float,
+        backoff: Backoff,
+        now: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._inbox = inbox
+        self._sink = sink
+        self._acker = acker
+        self._stats = stats
+        self._batch_size = batch_size
+        self._flush_s = flush_s
+        self._backoff = backoff
+        self._now = now
+        self._monotonic = monotonic
+        self._sleep = sleep
+
+    def run(self, stop: threading.Event, *, drain_deadline: Callable[[], float | None]) -> None:
+        """Batch and store until `stop` is set and the inbox is drained (or the deadline passes)."""
+        batch: list[Delivery] = []
+        flush_at = 0.0
+        while True:
+            wait_s = max(0.0, flush_at - self._monotonic()) if batch else self._flush_s
+            taken = self._inbox.take(self._batch_size - len(batch), 0.0 if stop.is_set() else wait_s)
+            if taken and not batch:
+                flush_at = self._monotonic() + self._flush_s
+            batch.extend(taken)
+            self._stats.in_flight = len(batch) + len(self._inbox)
+            due = len(batch) >= self._batch_size or (batch and self._monotonic() >= flush_at)
+            if batch and (due or stop.is_set()):
+                if not self.flush(batch, deadline=drain_deadline):
+                    return
+                batch = []
+            elif stop.is_set() and not taken:
+                return
+
+    def flush(self, batch: list[Delivery], *, deadline: Callable[[], float | None] = lambda: None) -> bool:
+        """Store one batch, retrying while the database is unavailable; ack it once committed.
+
+        Returns False when it gave up because the shutdown deadline passed: the
+        batch is then left unacknowledged, so the broker keeps it.
+        """
+        pending: list[Delivery] | None = batch
+        while pending:
+            try:
+                result = self._write(pending)
+            except SinkUnavailable as exc:
+                pending = self._wait_to_retry(pending, exc, deadline)
+                continue
+            self._committed(pending, result)
+            return True
+        return pending is not None
+
+    def _write(self, batch: list[Delivery]) -> WriteResult:
+        try:
+            return self._sink.write(batch)
+        except SinkRefused as exc:
+            logger.warning("database refused a batch of %d messages (%s); storing them one by one", len(batch), exc)
+            return self._write_one_by_one(batch)
+
+    def _write_one_by_one(self, batch: list[Delivery]) -> WriteResult:
+        """Isolate the message the database refuses, and store it as a rejection."""
+        total = WriteResult()
+        for position, delivery in enumerate(batch):
+            try:
+                total.add(self._sink.write([delivery]))
+            except SinkRefused as exc:
+                refused = _as_refused(delivery, str(exc))
+                try:
+                    total.add(self._sink.write([refused]))
+                except SinkRefused as again:
+                    raise SinkUnavailable(f"cannot even store the rejection: {again}") from again
+                batch[position] = refused
+        return total
+
+    def _wait_to_retry(
+        self, batch: list[Delivery], exc: SinkUnavailable, deadline: Callable[[], float | None]
+    ) -> list[Delivery] | None:
+        self._stats.db_ok = False
+        self._stats.db_errors += 1
+        delay = self._backoff.next_delay()
+        limit = deadline()
+        if limit is not None and self._monotonic() + delay > limit:
+            logger.error(
+                "giving up on %d messages at shutdown: database unavailable (%s); "
+                "they stay unacknowledged in the broker session and will be redelivered",
+                len(batch), exc,
+            )
+            return None
+        log = logger.warning if self._backoff.attempts <= 1 or self._backoff.attempts % 10 == 0 else logger.debug
+        log("database unavailable (%s); retrying %d messages in %.2f s", exc, len(batch), delay)
+        self._sleep(delay)
+        # Messages from a connection the broker has since resumed will be sent
+        # again on the new one; keeping the old copies would only cost memory.
+        floor = self._acker.resend_floor
+        return [d for d in batch if d.generation >= floor]
+
+    def _committed(self, batch: Sequence[Delivery], result: WriteResult) -> None:
+        if not self._stats.db_ok:
+            logger.info("database available again after %d attempts", self._backoff.attempts)
+        self._backoff.reset()
+        acked = self._acker.ack(batch)
+        stats = self._stats
+        stats.db_ok = True
+        stats.batches += 1
+        stats.stored += result.stored
+        stats.duplicates += result.duplicates
+        stats.conflicts += result.conflicts
+        stats.rejected += result.rejected
+        stats.last_commit_at = self._now()
+        logger.debug(
+            "committed batch of %d messages (stored=%d duplicates=%d conflicts=%d rejected=%d acked=%d)",
+            len(batch), result.stored, result.duplicates, result.conflicts, result.rejected, acked,
+        )
+
+
+def _as_refused(delivery: Delivery, error: str) -> Delivery:
+    """The same delivery with every reading turned into a rejection naming the database error."""
+    reason = f"database refused the message: {error}"
+    rejections = (Rejection(delivery.payload, reason), *delivery.parsed.rejections)
+    parsed = Parsed(rejections=rejections)
+    return Delivery(
+        delivery.mid, delivery.qos, delivery.generation, delivery.topic,
+        delivery.payload, delivery.received_at, parsed,
+    )

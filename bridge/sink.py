@@ -1,0 +1,157 @@
+"""Store batches of deliveries in PostgreSQL, set-based, in one transaction each."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from bridge.errors import SinkRefused, SinkUnavailable
+from bridge.inbox import Delivery
+from bridge.model import Row, split_array
+
+logger = logging.getLogger(__name__)
+
+STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS bridge_staging (
+    seq integer, sensor_id integer, "timestamp" timestamptz,
+    variable text, value double precision, unit text
+) ON COMMIT DELETE ROWS
+"""
+_COPY_STAGING = 'COPY bridge_staging (seq, sensor_id, "timestamp", variable, value, unit) FROM STDIN (FORMAT BINARY)'
+_STAGING_TYPES = ["int4", "int4", "timestamptz", "text", "float8", "text"]
+# DISTINCT ON keeps the first of several copies within one batch, so the
+# later copies are judged against it like any other duplicate.
+_INSERT = """
+WITH inserted AS (
+    INSERT INTO readings (sensor_id, "timestamp", variable, value, unit)
+    SELECT DISTINCT ON (sensor_id, "timestamp", variable) sensor_id, "timestamp", variable, value, unit
+    FROM bridge_staging ORDER BY sensor_id, "timestamp", variable, seq
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM inserted
+"""
+_CONFLICTS = """
+SELECT s.seq, r.value, r.unit
+FROM bridge_staging s JOIN readings r USING (sensor_id, "timestamp", variable)
+WHERE s.value IS DISTINCT FROM r.value OR s.unit IS DISTINCT FROM r.unit
+ORDER BY s.seq
+"""
+_COPY_REJECTED = (
+    "COPY rejected_messages (received_at, topic, payload, reason, client_id) FROM STDIN (FORMAT BINARY)"
+)
+_REJECTED_TYPES = ["timestamptz", "text", "bytea", "text", "text"]
+
+
+class Sink(Protocol):
+    """Where the pipeline stores batches."""
+
+    def write(self, batch: Sequence[Delivery]) -> WriteResult: ...
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What one committed batch did."""
+
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+
+    def add(self, other: WriteResult) -> None:
+        """Accumulate another result into this one."""
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.conflicts += other.conflicts
+        self.rejected += other.rejected
+
+
+@dataclass(slots=True)
+class _Staged:
+    rows: list[tuple[int, int, object, str, float, str]] = field(default_factory=list)
+    origins: list[tuple[Delivery, int]] = field(default_factory=list)
+    rejected: list[tuple[object, str, bytes, str, str]] = field(default_factory=list)
+
+
+class PostgresSink:
+    """Writes each batch with COPY into a staging table and one INSERT ... ON CONFLICT DO NOTHING."""
+
+    def __init__(self, pool: ConnectionPool, *, client_id: str, timeout_s: float = 5.0) -> None:
+        self._pool = pool
+        self._client_id = client_id
+        self._timeout_s = timeout_s
+
+    def write(self, batch: Sequence[Delivery]) -> WriteResult:
+        """Store a batch in one transaction; raise SinkUnavailable or SinkRefused."""
+        staged = self._stage(batch)
+        try:
+            with self._pool.connection(timeout=self._timeout_s) as conn, conn.transaction():
+                return self._write(conn, staged)
+        except PoolTimeout as exc:
+            raise SinkUnavailable(f"no database connection within {self._timeout_s} s") from exc
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise SinkRefused(str(exc).strip()) from exc
+        except psycopg.Error as exc:
+            raise SinkUnavailable(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+
+    def _stage(self, batch: Sequence[Delivery]) -> _Staged:
+        staged = _Staged()
+        for delivery in batch:
+            parsed = delivery.parsed
+            for row, index in zip(parsed.rows, parsed.indexes):
+                staged.rows.append((len(staged.rows), *row))
+                staged.origins.append((delivery, index))
+            for rejection in parsed.rejections:
+                staged.rejected.append(
+                    (delivery.received_at, delivery.topic, rejection.payload, rejection.reason, self._client_id)
+                )
+        return staged
+
+    def _write(self, conn: psycopg.Connection[object], staged: _Staged) -> WriteResult:
+        result = WriteResult()
+        with conn.cursor() as cur:
+            if staged.rows:
+                _copy(cur, _COPY_STAGING, _STAGING_TYPES, staged.rows)
+                cur.execute(_INSERT)
+                inserted = cur.fetchone()
+                result.stored = int(inserted[0]) if inserted else 0
+                if result.stored < len(staged.rows):
+                    cur.execute(_CONFLICTS)
+                    for seq, value, unit in cur.fetchall():
+                        staged.rejected.append(self._conflict(staged, seq, value, unit))
+                        result.conflicts += 1
+                result.duplicates = len(staged.rows) - result.stored - result.conflicts
+            if staged.rejected:
+                _copy(cur, _COPY_REJECTED, _REJECTED_TYPES, staged.rejected)
+        result.rejected = len(staged.rejected) - result.conflicts
+        return result
+
+    def _conflict(self, staged: _Staged, seq: int, value: float, unit: str) -> tuple[object, str, bytes, str, str]:
+        delivery, index = staged.origins[seq]
+        row = Row(*staged.rows[seq][1:])
+        reason = (
+            f"conflict: a reading for sensor {row.sensor_id}, {row.variable} at "
+            f"{row.timestamp.isoformat()} is already stored with value {value!r} {unit!r}; "
+            f"this one has {row.value!r} {row.unit!r}. The stored reading was kept"
+        )
+        return (delivery.received_at, delivery.topic, _element(delivery, index), reason, self._client_id)
+
+
+def _element(delivery: Delivery, index: int) -> bytes:
+    """The raw bytes of array element `index`, or the whole payload for a single object."""
+    if delivery.payload.lstrip().startswith(b"["):
+        return split_array(delivery.payload)[index]
+    return delivery.payload
+
+
+def _copy(cur: psycopg.Cursor[object], statement: str, types: list[str], rows: Sequence[Sequence[object]]) -> None:
+    with cur.copy(sql.SQL(statement)) as copy:  # type: ignore[arg-type]
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)

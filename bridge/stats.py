@@ -1,0 +1,38 @@
+"""Counters a worker keeps, reports in its heartbeat and logs at exit."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(slots=True)
+class Stats:
+    """Running totals. Each field has one writer thread, so no lock is needed."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    handler_errors: int = 0
+    batches: int = 0
+    db_errors: int = 0
+    in_flight: int = 0
+    last_commit_at: datetime | None = None
+    db_ok: bool = True
+    mqtt_connected: bool = False
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy of the counters."""
+        data = asdict(self)
+        data["last_commit_at"] = self.last_commit_at.isoformat() if self.last_commit_at else None
+        return data
+
+    def summary(self) -> str:
+        """The one-line summary logged at shutdown."""
+        return (
+            f"received={self.received} stored={self.stored} duplicates={self.duplicates} "
+            f"conflicts={self.conflicts} rejected={self.rejected} in_flight={self.in_flight}"
+        )

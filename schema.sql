@@ -1,0 +1,53 @@
+-- iot-sensors-bridge database schema.
+-- Idempotent: safe to run again on an existing database (psql -f schema.sql).
+-- Run it as the database owner. It creates the tables and one NOLOGIN role,
+-- iot_bridge, holding exactly the privileges a bridge worker needs; grant it
+-- to the login role your workers use:
+--     CREATE ROLE bridge LOGIN PASSWORD '...' IN ROLE iot_bridge;
+
+CREATE TABLE IF NOT EXISTS readings (
+    sensor_id   integer          NOT NULL CHECK (sensor_id > 0),
+    "timestamp" timestamptz      NOT NULL,
+    variable    text             NOT NULL,
+    value       double precision NOT NULL,
+    unit        text             NOT NULL,
+    ingested_at timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (sensor_id, "timestamp", variable)
+);
+
+COMMENT ON TABLE readings IS
+    'One row per sensor reading; the natural key makes re-deliveries harmless.';
+
+-- Dead letters: every message (or array element) the bridge could not store
+-- as a reading, with its raw bytes and the reason. Nothing is dropped silently.
+CREATE TABLE IF NOT EXISTS rejected_messages (
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at timestamptz NOT NULL,
+    topic       text        NOT NULL,
+    payload     bytea       NOT NULL,
+    reason      text        NOT NULL,
+    client_id   text        NOT NULL,
+    stored_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX IF NOT EXISTS rejected_messages_received_at_idx
+    ON rejected_messages (received_at);
+
+COMMENT ON TABLE rejected_messages IS
+    'Messages the bridge refused, with the raw payload and a reason naming the field and rule.';
+
+-- Least privilege for the bridge: insert readings and dead letters, read
+-- only the key, value and unit of stored readings (to tell an exact
+-- duplicate from a conflicting one). No UPDATE, DELETE, TRUNCATE or DDL.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iot_bridge') THEN
+        CREATE ROLE iot_bridge NOLOGIN;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON readings, rejected_messages FROM iot_bridge;
+GRANT INSERT ON readings TO iot_bridge;
+GRANT SELECT (sensor_id, "timestamp", variable, value, unit) ON readings TO iot_bridge;
+GRANT INSERT ON rejected_messages TO iot_bridge;
