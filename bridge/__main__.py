@@ -10,8 +10,10 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -75,9 +77,23 @@ def run_health(settings: Settings) -> int:
     return 0 if healthy else 1
 
 
-def run_worker(settings: Settings) -> int:
-    """Wire everything, consume until SIGTERM/SIGINT, drain, and log a summary."""
-    stats, inbox, stop = Stats(), Inbox(), threading.Event()
+@dataclass(frozen=True)
+class Worker:
+    """The wired parts of one worker."""
+
+    stats: Stats
+    inbox: Inbox
+    pool: ConnectionPool[Any]
+    client: mqtt.Client
+    consumer: MqttConsumer
+    pipeline: Pipeline
+    heartbeat: Heartbeat
+
+
+def build_worker(settings: Settings) -> Worker:
+    """Open the pool (failing fast) and wire the client, consumer, pipeline and heartbeat."""
+    stats, inbox = Stats(), Inbox()
+    now = functools.partial(datetime.now, UTC)
     pool = open_pool(settings)
     client = build_client(settings)
     limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_future_s=settings.max_future_s)
@@ -85,9 +101,9 @@ def run_worker(settings: Settings) -> int:
         client, inbox,
         client_id=settings.client_id,
         subscription=settings.subscription,
-        parse=lambda topic, payload, now: parse_message(topic, payload, now=now, limits=limits),
+        parse=lambda topic, payload, at: parse_message(topic, payload, now=at, limits=limits),
         stats=stats,
-        now=functools.partial(datetime.now, UTC),
+        now=now,
     )
     pipeline = Pipeline(
         inbox, PostgresSink(pool, client_id=settings.client_id), consumer,
@@ -95,7 +111,7 @@ def run_worker(settings: Settings) -> int:
         batch_size=settings.batch_size,
         flush_s=settings.flush_ms / 1000,
         backoff=Backoff(max_s=settings.db_retry_max_s),
-        now=functools.partial(datetime.now, UTC),
+        now=now,
     )
     heartbeat = Heartbeat(
         lambda topic, payload: client.publish(topic, payload, qos=0, retain=True),
@@ -103,31 +119,37 @@ def run_worker(settings: Settings) -> int:
         client_id=settings.client_id,
         interval_s=settings.heartbeat_s,
         health_path=settings.health_path,
-        now=functools.partial(datetime.now, UTC),
+        now=now,
     )
+    return Worker(stats, inbox, pool, client, consumer, pipeline, heartbeat)
+
+
+def run_worker(settings: Settings) -> int:
+    """Consume until SIGTERM/SIGINT, drain within the grace period, and log a summary."""
+    worker = build_worker(settings)
+    stop, heartbeat_stop = threading.Event(), threading.Event()
     stopping_since: list[float] = []
-    install_signal_handlers(stop, consumer, stopping_since)
-    heartbeat_stop = threading.Event()
+    install_signal_handlers(stop, worker, stopping_since)
+    grace_s = max(settings.shutdown_grace_s - 1.0, 0.1)  # keep a second to say goodbye
     try:
-        client.loop_start()
-        threading.Thread(target=heartbeat.run, args=(heartbeat_stop,), name="heartbeat", daemon=True).start()
-        wait_until_subscribed(consumer, settings, stop)
+        worker.client.loop_start()
+        threading.Thread(target=worker.heartbeat.run, args=(heartbeat_stop,), name="heartbeat", daemon=True).start()
+        wait_until_subscribed(worker.consumer, settings, stop)
         logger.info("bridge %s ready: %s -> PostgreSQL", settings.client_id, settings.subscription)
-        grace_s = max(settings.shutdown_grace_s - 1.0, 0.1)  # keep a second to say goodbye
-        pipeline.run(stop, drain_deadline=lambda: stopping_since[0] + grace_s if stopping_since else None)
+        worker.pipeline.run(stop, drain_deadline=lambda: stopping_since[0] + grace_s if stopping_since else None)
     finally:
         heartbeat_stop.set()
-        heartbeat.beat()
-        say_goodbye(client, consumer)
-        pool.close()
-    logger.info("bridge %s stopped: %s", settings.client_id, stats.summary())
+        worker.heartbeat.beat()
+        say_goodbye(worker.client, worker.consumer)
+        worker.pool.close()
+    logger.info("bridge %s stopped: %s", settings.client_id, worker.stats.summary())
     return 0
 
 
-def open_pool(settings: Settings) -> ConnectionPool:
+def open_pool(settings: Settings) -> ConnectionPool[Any]:
     """Open the connection pool, failing fast with a clear error if the database is unusable."""
     conninfo = settings.database_url.get_secret_value()
-    pool = ConnectionPool(
+    pool: ConnectionPool[Any] = ConnectionPool(
         conninfo,
         min_size=1,
         max_size=1,  # one writer thread, one connection
@@ -155,7 +177,7 @@ def open_pool(settings: Settings) -> ConnectionPool:
     return pool
 
 
-def _configure_connection(conn: psycopg.Connection[object]) -> None:
+def _configure_connection(conn: psycopg.Connection[Any]) -> None:
     conn.execute(STAGING_DDL)
     conn.commit()
 
@@ -169,7 +191,7 @@ def _connect_error(conninfo: str) -> str:
     return "timed out"
 
 
-def check_schema(pool: ConnectionPool) -> None:
+def check_schema(pool: ConnectionPool[Any]) -> None:
     """Fail at start-up, not at the first batch, when schema.sql was not applied or grants are missing."""
     query = (
         "SELECT has_table_privilege('readings', 'INSERT'), "
@@ -200,7 +222,7 @@ def build_client(settings: Settings) -> mqtt.Client:
         client.tls_set()
     client.will_set(status_topic(settings.client_id), STATUS_OFFLINE, qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
-    properties = Properties(PacketTypes.CONNECT)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = settings.session_expiry_s
     # Receive Maximum caps unacknowledged messages the broker sends us, which
     # bounds the worker's memory while the database is slow or down.
@@ -227,16 +249,17 @@ def wait_until_subscribed(consumer: MqttConsumer, settings: Settings, stop: thre
         consumer.ready.wait(0.1)
 
 
-def install_signal_handlers(stop: threading.Event, consumer: MqttConsumer, stopping_since: list[float]) -> None:
+def install_signal_handlers(stop: threading.Event, worker: Worker, stopping_since: list[float]) -> None:
     """On SIGTERM/SIGINT stop taking messages, then let the pipeline drain."""
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             return
         logger.info("received %s: draining, then stopping", signal.Signals(signum).name)
-        consumer.stop_accepting()
+        worker.consumer.stop_accepting()
         stopping_since.append(time.monotonic())
         stop.set()
+        worker.inbox.wake()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)

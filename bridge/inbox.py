@@ -49,6 +49,11 @@ class Inbox:
             count = min(max_items, len(self._items))
             return [self._items.popleft() for _ in range(count)]
 
+    def wake(self) -> None:
+        """Wake a waiting take() early, e.g. to start draining at shutdown."""
+        with self._ready:
+            self._ready.notify_all()
+
     def discard_older_than(self, generation: int) -> int:
         """Drop deliveries of earlier connections (the broker resends them); return how many."""
         with self._ready:

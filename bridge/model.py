@@ -82,19 +82,30 @@ def parse_message(topic: str, payload: bytes, *, now: datetime, limits: Limits) 
     problem = _check_envelope(topic, payload, limits)
     if problem:
         return _reject(payload, problem)
-    topic_sensor_id = int(_TOPIC.match(topic).group(1))  # type: ignore[union-attr]
-    is_array = payload.lstrip(_WHITESPACE.encode()).startswith(b"[")
+    topic_sensor_id = int(topic.split("/")[1])
+    if payload.lstrip(_WHITESPACE.encode()).startswith(b"["):
+        return _parse_array(payload, topic_sensor_id, now, limits)
+    return _parse_object(payload, topic_sensor_id, now, limits)
+
+
+def _parse_object(payload: bytes, topic_sensor_id: int, now: datetime, limits: Limits) -> Parsed:
     try:
-        readings = _MANY.validate_json(payload) if is_array else [_ONE.validate_json(payload)]
+        reading = _ONE.validate_json(payload)
     except ValidationError as exc:
-        if _is_json_error(exc) or not is_array:
+        return _reject(payload, describe(exc))
+    problem = _check_reading(reading, topic_sensor_id, now, limits)
+    return _reject(payload, problem) if problem else Parsed((_row(reading),), (0,))
+
+
+def _parse_array(payload: bytes, topic_sensor_id: int, now: datetime, limits: Limits) -> Parsed:
+    try:
+        readings = _MANY.validate_json(payload)
+    except ValidationError as exc:
+        if _is_json_error(exc):
             return _reject(payload, describe(exc))
         return _parse_elements(payload, topic_sensor_id, now, limits)
-    if is_array and not 1 <= len(readings) <= MAX_ARRAY_LEN:
+    if not 1 <= len(readings) <= MAX_ARRAY_LEN:
         return _reject(payload, _array_length_problem(len(readings)))
-    if not is_array:
-        problem = _check_reading(readings[0], topic_sensor_id, now, limits)
-        return _reject(payload, problem) if problem else Parsed((_row(readings[0]),), (0,))
     if any(_check_reading(r, topic_sensor_id, now, limits) for r in readings):
         return _parse_elements(payload, topic_sensor_id, now, limits)
     return Parsed(tuple(_row(r) for r in readings), tuple(range(len(readings))))

@@ -18,6 +18,10 @@ from bridge.stats import Stats
 
 logger = logging.getLogger(__name__)
 
+# The longest the writer sleeps without looking at the stop event, whatever
+# BRIDGE_FLUSH_MS says (the signal handler also wakes it; this is the backstop).
+MAX_WAIT_S = 0.5
+
 
 class Acker(Protocol):
     """Acknowledges stored deliveries to the broker (the MQTT consumer)."""
@@ -62,6 +66,7 @@ class Pipeline:
         flush_at = 0.0
         while True:
             wait_s = max(0.0, flush_at - self._monotonic()) if batch else self._flush_s
+            wait_s = min(wait_s, MAX_WAIT_S)
             taken = self._inbox.take(self._batch_size - len(batch), 0.0 if stop.is_set() else wait_s)
             if taken and not batch:
                 flush_at = self._monotonic() + self._flush_s

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
@@ -72,17 +73,20 @@ class WriteResult:
         self.rejected += other.rejected
 
 
+_RejectedRow = tuple[datetime, str, bytes, str, str]
+
+
 @dataclass(slots=True)
 class _Staged:
-    rows: list[tuple[int, int, object, str, float, str]] = field(default_factory=list)
-    origins: list[tuple[Delivery, int]] = field(default_factory=list)
-    rejected: list[tuple[object, str, bytes, str, str]] = field(default_factory=list)
+    rows: list[tuple[int, int, datetime, str, float, str]] = field(default_factory=list)
+    origins: list[tuple[Delivery, int, Row]] = field(default_factory=list)
+    rejected: list[_RejectedRow] = field(default_factory=list)
 
 
 class PostgresSink:
     """Writes each batch with COPY into a staging table and one INSERT ... ON CONFLICT DO NOTHING."""
 
-    def __init__(self, pool: ConnectionPool, *, client_id: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, pool: ConnectionPool[Any], *, client_id: str, timeout_s: float = 5.0) -> None:
         self._pool = pool
         self._client_id = client_id
         self._timeout_s = timeout_s
@@ -104,16 +108,16 @@ class PostgresSink:
         staged = _Staged()
         for delivery in batch:
             parsed = delivery.parsed
-            for row, index in zip(parsed.rows, parsed.indexes):
+            for row, index in zip(parsed.rows, parsed.indexes, strict=True):
                 staged.rows.append((len(staged.rows), *row))
-                staged.origins.append((delivery, index))
+                staged.origins.append((delivery, index, row))
             for rejection in parsed.rejections:
                 staged.rejected.append(
                     (delivery.received_at, delivery.topic, rejection.payload, rejection.reason, self._client_id)
                 )
         return staged
 
-    def _write(self, conn: psycopg.Connection[object], staged: _Staged) -> WriteResult:
+    def _write(self, conn: psycopg.Connection[Any], staged: _Staged) -> WriteResult:
         result = WriteResult()
         with conn.cursor() as cur:
             if staged.rows:
@@ -132,9 +136,8 @@ class PostgresSink:
         result.rejected = len(staged.rejected) - result.conflicts
         return result
 
-    def _conflict(self, staged: _Staged, seq: int, value: float, unit: str) -> tuple[object, str, bytes, str, str]:
-        delivery, index = staged.origins[seq]
-        row = Row(*staged.rows[seq][1:])
+    def _conflict(self, staged: _Staged, seq: int, value: float, unit: str) -> _RejectedRow:
+        delivery, index, row = staged.origins[seq]
         reason = (
             f"conflict: a reading for sensor {row.sensor_id}, {row.variable} at "
             f"{row.timestamp.isoformat()} is already stored with value {value!r} {unit!r}; "
@@ -150,8 +153,8 @@ def _element(delivery: Delivery, index: int) -> bytes:
     return delivery.payload
 
 
-def _copy(cur: psycopg.Cursor[object], statement: str, types: list[str], rows: Sequence[Sequence[object]]) -> None:
-    with cur.copy(sql.SQL(statement)) as copy:  # type: ignore[arg-type]
+def _copy(cur: psycopg.Cursor[Any], statement: str, types: list[str], rows: Sequence[Sequence[object]]) -> None:
+    with cur.copy(sql.SQL(statement)) as copy:
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)

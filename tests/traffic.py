@@ -1,0 +1,88 @@
+"""Known traffic for integration tests: readings, exact duplicates and invalid messages."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+BASE_AT = datetime(2026, 1, 1, tzinfo=UTC)
+VARIABLES = (("temperature", "°C"), ("humidity", "%"), ("pressure", "hPa"), ("co2", "ppm"))
+
+# One of each kind of bad input; {n} makes every payload unique.
+_INVALID_TEMPLATES = (
+    "not json {n}",
+    '{{"sensor_id": {s}, "timestamp": "2026-01-01T00:00:00Z", "variable": "t", "value": "2{n}", "unit": "C"}}',
+    '{{"sensor_id": {s}, "timestamp": "2026-01-01T00:00:{sec:02d}", "variable": "t", "value": {n}, "unit": "C"}}',
+    '{{"sensor_id": {s}, "timestamp": "2026-01-01T00:00:00Z", "variable": "t", "value": NaN, "unit": "C{n}"}}',
+    '{{"sensor_id": {s}, "timestamp": "2026-01-01T00:00:00Z", "variable": "t", "value": {n}}}',
+    '{{"sensor_id": {other}, "timestamp": "2026-01-01T00:00:00Z", "variable": "t", "value": {n}, "unit": "C"}}',
+    "\udcff\udcfe{n}",  # bytes 0xff 0xfe: not UTF-8
+    "[{spaces}]",
+)
+
+Row = tuple[int, datetime, str, float, str]
+
+
+@dataclass
+class Traffic:
+    """Messages to publish, in order, and what the database must hold afterwards."""
+
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    expected: set[Row] = field(default_factory=set)
+    duplicates: int = 0
+    invalid: int = 0
+
+
+def reading(i: int, *, sensors: int = 50) -> tuple[str, bytes, Row]:
+    """The i-th unique reading: its topic, payload and expected row."""
+    sensor_id = i % sensors + 1
+    variable, unit = VARIABLES[i % len(VARIABLES)]
+    at = BASE_AT + timedelta(milliseconds=i, microseconds=i % 997)
+    value = round(i * 0.25 - 100, 2)
+    payload = {"sensor_id": sensor_id, "timestamp": at.isoformat(), "variable": variable, "value": value, "unit": unit}
+    return f"sensors/{sensor_id}/readings", json.dumps(payload).encode(), (sensor_id, at, variable, value, unit)
+
+
+def invalid(n: int) -> tuple[str, bytes]:
+    """The n-th invalid message (cycles through every kind of bad input; all payloads differ)."""
+    sensor_id = n % 50 + 1
+    template = _INVALID_TEMPLATES[n % len(_INVALID_TEMPLATES)]
+    text = template.format(n=n, s=sensor_id, other=sensor_id + 1, sec=n % 60, spaces=" " * (n // 8))
+    return f"sensors/{sensor_id}/readings", text.encode("utf-8", "surrogateescape")
+
+
+def build(total: int, *, duplicate_share: float = 0.0, invalid_share: float = 0.0, seed: int = 7,
+          first: int = 0) -> Traffic:
+    """`total` messages: unique readings, exact re-sends of some of them, and invalid ones, shuffled."""
+    rng = random.Random(seed)
+    traffic = Traffic(duplicates=round(total * duplicate_share), invalid=round(total * invalid_share))
+    uniques = []
+    for i in range(first, first + total - traffic.duplicates - traffic.invalid):
+        topic, payload, row = reading(i)
+        uniques.append((topic, payload))
+        traffic.expected.add(row)
+    traffic.messages = uniques + [rng.choice(uniques) for _ in range(traffic.duplicates)]
+    traffic.messages += [invalid(first + n) for n in range(traffic.invalid)]
+    rng.shuffle(traffic.messages)
+    return traffic
+
+
+def stored_rows(admin_url: str) -> set[Row]:
+    """Every row of `readings` as (sensor_id, timestamp, variable, value, unit)."""
+    with psycopg.connect(admin_url) as conn:
+        rows = conn.execute('SELECT sensor_id, "timestamp", variable, value, unit FROM readings').fetchall()
+    return {tuple(row) for row in rows}  # type: ignore[misc]
+
+
+def counts(admin_url: str) -> tuple[int, int]:
+    """(rows in readings, rows in rejected_messages)."""
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM rejected_messages)"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
