@@ -121,11 +121,15 @@ def parse_mqtt_url(url: str) -> MqttEndpoint:
         raise ConfigError("MQTT_URL", f"has scheme {parts.scheme!r} or no host; {problem}")
     if parts.path not in ("", "/") or parts.query:
         raise ConfigError("MQTT_URL", f"must not have a path or query; {problem}")
+    if port == 0:
+        raise ConfigError("MQTT_URL", f"port 0 is not a broker port; {problem}")
+    if parts.password is not None and not parts.username:
+        raise ConfigError("MQTT_URL", f"has a password but no user name; {problem}")
     default_port, tls = _MQTT_SCHEMES[parts.scheme]
     password = SecretStr(unquote(parts.password)) if parts.password is not None else None
     return MqttEndpoint(
         host=parts.hostname,
-        port=port or default_port,
+        port=port if port is not None else default_port,
         username=unquote(parts.username) if parts.username else None,
         password=password,
         tls=tls,

@@ -23,10 +23,9 @@ def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, s
     try:
         with open(path) as handle:
             data = json.load(handle)
-        at = datetime.fromisoformat(data["at"])
+        age_s = (now - datetime.fromisoformat(data["at"])).total_seconds()
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return False, f"no usable health file at {path}: {exc}"
-    age_s = (now - at).total_seconds()
     if age_s > max_age_s:
         return False, f"last heartbeat {age_s:.0f} s ago (limit {max_age_s:.0f} s): worker stuck or stopped"
     if not data.get("mqtt_connected"):

@@ -51,7 +51,10 @@ class Heartbeat:
         snapshot = {"client_id": self._client_id, "at": self._now().isoformat(), **self._stats.snapshot()}
         try:
             self._publish(heartbeat_topic(self._client_id), json.dumps(snapshot))
-            write_health(self._health_path, snapshot)
         except Exception:
             logger.exception("could not publish heartbeat of %s", self._client_id)
+        try:
+            write_health(self._health_path, snapshot)
+        except OSError:
+            logger.exception("could not write health file %s", self._health_path)
         return snapshot

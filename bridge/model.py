@@ -16,7 +16,7 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 MAX_ARRAY_LEN = 1000
-_TOPIC = re.compile(r"^sensors/([^/]+)/readings$")
+_TOPIC = re.compile(r"sensors/([^/]+)/readings")  # used with fullmatch: "$" would allow a trailing newline
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _WHITESPACE = " \t\n\r"
 
@@ -154,12 +154,13 @@ def describe(exc: ValidationError, *, subject: str = "payload") -> str:
 
 
 def _check_envelope(topic: str, payload: bytes, limits: Limits) -> str | None:
-    match = _TOPIC.match(topic)
+    match = _TOPIC.fullmatch(topic)
     if not match:
         return f"topic: {topic!r} does not match sensors/<sensor_id>/readings"
     segment = match.group(1)
-    if not segment.isascii() or not segment.isdigit() or str(int(segment)) != segment:
-        return f"topic: sensor id {segment!r} is not a positive integer in plain decimal form"
+    # The length check comes first: int() refuses strings of over 4300 digits.
+    if len(segment) > 10 or not segment.isascii() or not segment.isdigit() or str(int(segment)) != segment:
+        return f"topic: sensor id {_show(segment)} is not a positive integer in plain decimal form"
     if not payload.strip():
         return "payload is empty"
     if len(payload) > limits.max_payload_bytes:

@@ -105,19 +105,34 @@ class Pipeline:
             return self._write_one_by_one(batch)
 
     def _write_one_by_one(self, batch: list[Delivery]) -> WriteResult:
-        """Isolate the message the database refuses, and store it as a rejection."""
+        """Isolate the message the database refuses, and store it as a rejection.
+
+        If the database becomes unavailable half-way, the messages already
+        committed are acknowledged and removed from `batch` (in place), so the
+        retry covers only the rest and nothing is stored twice.
+        """
         total = WriteResult()
-        for position, delivery in enumerate(batch):
+        for position in range(len(batch)):
             try:
-                total.add(self._sink.write([delivery]))
-            except SinkRefused as exc:
-                refused = _as_refused(delivery, str(exc))
-                try:
-                    total.add(self._sink.write([refused]))
-                except SinkRefused as again:
-                    raise SinkUnavailable(f"cannot even store the rejection: {again}") from again
-                batch[position] = refused
+                total.add(self._write_alone(batch, position))
+            except SinkUnavailable:
+                if position:
+                    self._committed(batch[:position], total)
+                    del batch[:position]
+                raise
         return total
+
+    def _write_alone(self, batch: list[Delivery], position: int) -> WriteResult:
+        try:
+            return self._sink.write([batch[position]])
+        except SinkRefused as exc:
+            refused = _as_refused(batch[position], str(exc))
+            try:
+                result = self._sink.write([refused])
+            except SinkRefused as again:
+                raise SinkUnavailable(f"cannot even store the rejection: {again}") from again
+            batch[position] = refused
+            return result
 
     def _wait_to_retry(
         self, batch: list[Delivery], exc: SinkUnavailable, deadline: Callable[[], float | None]

@@ -26,21 +26,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from servers import (
-    BRIDGE_TEST_ROLE,
-    MOSQUITTO_HINT,
-    POSTGRES_HINT,
-    REPO_ROOT,
-    MakeEnv,
-    MosquittoServer,
-    MqttTestClient,
-    PostgresServer,
-    StartWorker,
-    WorkerProcess,
-    apply_schema,
-    find_binary,
-    wait_until,
-)
+from mqtt_client import MqttTestClient
+from processes import REPO_ROOT, find_binary, wait_until
+from servers import BRIDGE_TEST_ROLE, MOSQUITTO_HINT, POSTGRES_HINT, MosquittoServer, PostgresServer, apply_schema
+from workers import MakeEnv, StartWorker, WorkerProcess
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 WORKER_READY_TIMEOUT_S = 30.0

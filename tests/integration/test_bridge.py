@@ -15,7 +15,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import traffic
-from servers import REPO_ROOT, MosquittoServer, MqttTestClient, PostgresServer, StartWorker, WorkerProcess, wait_until
+from mqtt_client import MqttTestClient
+from processes import REPO_ROOT, wait_until
+from servers import MosquittoServer, PostgresServer
+from workers import StartWorker, WorkerProcess
 
 SUMMARY = re.compile(
     r"stopped: received=(\d+) stored=(\d+) duplicates=(\d+) conflicts=(\d+) rejected=(\d+) in_flight=(\d+)"

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from mqtt_client import MqttTestClient
 from psycopg.errors import InsufficientPrivilege
-from servers import MosquittoServer, MqttTestClient, PostgresServer
+from servers import MosquittoServer, PostgresServer
 
 INSERT_READING = (
     'INSERT INTO readings (sensor_id, "timestamp", variable, value, unit)'

@@ -1,0 +1,332 @@
+"""Settings: read from a mapping, validated with errors that name the variable, secrets kept secret."""
+
+from __future__ import annotations
+
+import re
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from bridge.config import MqttEndpoint, Settings, env_name, parse_mqtt_url
+from bridge.errors import BridgeError, ConfigError
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+MQTT_PASSWORD = "s3cr3t-mqtt-pw"
+DB_PASSWORD = "s3cr3t-db-pw"
+
+
+def settings_from(**environ: str) -> Settings:
+    return Settings.from_env(environ)
+
+
+def config_error(**environ: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(environ)
+    return caught.value
+
+
+def _traceback(error: BaseException) -> str:
+    """What logger.exception would print, chained causes included."""
+    return "".join(traceback.format_exception(error))
+
+
+# --- defaults and reading the environment -----------------------------------------------------
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.database_url.get_secret_value() == "postgresql://bridge@127.0.0.1:5432/sensors"
+    assert settings.mqtt() == MqttEndpoint(host="127.0.0.1", port=1883)
+    assert settings.client_id == "bridge-1"
+    assert settings.share_group == "bridge"
+    assert settings.topic == "sensors/+/readings"
+    assert settings.batch_size == 500
+    assert settings.flush_ms == 50
+    assert settings.max_in_flight >= settings.batch_size
+    assert settings.session_expiry_s >= 86_400
+    assert settings.heartbeat_s == 5.0
+    assert settings.max_payload_bytes == 65_536
+    assert settings.max_future_s == 300
+    assert settings.health_path == "/tmp/iot-bridge-bridge-1.health"
+
+
+def test_from_env_ignores_unrelated_variables() -> None:
+    assert Settings.from_env({"PATH": "/bin", "BRIDGE": "x", "HOME": "/root"}) == Settings.from_env({})
+
+
+def test_empty_or_blank_value_means_default() -> None:
+    assert settings_from(BRIDGE_BATCH_SIZE="", BRIDGE_CLIENT_ID="  ") == Settings.from_env({})
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "field", "expected"),
+    [
+        ("BRIDGE_CLIENT_ID", "worker-7", "client_id", "worker-7"),
+        ("BRIDGE_SHARE_GROUP", "ingest", "share_group", "ingest"),
+        ("BRIDGE_TOPIC", "site/+/readings", "topic", "site/+/readings"),
+        ("BRIDGE_BATCH_SIZE", "250", "batch_size", 250),
+        ("BRIDGE_BATCH_SIZE", " 42 ", "batch_size", 42),
+        ("BRIDGE_FLUSH_MS", "20", "flush_ms", 20),
+        ("BRIDGE_MAX_IN_FLIGHT", "4000", "max_in_flight", 4000),
+        ("BRIDGE_SESSION_EXPIRY_S", "86400", "session_expiry_s", 86_400),
+        ("BRIDGE_KEEPALIVE_S", "10", "keepalive_s", 10),
+        ("BRIDGE_HEARTBEAT_S", "0.5", "heartbeat_s", 0.5),
+        ("BRIDGE_SHUTDOWN_GRACE_S", "3", "shutdown_grace_s", 3.0),
+        ("BRIDGE_MAX_PAYLOAD_BYTES", "1024", "max_payload_bytes", 1024),
+        ("BRIDGE_MAX_FUTURE_S", "0", "max_future_s", 0),
+        ("BRIDGE_DB_RETRY_MAX_S", "2.5", "db_retry_max_s", 2.5),
+        ("BRIDGE_STATEMENT_TIMEOUT_MS", "500", "statement_timeout_ms", 500),
+        ("BRIDGE_STARTUP_TIMEOUT_S", "7", "startup_timeout_s", 7.0),
+        ("BRIDGE_HEALTH_FILE", "/run/bridge.health", "health_file", "/run/bridge.health"),
+        ("BRIDGE_LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
+    ],
+)
+def test_each_variable_is_read(variable: str, raw: str, field: str, expected: Any) -> None:
+    settings = Settings.from_env({variable: raw})
+
+    assert env_name(field) == variable
+    assert getattr(settings, field) == expected
+
+
+def test_urls_are_read() -> None:
+    settings = settings_from(DATABASE_URL="postgresql://u@db:6543/x", MQTT_URL="mqtts://broker")
+
+    assert settings.database_url.get_secret_value() == "postgresql://u@db:6543/x"
+    assert settings.mqtt() == MqttEndpoint(host="broker", port=8883, tls=True)
+
+
+def test_env_name_matches_field_name() -> None:
+    assert env_name("batch_size") == "BRIDGE_BATCH_SIZE"
+    assert env_name("database_url") == "DATABASE_URL"
+    assert env_name("mqtt_url") == "MQTT_URL"
+
+
+def test_subscription_is_shared() -> None:
+    settings = settings_from(BRIDGE_SHARE_GROUP="ingest", BRIDGE_TOPIC="sensors/+/readings")
+
+    assert settings.subscription == "$share/ingest/sensors/+/readings"
+    assert Settings.from_env({}).subscription == "$share/bridge/sensors/+/readings"
+
+
+def test_health_path_follows_client_id_unless_set() -> None:
+    assert settings_from(BRIDGE_CLIENT_ID="w2").health_path == "/tmp/iot-bridge-w2.health"
+    assert settings_from(BRIDGE_CLIENT_ID="w2", BRIDGE_HEALTH_FILE="/h").health_path == "/h"
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings.from_env({})
+
+    with pytest.raises(ValueError):
+        settings.batch_size = 1  # type: ignore[misc]
+
+
+# --- invalid values ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("BRIDGE_BATCH_SIZE", "0"),
+        ("BRIDGE_BATCH_SIZE", "-1"),
+        ("BRIDGE_BATCH_SIZE", "1e3"),
+        ("BRIDGE_FLUSH_MS", "abc"),
+        ("BRIDGE_FLUSH_MS", "0"),
+        ("BRIDGE_MAX_IN_FLIGHT", "70000"),
+        ("BRIDGE_SESSION_EXPIRY_S", "10"),
+        ("BRIDGE_KEEPALIVE_S", "1"),
+        ("BRIDGE_HEARTBEAT_S", "0"),
+        ("BRIDGE_HEARTBEAT_S", "nan"),
+        ("BRIDGE_HEARTBEAT_S", "inf"),
+        ("BRIDGE_SHUTDOWN_GRACE_S", "-1"),
+        ("BRIDGE_MAX_PAYLOAD_BYTES", "10"),
+        ("BRIDGE_MAX_FUTURE_S", "-1"),
+        ("BRIDGE_DB_RETRY_MAX_S", "soon"),
+        ("BRIDGE_CLIENT_ID", "a/b"),
+        ("BRIDGE_CLIENT_ID", "x" * 65),
+        ("BRIDGE_SHARE_GROUP", "a/b"),
+        ("BRIDGE_SHARE_GROUP", "#"),
+        ("BRIDGE_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_invalid_value_names_the_variable(variable: str, raw: str) -> None:
+    error = config_error(**{variable: raw})
+
+    assert error.variable == variable
+    assert str(error).startswith(f"{variable}: ")
+    assert error.problem
+    assert isinstance(error, BridgeError)
+
+
+def test_max_in_flight_below_batch_size_names_both() -> None:
+    error = config_error(BRIDGE_BATCH_SIZE="100", BRIDGE_MAX_IN_FLIGHT="99")
+
+    assert error.variable == "BRIDGE_MAX_IN_FLIGHT"
+    assert "BRIDGE_BATCH_SIZE" in error.problem
+    assert settings_from(BRIDGE_BATCH_SIZE="100", BRIDGE_MAX_IN_FLIGHT="100").max_in_flight == 100
+
+
+# --- MQTT_URL ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        ("mqtt://broker", MqttEndpoint(host="broker", port=1883)),
+        ("mqtt://broker/", MqttEndpoint(host="broker", port=1883)),
+        ("mqtts://broker", MqttEndpoint(host="broker", port=8883, tls=True)),
+        ("mqtt://broker:1884", MqttEndpoint(host="broker", port=1884)),
+        ("mqtts://broker:443", MqttEndpoint(host="broker", port=443, tls=True)),
+        ("mqtt://10.0.0.5:1883", MqttEndpoint(host="10.0.0.5", port=1883)),
+        ("mqtt://[::1]:1883", MqttEndpoint(host="::1", port=1883)),
+        ("mqtt://alice@broker", MqttEndpoint(host="broker", port=1883, username="alice")),
+    ],
+)
+def test_mqtt_url_is_parsed(url: str, endpoint: MqttEndpoint) -> None:
+    assert parse_mqtt_url(url) == endpoint
+
+
+def test_mqtt_url_credentials_are_unescaped() -> None:
+    endpoint = parse_mqtt_url("mqtt://ali%40ce:p%40ss%3Aw%2Frd%25@broker:1883")
+
+    assert endpoint.username == "ali@ce"
+    assert endpoint.password is not None
+    assert endpoint.password.get_secret_value() == "p@ss:w/rd%"
+    assert "p@ss" not in repr(endpoint)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://user:{MQTT_PASSWORD}@broker",
+        f"tcp://user:{MQTT_PASSWORD}@broker:1883",
+        f"user:{MQTT_PASSWORD}@broker:1883",
+        "broker:1883",
+        f"mqtt://user:{MQTT_PASSWORD}@",
+        f"mqtt://user:{MQTT_PASSWORD}@:1883",
+        f"mqtt://user:{MQTT_PASSWORD}@broker/sensors",
+        f"mqtt://user:{MQTT_PASSWORD}@broker?tls=1",
+        f"mqtt://user:{MQTT_PASSWORD}@broker:port",
+        f"mqtt://user:{MQTT_PASSWORD}@broker:99999",
+        f"mqtt://user:{MQTT_PASSWORD}@[::1",
+    ],
+)
+def test_bad_mqtt_url_names_variable_without_the_password(url: str) -> None:
+    error = config_error(MQTT_URL=url)
+
+    assert error.variable == "MQTT_URL"
+    assert MQTT_PASSWORD not in str(error)
+    assert MQTT_PASSWORD not in repr(error)
+    assert MQTT_PASSWORD not in _traceback(error)
+
+
+def test_mqtt_url_port_zero_is_refused() -> None:
+    # Port 0 cannot be connected to; silently using 1883 instead hides the typo.
+    assert config_error(MQTT_URL="mqtt://broker:0").variable == "MQTT_URL"
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+def test_passwords_never_show_in_repr_or_str() -> None:
+    settings = settings_from(
+        MQTT_URL=f"mqtts://bridge:{MQTT_PASSWORD}@broker:8883",
+        DATABASE_URL=f"postgresql://bridge:{DB_PASSWORD}@db:5432/sensors",
+    )
+
+    for text in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.mqtt())):
+        assert MQTT_PASSWORD not in text
+        assert DB_PASSWORD not in text
+    assert isinstance(settings.database_url, SecretStr)
+    assert settings.mqtt().password == SecretStr(MQTT_PASSWORD)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        f"http://bridge:{DB_PASSWORD}@db/sensors",
+        f"postgresql://bridge:{DB_PASSWORD}@db/sensors?nosuchoption=1",
+        f"host=db password='{DB_PASSWORD}",
+    ],
+)
+def test_bad_database_url_names_variable_without_echoing_it(url: str) -> None:
+    error = config_error(DATABASE_URL=url)
+
+    assert error.variable == "DATABASE_URL"
+    assert DB_PASSWORD not in str(error)
+    assert url not in str(error)
+    assert DB_PASSWORD not in _traceback(error)
+
+
+def test_conninfo_form_is_accepted() -> None:
+    settings = settings_from(DATABASE_URL=f"host=db dbname=sensors user=bridge password={DB_PASSWORD}")
+
+    assert DB_PASSWORD not in repr(settings)
+
+
+# --- README configuration table ---------------------------------------------------------------
+
+_ROW = re.compile(r"^\|\s*`(?P<name>[A-Z][A-Z0-9_]*)`\s*\|(?P<default>[^|]*)\|")
+_CODE = re.compile(r"`([^`]*)`")
+
+
+def _readme_tables() -> list[dict[str, str]]:
+    """Each markdown table whose first column holds backticked variable names: name -> default cell."""
+    assert README.is_file(), f"{README} is missing: it must document every setting in a table"
+    tables: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for line in README.read_text(encoding="utf-8").splitlines():
+        match = _ROW.match(line.strip())
+        if match:
+            current[match["name"]] = match["default"].strip()
+        elif not line.strip().startswith("|"):
+            if current:
+                tables.append(current)
+            current = {}
+    if current:
+        tables.append(current)
+    return tables
+
+
+def _readme_settings_table() -> dict[str, str]:
+    tables = [table for table in _readme_tables() if any(name.startswith("BRIDGE_") for name in table)]
+    assert len(tables) == 1, f"expected one README table of BRIDGE_* settings, found {len(tables)}"
+    return tables[0]
+
+
+def _model_default(field: str) -> str:
+    default = Settings.model_fields[field].default
+    return default.get_secret_value() if isinstance(default, SecretStr) else default
+
+
+def test_readme_documents_exactly_the_settings() -> None:
+    documented = set(_readme_settings_table())
+
+    expected = {env_name(field) for field in Settings.model_fields}
+    assert documented == expected, (
+        f"missing from README: {sorted(expected - documented)}; not settings: {sorted(documented - expected)}"
+    )
+
+
+@pytest.mark.parametrize("field", sorted(Settings.model_fields))
+def test_readme_default_matches_settings(field: str) -> None:
+    cell = _readme_settings_table().get(env_name(field))
+    assert cell is not None, f"{env_name(field)} is not in the README table"
+    code = _CODE.search(cell)
+    assert code, f"default of {env_name(field)} should be written in backticks, got {cell!r}"
+    written = code.group(1)
+
+    if field == "health_file":
+        # The model default "" means "derive it from the client id" (Settings.health_path).
+        assert _model_default(field) == ""
+        assert written == Settings.from_env({}).health_path.replace("bridge-1", "<client_id>")
+        return
+    # Read the README's default the way the environment would be read, so `5` and 5.0 agree.
+    parsed = Settings.model_validate({field: written})
+    assert getattr(parsed, field) == getattr(Settings(), field), (
+        f"README says {env_name(field)} defaults to {written!r}; Settings says {_model_default(field)!r}"
+    )

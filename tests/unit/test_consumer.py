@@ -1,0 +1,362 @@
+"""The MQTT side, driven through paho's callbacks on a fake client (telegraf's fakeClient idea)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from bridge.consumer import MqttConsumer, status_topic
+from bridge.inbox import Delivery, Inbox
+from bridge.model import Parsed, Rejection, Row
+from bridge.stats import Stats
+
+SUBSCRIPTION = "$share/bridge/sensors/+/readings"
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeClient:
+    """The callback attributes paho has, and a record of what the consumer asked of it."""
+
+    def __init__(self) -> None:
+        self.on_pre_connect: Any = None
+        self.on_connect: Any = None
+        self.on_subscribe: Any = None
+        self.on_message: Any = None
+        self.on_disconnect: Any = None
+        self.subscribed: list[tuple[str, int]] = []
+        self.acked: list[tuple[int, int]] = []
+        self.published: list[tuple[str, str | bytes, int, bool]] = []
+
+    def subscribe(self, topic: str, qos: int = 0) -> tuple[int, int]:
+        self.subscribed.append((topic, qos))
+        return 0, len(self.subscribed)
+
+    def ack(self, mid: int, qos: int) -> int:
+        self.acked.append((mid, qos))
+        return 0
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 0, retain: bool = False) -> str:
+        self.published.append((topic, payload, qos, retain))
+        return f"info-{len(self.published)}"
+
+    # What paho's network thread does, in paho's own argument order.
+
+    def connect(self, *, session_present: bool = False, reason: str = "Success") -> None:
+        self.on_pre_connect(self, None)
+        code = ReasonCode(PacketTypes.CONNACK, reason)
+        self.on_connect(self, None, ConnectFlags(session_present=session_present), code, None)
+
+    def suback(self, *reasons: str) -> None:
+        codes = [ReasonCode(PacketTypes.SUBACK, reason) for reason in reasons or ("Granted QoS 1",)]
+        self.on_subscribe(self, None, len(self.subscribed), codes, None)
+
+    def deliver(self, mid: int, payload: bytes = b"{}", *, topic: bytes = b"sensors/5/readings", qos: int = 1) -> None:
+        message = MQTTMessage(mid=mid, topic=topic)
+        message.payload = payload
+        message.qos = qos
+        self.on_message(self, None, message)
+
+    def disconnect(self, reason: str = "Unspecified error") -> None:
+        code = ReasonCode(PacketTypes.DISCONNECT, reason)
+        self.on_disconnect(self, None, DisconnectFlags(is_disconnect_packet_from_server=True), code, None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> datetime:
+        self.t += timedelta(milliseconds=1)
+        return self.t
+
+
+class Harness:
+    def __init__(self, *, parse: Any = None, inbox: Inbox | None = None) -> None:
+        self.client = FakeClient()
+        self.inbox = inbox if inbox is not None else Inbox()
+        self.stats = Stats()
+        self.parsed: list[tuple[str, bytes, datetime]] = []
+        self.consumer = MqttConsumer(
+            self.client,
+            self.inbox,
+            client_id="w1",
+            subscription=SUBSCRIPTION,
+            parse=parse or self._parse,
+            stats=self.stats,
+            now=Clock(),
+        )
+
+    def _parse(self, topic: str, payload: bytes, at: datetime) -> Parsed:
+        self.parsed.append((topic, payload, at))
+        return Parsed(rows=(Row(5, at, "t", 1.0, "C"),), indexes=(0,))
+
+    def queued(self) -> list[Delivery]:
+        return self.inbox.take(10_000, 0.0)
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
+
+
+# --- connecting and subscribing ---------------------------------------------------------------
+
+
+def test_connect_subscribes_to_the_shared_subscription_with_qos_1(harness: Harness) -> None:
+    harness.client.connect()
+
+    assert harness.client.subscribed == [(SUBSCRIPTION, 1)]
+    assert harness.stats.mqtt_connected is True
+    assert harness.consumer.refused is None
+
+
+def test_resubscribe_on_reconnect(harness: Harness) -> None:
+    harness.client.connect()
+    harness.client.disconnect()
+    harness.client.connect(session_present=True)
+    harness.client.disconnect()
+    harness.client.connect(session_present=False)
+
+    assert harness.client.subscribed == [(SUBSCRIPTION, 1)] * 3
+
+
+def test_suback_publishes_retained_online_and_sets_ready(harness: Harness) -> None:
+    harness.client.connect()
+    assert not harness.consumer.ready.is_set()
+
+    harness.client.suback("Granted QoS 1")
+
+    assert harness.client.published == [("bridge/status/w1", "online", 1, True)]
+    assert harness.consumer.ready.is_set()
+
+
+def test_refused_subscription_is_reported_and_not_ready(harness: Harness) -> None:
+    harness.client.connect()
+
+    harness.client.suback("Not authorized")
+
+    assert harness.consumer.refused is not None
+    assert SUBSCRIPTION in harness.consumer.refused
+    assert "Not authorized" in harness.consumer.refused
+    assert not harness.consumer.ready.is_set()
+    assert harness.client.published == []
+
+
+def test_refused_connect_is_reported(harness: Harness) -> None:
+    harness.client.connect(reason="Not authorized")
+
+    assert harness.consumer.refused == "Not authorized"
+    assert harness.client.subscribed == []
+    assert harness.stats.mqtt_connected is False
+    assert harness.consumer.ready.is_set() is False
+
+
+def test_successful_connect_clears_an_earlier_refusal(harness: Harness) -> None:
+    harness.client.connect(reason="Server unavailable")
+    harness.client.connect()
+
+    assert harness.consumer.refused is None
+
+
+def test_status_topic_and_publish_status(harness: Harness) -> None:
+    assert status_topic("w9") == "bridge/status/w9"
+    assert harness.consumer.publish_status("offline") == "info-1"
+    assert harness.client.published == [("bridge/status/w1", "offline", 1, True)]
+
+
+# --- receiving --------------------------------------------------------------------------------
+
+
+def test_message_is_validated_and_queued_with_the_current_generation(harness: Harness) -> None:
+    harness.client.connect()
+    harness.client.deliver(7, b'{"x": 1}')
+    harness.client.disconnect()
+    harness.client.connect()
+    harness.client.deliver(7, b'{"x": 2}')
+
+    first, second = harness.queued()
+
+    assert (first.mid, first.qos, first.topic, first.payload) == (7, 1, "sensors/5/readings", b'{"x": 1}')
+    assert (first.generation, second.generation) == (1, 2)
+    assert harness.parsed[0] == ("sensors/5/readings", b'{"x": 1}', first.received_at)
+    assert first.parsed.rows[0].timestamp == first.received_at
+    assert first.received_at < second.received_at
+    assert harness.stats.received == 2
+
+
+def test_bug_in_the_parser_stays_inside_on_message(caplog: pytest.LogCaptureFixture) -> None:
+    def broken_parse(topic: str, payload: bytes, at: datetime) -> Parsed:
+        raise KeyError("oops")
+
+    harness = Harness(parse=broken_parse)
+    harness.client.connect()
+
+    with caplog.at_level(logging.ERROR, logger="bridge.consumer"):
+        harness.client.deliver(3, b"raw bytes")
+
+    (queued,) = harness.queued()
+    assert queued.parsed.rows == ()
+    assert queued.parsed.rejections == (Rejection(b"raw bytes", queued.parsed.rejections[0].reason),)
+    assert "internal error" in queued.parsed.rejections[0].reason
+    assert "KeyError" in queued.parsed.rejections[0].reason
+    assert harness.stats.handler_errors == 1
+    assert any(record.exc_info for record in caplog.records)
+
+
+def test_failure_to_queue_stays_inside_on_message(caplog: pytest.LogCaptureFixture) -> None:
+    class BrokenInbox(Inbox):
+        def put(self, delivery: Delivery) -> None:
+            raise RuntimeError("inbox broken")
+
+    harness = Harness(inbox=BrokenInbox())
+    harness.client.connect()
+
+    with caplog.at_level(logging.ERROR, logger="bridge.consumer"):
+        harness.client.deliver(4)
+
+    assert harness.stats.handler_errors == 1
+    assert "could not queue message 4" in caplog.text
+
+
+def test_stop_accepting_queues_nothing_more(harness: Harness) -> None:
+    harness.client.connect()
+    harness.client.deliver(1)
+
+    harness.consumer.stop_accepting()
+    harness.client.deliver(2)
+    harness.client.deliver(3)
+
+    assert [d.mid for d in harness.queued()] == [1]
+    assert harness.stats.received == 1
+    assert harness.client.acked == []
+
+
+def test_topic_that_is_not_utf8_is_still_queued(harness: Harness) -> None:
+    harness.client.connect()
+
+    harness.client.deliver(5, topic=b"sensors/\xff/readings")
+
+    (queued,) = harness.queued()
+    assert queued.topic == "sensors/\ufffd/readings"
+    assert harness.stats.handler_errors == 0
+
+
+# --- acknowledging ----------------------------------------------------------------------------
+
+
+def test_ack_goes_out_in_the_order_given(harness: Harness) -> None:
+    harness.client.connect()
+    for mid in (11, 12, 13):
+        harness.client.deliver(mid)
+
+    acked = harness.consumer.ack(harness.queued())
+
+    assert acked == 3
+    assert harness.client.acked == [(11, 1), (12, 1), (13, 1)]
+
+
+def test_qos_0_messages_are_not_acked(harness: Harness) -> None:
+    harness.client.connect()
+    harness.client.deliver(0, qos=0)
+    harness.client.deliver(21, qos=1)
+
+    assert harness.consumer.ack(harness.queued()) == 1
+    assert harness.client.acked == [(21, 1)]
+
+
+def test_ack_after_reconnect_skips_deliveries_of_the_old_connection(harness: Harness) -> None:
+    harness.client.connect()
+    harness.client.deliver(1)
+    harness.client.deliver(2)
+    harness.client.disconnect()
+    harness.client.connect(session_present=False)
+    harness.client.deliver(1)  # the same packet id, on the new connection: a different message
+    harness.client.deliver(3)
+
+    batch = harness.queued()
+    acked = harness.consumer.ack(batch)
+
+    assert [(d.mid, d.generation) for d in batch] == [(1, 1), (2, 1), (1, 2), (3, 2)]
+    assert acked == 2
+    assert harness.client.acked == [(1, 1), (3, 1)]
+
+
+def test_nothing_is_acked_while_disconnected(harness: Harness) -> None:
+    harness.client.connect()
+    harness.client.deliver(1)
+    batch = harness.queued()
+
+    harness.client.disconnect()
+
+    assert harness.consumer.ack(batch) == 0
+    assert harness.client.acked == []
+
+
+def test_nothing_is_acked_between_pre_connect_and_connack(harness: Harness) -> None:
+    harness.client.connect()
+    harness.client.deliver(1)
+    batch = harness.queued()
+
+    harness.client.on_pre_connect(harness.client, None)  # reconnecting: CONNACK not yet received
+
+    assert harness.consumer.ack(batch) == 0
+    assert harness.client.acked == []
+
+
+def test_session_present_drops_old_deliveries_the_broker_will_resend(harness: Harness) -> None:
+    harness.client.connect()
+    harness.client.deliver(1)
+    harness.client.deliver(2)
+    harness.client.disconnect()
+    assert harness.consumer.resend_floor == 0
+
+    harness.client.connect(session_present=True)
+    harness.client.deliver(1)
+
+    assert harness.consumer.resend_floor == 2
+    assert [(d.mid, d.generation) for d in harness.queued()] == [(1, 2)]
+
+
+def test_lost_session_keeps_old_deliveries_for_storing(harness: Harness) -> None:
+    harness.client.connect()
+    harness.client.deliver(1)
+    harness.client.disconnect()
+
+    harness.client.connect(session_present=False)
+
+    assert harness.consumer.resend_floor == 0
+    assert [(d.mid, d.generation) for d in harness.queued()] == [(1, 1)]
+
+
+# --- disconnecting ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reason", "stopping", "level", "text"),
+    [
+        ("Session taken over", False, logging.ERROR, "BRIDGE_CLIENT_ID"),
+        ("Unspecified error", False, logging.WARNING, "reconnecting"),
+        ("Normal disconnection", True, logging.INFO, "disconnected from broker"),
+    ],
+)
+def test_disconnect_is_logged_by_cause(
+    harness: Harness, caplog: pytest.LogCaptureFixture, reason: str, stopping: bool, level: int, text: str
+) -> None:
+    harness.client.connect()
+    if stopping:
+        harness.consumer.stop_accepting()
+
+    with caplog.at_level(logging.INFO, logger="bridge.consumer"):
+        harness.client.disconnect(reason)
+
+    (record,) = [r for r in caplog.records if "disconnect" in r.getMessage() or "took over" in r.getMessage()]
+    assert record.levelno == level
+    assert text in record.getMessage()
+    assert "w1" in record.getMessage()
+    assert harness.stats.mqtt_connected is False

@@ -1,0 +1,124 @@
+"""Bridge worker processes (`python -m bridge`) for the integration tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from processes import REPO_ROOT, read_tail, spawn
+
+
+class MakeEnv(Protocol):
+    """Type of the `bridge_env` fixture: the environment for one bridge worker."""
+
+    def __call__(self, client_id: str, /, **overrides: object) -> dict[str, str]: ...
+
+
+class StartWorker(Protocol):
+    """Type of the `start_worker` fixture: start a bridge worker and wait until it is ready."""
+
+    def __call__(
+        self, client_id: str, /, *, ready: bool = True, **env_overrides: object
+    ) -> WorkerProcess: ...
+
+
+
+_INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV")
+_INHERITED_PREFIXES = ("PYTHON", "COV_CORE_", "COVERAGE_")
+
+
+def _worker_environ(overrides: Mapping[str, str]) -> dict[str, str]:
+    """A minimal copy of os.environ with `overrides` applied."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in _INHERITED_ENV or key.startswith(_INHERITED_PREFIXES)
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+class WorkerProcess:
+    """One `python -m bridge` worker, run from the repository root, logging to a file."""
+
+    def __init__(
+        self, client_id: str, env: Mapping[str, str], *, log_dir: Path | None = None
+    ) -> None:
+        self._client_id = client_id
+        self._env = _worker_environ(env)
+        folder = log_dir or Path(tempfile.mkdtemp(prefix="bridge-test-worker-"))
+        self._log_path = folder / f"worker-{client_id}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_id(self) -> str:
+        """The worker's MQTT client id (BRIDGE_CLIENT_ID)."""
+        return self._client_id
+
+    @property
+    def pid(self) -> int:
+        """PID of the worker started last."""
+        return self._started().pid
+
+    @property
+    def log_path(self) -> Path:
+        """File holding the worker's stdout and stderr (appended to across restarts)."""
+        return self._log_path
+
+    def start(self) -> None:
+        """Start the worker; waiting until it is ready is the caller's job."""
+        if self.is_running():
+            raise RuntimeError(f"worker {self._client_id} is already running (pid {self.pid})")
+        self._process = spawn(
+            [sys.executable, "-m", "bridge"], log_path=self._log_path, env=self._env, cwd=REPO_ROOT
+        )
+
+    def is_running(self) -> bool:
+        """Whether the worker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` (for example SIGSTOP, SIGCONT or SIGTERM) to the worker."""
+        self._started().send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the worker to exit and return its exit code (or raise TimeoutExpired)."""
+        return self._started().wait(timeout)
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM, wait up to `timeout` s, then SIGKILL; return the exit code (-9 if killed)."""
+        process = self._started()
+        if process.poll() is None:
+            process.send_signal(signals.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int:
+        """SIGKILL the worker and return its exit code."""
+        process = self._started()
+        if process.poll() is None:
+            process.kill()
+        return process.wait()
+
+    def log_text(self) -> str:
+        """Everything the worker wrote to stdout and stderr so far."""
+        return read_tail(self._log_path, lines=1_000_000)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the worker's output."""
+        return read_tail(self._log_path, lines=lines)
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError(f"worker {self._client_id} has not been started")
+        return self._process
+
