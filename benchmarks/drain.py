@@ -21,14 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import psycopg
 import traffic
-from servers import (
-    MosquittoServer,
-    MqttTestClient,
-    PostgresServer,
-    WorkerProcess,
-    apply_schema,
-    wait_until,
-)
+from mqtt_client import MqttTestClient
+from processes import wait_until
+from servers import MosquittoServer, PostgresServer, apply_schema
+from workers import WorkerProcess
 
 
 def run(workers: int, messages: int, pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> float:
