@@ -139,6 +139,7 @@ class Pipeline:
     ) -> list[Delivery] | None:
         self._stats.db_ok = False
         self._stats.db_errors += 1
+        self._stats.in_flight = len(batch) + len(self._inbox)  # keeps growing up to Receive Maximum
         delay = self._backoff.next_delay()
         limit = deadline()
         if limit is not None and self._monotonic() + delay > limit:

@@ -194,7 +194,10 @@ def test_postgres_down_for_ten_seconds_mid_run_loses_nothing(
     start: StartWorker, mqtt_url: str, admin_database_url: str, restartable_postgres: PostgresServer,
     mqtt_client: MqttTestClient,
 ) -> None:
-    workers = [start(name, bridge_db_retry_max_s=1) for name in ("p1", "p2")]
+    # A small Receive Maximum makes the bound on what a worker holds visible.
+    workers = [
+        start(name, bridge_db_retry_max_s=1, bridge_max_in_flight=300, bridge_batch_size=100) for name in ("p1", "p2")
+    ]
     mqtt_client.subscribe("bridge/heartbeat/+")
     sent = traffic.build(4000, duplicate_share=0.1, invalid_share=0.02)
     thread = publish_in_background(mqtt_url, sent.messages, chunk=100)
@@ -217,6 +220,8 @@ def test_postgres_down_for_ten_seconds_mid_run_loses_nothing(
     wait_for_rows(admin_database_url, len(sent.expected), sent.invalid, timeout=60)
 
     assert all(worker.is_running() for worker in workers), "workers survive a database outage"
+    held = [json.loads(m.payload)["in_flight"] for m in mqtt_client.received() if m.payload]
+    assert 100 < max(held) <= 300, "the broker never sends more than BRIDGE_MAX_IN_FLIGHT unacknowledged messages"
     assert traffic.stored_rows(admin_database_url) == sent.expected
     assert traffic.counts(admin_database_url) == (len(sent.expected), sent.invalid)
 
