@@ -1,8 +1,11 @@
 -- iot-sensors-bridge database schema.
 -- Idempotent: safe to run again on an existing database (psql -f schema.sql).
--- Run it as the database owner. It creates the tables and one NOLOGIN role,
--- iot_bridge, holding exactly the privileges a bridge worker needs; grant it
--- to the login role your workers use:
+-- Run it as the database owner. It creates the tables and three NOLOGIN group
+-- roles holding exactly the privileges each component needs; grant them to
+-- the login roles you create (deploy/postgres/20-roles.sh does it for Docker):
+--     iot_bridge   bridge workers: insert readings and dead letters
+--     iot_watchdog the watchdog: connect and run a trivial query
+--     iot_reader   simulator --verify, dashboards: read both tables
 --     CREATE ROLE bridge LOGIN PASSWORD '...' IN ROLE iot_bridge;
 
 CREATE TABLE IF NOT EXISTS readings (
@@ -51,3 +54,19 @@ REVOKE ALL ON readings, rejected_messages FROM iot_bridge;
 GRANT INSERT ON readings TO iot_bridge;
 GRANT SELECT (sensor_id, "timestamp", variable, value, unit) ON readings TO iot_bridge;
 GRANT INSERT ON rejected_messages TO iot_bridge;
+
+-- The watchdog only connects and runs SELECT 1: CONNECT on the database is
+-- granted to PUBLIC by default, so the role needs no table privilege at all.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iot_watchdog') THEN
+        CREATE ROLE iot_watchdog NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iot_reader') THEN
+        CREATE ROLE iot_reader NOLOGIN;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON readings, rejected_messages FROM iot_watchdog, iot_reader;
+GRANT SELECT ON readings, rejected_messages TO iot_reader;
