@@ -97,10 +97,17 @@ def parse_devices(text: str) -> dict[int, str]:
 
 
 def build(
-    environ: Mapping[str, str], *, iterations: int = ITERATIONS, salt: Callable[[], bytes] = lambda: os.urandom(SALT_BYTES)
+    environ: Mapping[str, str],
+    *,
+    iterations: int = ITERATIONS,
+    salt: Callable[[], bytes] = lambda: os.urandom(SALT_BYTES),
 ) -> dict[str, Any]:
     """The whole dynamic-security document; ValueError names a missing variable."""
-    accounts = {"bridge": "MQTT_BRIDGE_PASSWORD", "watchdog": "MQTT_WATCHDOG_PASSWORD", "simulator": "MQTT_SIMULATOR_PASSWORD"}
+    accounts = {
+        "bridge": "MQTT_BRIDGE_PASSWORD",
+        "watchdog": "MQTT_WATCHDOG_PASSWORD",
+        "simulator": "MQTT_SIMULATOR_PASSWORD",
+    }
     missing = [var for var in accounts.values() if not environ.get(var)]
     if missing:
         raise ValueError(f"{', '.join(missing)} must be set (see .env.example)")
