@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -34,6 +34,8 @@ class MqttTestClient:
         client_id: str | None = None,
         clean_start: bool = True,
         session_expiry_s: int = 0,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._address = (host, port)
         self._clean_start = clean_start
@@ -46,6 +48,8 @@ class MqttTestClient:
         # No limit on paho's queue (0), so publish_many never gets "queue full";
         # in flight at most the broker's Receive Maximum (max_inflight_messages
         # in mosquitto.conf), which an MQTT v5 client must not exceed.
+        if username is not None:
+            self._client.username_pw_set(username, password)
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
         self._client.on_connect = self._on_connect
@@ -61,13 +65,15 @@ class MqttTestClient:
         cls, url: str, *, client_id: str | None = None, clean_start: bool = True,
         session_expiry_s: int = 0,
     ) -> MqttTestClient:
-        """Build a client for an mqtt://host:port URL."""
+        """Build a client for an mqtt://[user:password@]host:port URL."""
         parts = urlsplit(url)
         if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError(f"expected mqtt://host:port, got {url!r}")
+            raise ValueError(f"expected mqtt://[user:password@]host:port, got {parts.hostname!r}")
         return cls(
             parts.hostname, parts.port or 1883, client_id=client_id, clean_start=clean_start,
             session_expiry_s=session_expiry_s,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
         )
 
     def __enter__(self) -> Self:

@@ -7,6 +7,10 @@ so the tests never touch a server running on the machine.
 
 from __future__ import annotations
 
+import glob
+import importlib.util
+import json
+import os
 import re
 import shutil
 import signal as signals
@@ -14,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 from urllib.parse import quote
 
@@ -40,6 +45,23 @@ MOSQUITTO_HINT = (
     "install Debian's `mosquitto` package (apt-get install -y mosquitto) or set TEST_MQTT_URL"
 )
 BRIDGE_TEST_ROLE = "bridge_test"
+
+# The broker runs with the project's dynamic-security setup; these are the
+# test passwords of its accounts (mosquitto/dynsec.py), plus `test`, a test
+# account allowed everything, which fixtures use unless a test needs a role.
+MQTT_TEST_ACCOUNTS = {
+    "MQTT_BRIDGE_PASSWORD": "bridge-pw",
+    "MQTT_WATCHDOG_PASSWORD": "watchdog-pw",
+    "MQTT_SIMULATOR_PASSWORD": "simulator-pw",
+    "MQTT_ADMIN_PASSWORD": "admin-pw",
+    "MQTT_DEVICES": "7:device-7-pw",
+}
+TEST_MQTT_USER = "test"
+TEST_MQTT_PASSWORD = "test-pw"
+# 210,000 PBKDF2 iterations cost the broker ~0.1 s per CONNECT; tests connect
+# hundreds of clients, so their accounts use fewer. Production keeps the default.
+TEST_PBKDF2_ITERATIONS = 1000
+_DYNSEC_PLUGINS = ("/usr/lib/*/mosquitto_dynamic_security.so", "/usr/lib/mosquitto_dynamic_security.so")
 PostgresStopMode = Literal["smart", "fast", "immediate"]
 # https://www.postgresql.org/docs/current/server-shutdown.html
 _POSTGRES_STOP_SIGNALS = {
@@ -184,7 +206,44 @@ class PostgresServer:
             return False
 
 
-def render_mosquitto_config(template: str, *, port: int, data_dir: Path, log_path: Path) -> str:
+def dynsec_plugin() -> str:
+    """Path of Mosquitto's dynamic security plugin (Debian puts it under the multiarch folder)."""
+    for pattern in _DYNSEC_PLUGINS:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    raise RuntimeError(f"mosquitto_dynamic_security.so not found: {MOSQUITTO_HINT}")
+
+
+def load_dynsec() -> ModuleType:
+    """mosquitto/dynsec.py, the project's account generator (a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("dynsec", REPO_ROOT / "mosquitto" / "dynsec.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_test_accounts(path: Path) -> None:
+    """The project's accounts with test passwords, plus the all-powerful `test` account."""
+    dynsec = load_dynsec()
+    document = dynsec.build(MQTT_TEST_ACCOUNTS, iterations=TEST_PBKDF2_ITERATIONS)
+    everything = [
+        dynsec.acl(kind, topic)
+        for topic in ("#", "$SYS/#", "$share/#")
+        for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")
+    ]
+    document["roles"].append({"rolename": TEST_MQTT_USER, "acls": everything})
+    document["clients"].append(
+        dynsec.client(TEST_MQTT_USER, TEST_MQTT_PASSWORD, TEST_MQTT_USER,
+                      iterations=TEST_PBKDF2_ITERATIONS, salt=os.urandom(12))
+    )
+    path.write_text(json.dumps(document), encoding="utf-8")
+
+
+def render_mosquitto_config(
+    template: str, *, port: int, data_dir: Path, log_path: Path, dynsec_path: Path
+) -> str:
     """Rewrite the project's mosquitto.conf for a test broker; every other line stays as is.
 
     Raises RuntimeError if a line to rewrite is missing, so the fixtures never
@@ -194,6 +253,8 @@ def render_mosquitto_config(template: str, *, port: int, data_dir: Path, log_pat
         (r"listener\s+1883", f"listener {port} {LOCALHOST}"),
         (r"persistence_location\s+\S+", f"persistence_location {data_dir}/"),
         (r"log_dest\s+stdout", f"log_dest file {log_path}"),
+        (r"plugin\s+\S+", f"plugin {dynsec_plugin()}"),
+        (r"plugin_opt_config_file\s+\S+", f"plugin_opt_config_file {dynsec_path}"),
     ]
     for pattern, line in replacements:
         template, count = re.subn(rf"^{pattern}[ \t]*$", line, template, flags=re.MULTILINE)
@@ -218,19 +279,22 @@ class MosquittoServer:
         self._log_path = self._root / "mosquitto.log"
         self._output_path = self._root / "mosquitto.out"
         self._config_path = self._root / "mosquitto.conf"
+        self._dynsec_path = self._root / "dynamic-security.json"
         self._port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         try:
             config = render_mosquitto_config(
-                template, port=self._port, data_dir=self._data_dir, log_path=self._log_path
+                template, port=self._port, data_dir=self._data_dir, log_path=self._log_path,
+                dynsec_path=self._dynsec_path,
             )
         except RuntimeError:
             shutil.rmtree(self._root)
             raise
         self._config_path.write_text(config, encoding="utf-8")
+        write_test_accounts(self._dynsec_path)
         self._data_dir.mkdir()
         self._log_path.touch()
-        chown(account, self._root, self._data_dir, self._log_path)
+        chown(account, self._root, self._data_dir, self._log_path, self._dynsec_path)
 
     @property
     def host(self) -> str:
@@ -244,8 +308,12 @@ class MosquittoServer:
 
     @property
     def url(self) -> str:
-        """mqtt:// URL of the broker."""
-        return f"mqtt://{self.host}:{self.port}"
+        """mqtt:// URL of the broker, as the all-powerful test account."""
+        return self.url_as(TEST_MQTT_USER, TEST_MQTT_PASSWORD)
+
+    def url_as(self, username: str, password: str) -> str:
+        """mqtt:// URL of the broker for one of the accounts in MQTT_TEST_ACCOUNTS."""
+        return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -294,7 +362,7 @@ class MosquittoServer:
         """Whether a TCP connect and an MQTT CONNECT/CONNACK round trip succeed right now."""
         try:
             socket.create_connection((self.host, self.port), timeout=1).close()
-            MqttTestClient(self.host, self.port).connect(timeout=2).close()
+            MqttTestClient.from_url(self.url).connect(timeout=2).close()
         except (OSError, MqttTestError):
             return False
         return True

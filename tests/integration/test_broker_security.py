@@ -1,0 +1,95 @@
+"""The project's broker configuration refuses what each account must not do (dynamic security)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import traffic
+from mqtt_client import MqttTestClient, MqttTestError
+from processes import wait_until
+from servers import MosquittoServer
+from workers import StartWorker, WorkerProcess
+
+DEVICE = ("device-7", "device-7-pw")  # MQTT_TEST_ACCOUNTS in tests/servers.py
+BRIDGE = ("bridge", "bridge-pw")
+
+
+@pytest.fixture
+def broker(mosquitto_server: MosquittoServer | None) -> MosquittoServer:
+    if mosquitto_server is None:
+        pytest.skip("needs the project's own broker config, started from local binaries")
+    return mosquitto_server
+
+
+def connect(broker: MosquittoServer, username: str | None, password: str | None) -> MqttTestClient:
+    url = broker.url_as(username, password or "") if username else f"mqtt://{broker.host}:{broker.port}"
+    return MqttTestClient.from_url(url).connect(timeout=5)
+
+
+@pytest.mark.parametrize(
+    "username, password", [(None, None), ("bridge", "wrong"), ("nobody", "bridge-pw"), ("device-7", "")]
+)
+def test_anonymous_and_wrong_credentials_are_refused(broker: MosquittoServer, username: str | None,
+                                                     password: str | None) -> None:
+    with pytest.raises(MqttTestError, match="refused"):
+        connect(broker, username, password)
+
+
+@pytest.mark.parametrize(
+    "account, topic",
+    [
+        (DEVICE, "$share/bridge/sensors/+/readings"),
+        (DEVICE, "sensors/+/readings"),
+        (DEVICE, "sensors/8/readings"),
+        (DEVICE, "bridge/#"),
+        (BRIDGE, "sensors/+/readings"),  # only through its share group
+        (BRIDGE, "$SYS/#"),
+    ],
+)
+def test_subscriptions_outside_a_role_are_refused(broker: MosquittoServer, account: tuple[str, str],
+                                                  topic: str) -> None:
+    client = connect(broker, *account)
+    try:
+        with pytest.raises(MqttTestError, match="refused"):
+            client.subscribe(topic)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "account, topic",
+    [(BRIDGE, "$share/bridge/sensors/+/readings"), (("watchdog", "watchdog-pw"), "$SYS/#"),
+     (("watchdog", "watchdog-pw"), "bridge/#")],
+)
+def test_roles_may_subscribe_to_what_they_need(broker: MosquittoServer, account: tuple[str, str], topic: str) -> None:
+    client = connect(broker, *account)
+    try:
+        client.subscribe(topic)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def bridge_worker(start_worker: StartWorker, broker: MosquittoServer, share_group: str) -> Iterator[WorkerProcess]:
+    """A worker with the real `bridge` account; its role allows only the share group `bridge`."""
+    client_id = f"secure-{share_group}"
+    yield start_worker(client_id, mqtt_url=broker.url_as(*BRIDGE), bridge_share_group="bridge")
+    # Its session would keep receiving the group's readings after the test: end it.
+    MqttTestClient.from_url(broker.url, client_id=client_id, clean_start=True).connect().close()
+
+
+def test_a_device_publishes_only_to_its_own_topic(
+    broker: MosquittoServer, bridge_worker: WorkerProcess, admin_database_url: str
+) -> None:
+    _, own, own_row = traffic.reading(6, sensors=7)  # sensor 7
+    _, foreign, _ = traffic.reading(7, sensors=8)  # sensor 8: would be stored if delivered
+    device = connect(broker, *DEVICE)
+    try:
+        device.publish("sensors/8/readings", foreign)  # the broker acks and drops it
+        device.publish("sensors/7/readings", own)
+    finally:
+        device.close()
+    wait_until(lambda: traffic.counts(admin_database_url)[0] >= 1, 20, message="the device's own reading stored")
+    assert traffic.stored_rows(admin_database_url) == {own_row}
+    assert traffic.counts(admin_database_url) == (1, 0)
