@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -28,7 +29,17 @@ import psycopg
 import pytest
 from mqtt_client import MqttTestClient
 from processes import REPO_ROOT, find_binary, wait_until
-from servers import BRIDGE_TEST_ROLE, MOSQUITTO_HINT, POSTGRES_HINT, MosquittoServer, PostgresServer, apply_schema
+from servers import (
+    BRIDGE_TEST_ROLE,
+    MOSQUITTO_HINT,
+    POSTGRES_HINT,
+    TEST_MQTT_PASSWORD,
+    TEST_MQTT_USER,
+    MosquittoServer,
+    PostgresServer,
+    apply_schema,
+    write_test_accounts,
+)
 from workers import MakeEnv, StartWorker, WorkerProcess
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
@@ -115,9 +126,9 @@ def _mosquitto_backend() -> Iterator[tuple[str, MosquittoServer | None]]:
     except RuntimeError as exc:
         if not _docker_available():
             pytest.fail(_no_backend("Mosquitto", exc))
-        with _mosquitto_container() as container:
+        with tempfile.TemporaryDirectory() as tmp, _mosquitto_container(Path(tmp)) as container:
             host, port = container.get_container_host_ip(), container.get_exposed_port(1883)
-            yield f"mqtt://{host}:{port}", None
+            yield f"mqtt://{TEST_MQTT_USER}:{TEST_MQTT_PASSWORD}@{host}:{port}", None
         return
     server = MosquittoServer()
     try:
@@ -140,17 +151,26 @@ def _postgres_container() -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _mosquitto_container() -> Iterator[Any]:
-    """A Mosquitto 2 container running the project's mosquitto.conf, stopped on exit."""
-    try:
-        from testcontainers.community.mqtt import MosquittoContainer
-    except ImportError:  # testcontainers before the `community` namespace
-        from testcontainers.mqtt import MosquittoContainer
+def _mosquitto_container(tmp: Path) -> Iterator[Any]:
+    """eclipse-mosquitto:2 with the project's mosquitto.conf and the test accounts, stopped on exit.
 
-    container = MosquittoContainer("eclipse-mosquitto:2")
-    # The project's config as is: it was written for this image's layout.
-    container.start(configfile=str(REPO_ROOT / "mosquitto" / "mosquitto.conf"))
+    Not exercised on the CI machines (no Docker engine there): the local
+    binaries serve. The config's plugin paths are this image's own.
+    """
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    write_test_accounts(tmp / "dynamic-security.json")
+    os.chmod(tmp, 0o777)  # the image's broker runs as uid 1883 and saves the file
+    container = (
+        DockerContainer("eclipse-mosquitto:2")
+        .with_exposed_ports(1883)
+        .with_volume_mapping(str(REPO_ROOT / "mosquitto" / "mosquitto.conf"), "/mosquitto/config/mosquitto.conf")
+        .with_volume_mapping(str(tmp), "/mosquitto/dynsec", mode="rw")
+    )
+    container.start()
     try:
+        wait_for_logs(container, r"mosquitto version .* running", timeout=30)
         yield container
     finally:
         container.stop()
@@ -194,7 +214,7 @@ def bridge_database_url(admin_database_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def mqtt_url(_mosquitto_backend: tuple[str, MosquittoServer | None]) -> str:
-    """mqtt://host:port of the test broker."""
+    """mqtt://user:password@host:port of the test broker, as the test account allowed everything."""
     return _mosquitto_backend[0]
 
 
