@@ -1,0 +1,178 @@
+"""Pure judgements of workers, the worker count and the broker's dropped-messages counter."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from watchdog.checks import (
+    DropWatch,
+    Status,
+    WorkerRules,
+    WorkerView,
+    heartbeat_sent_at,
+    judge_data_loss,
+    judge_worker,
+    judge_workers,
+    observe_dropped,
+    parse_heartbeat,
+    probe_result,
+)
+
+NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+RULES = WorkerRules(heartbeat_timeout_s=15, stall_s=60)
+
+
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+def beat(**fields: Any) -> dict[str, Any]:
+    return {"client_id": "bridge-1", "at": NOW.isoformat(), "in_flight": 0, "db_ok": True, "mqtt_connected": True,
+            "last_commit_at": None, **fields}
+
+
+def judge(view: WorkerView, *, listening_s: float = 600, database_down: bool = False) -> tuple[Status, str]:
+    result = judge_worker(view, now=NOW, listening_s=listening_s, database_down=database_down, rules=RULES)
+    assert result.component == view.client_id
+    return result.status, result.detail
+
+
+def test_fresh_heartbeat_is_ok() -> None:
+    status, detail = judge(WorkerView("bridge-1", "online", beat(), ago(3)))
+
+    assert status is Status.OK
+    assert "heartbeat 3.0 s ago" in detail
+
+
+def test_offline_status_is_down_whatever_the_heartbeat() -> None:
+    status, detail = judge(WorkerView("bridge-1", "offline", beat(), ago(1)))
+
+    assert status is Status.DOWN
+    assert "offline" in detail
+
+
+def test_stale_heartbeat_is_down() -> None:
+    status, detail = judge(WorkerView("bridge-1", "online", beat(), ago(16)))
+
+    assert status is Status.DOWN
+    assert "no heartbeat for 16 s (limit 15 s)" in detail
+    confirmed = judge_worker(WorkerView("bridge-1", "online", beat(), ago(16)), now=NOW, listening_s=600,
+                             database_down=False, rules=RULES).confirmed
+    assert confirmed, "the timeout already waited: no threshold on top"
+    assert not judge_worker(WorkerView("bridge-1", "offline"), now=NOW, listening_s=600, database_down=False,
+                            rules=RULES).confirmed, "offline can be a restart in progress: it waits the threshold"
+
+
+def test_never_seen_is_down_but_only_after_listening_a_heartbeat_timeout() -> None:
+    assert judge(WorkerView("bridge-9"), listening_s=5)[0] is Status.UNKNOWN
+    assert judge(WorkerView("bridge-9"), listening_s=15.1) == (
+        Status.DOWN, "never seen: no status or heartbeat on the broker"
+    )
+
+
+def test_stale_retained_heartbeat_after_a_reconnect_gets_a_grace_period() -> None:
+    view = WorkerView("bridge-1", "online", beat(), ago(600))
+
+    assert judge(view, listening_s=2)[0] is Status.UNKNOWN
+    assert judge(view, listening_s=20)[0] is Status.DOWN
+
+
+def test_database_unreachable_is_degraded_unless_the_database_check_already_fails() -> None:
+    view = WorkerView("bridge-1", "online", beat(db_ok=False, in_flight=120), ago(1))
+
+    assert judge(view) == (Status.DEGRADED, "reports the database unreachable, 120 messages in flight")
+    assert judge(view, database_down=True)[0] is Status.OK, "one alert for the database, not one per worker"
+
+
+def test_in_flight_without_commit_for_stall_s_is_degraded() -> None:
+    stalled = WorkerView("bridge-1", "online", beat(in_flight=40, last_commit_at=ago(61).isoformat()), ago(1))
+    busy = WorkerView("bridge-1", "online", beat(in_flight=40, last_commit_at=ago(2).isoformat()), ago(1))
+    idle = WorkerView("bridge-1", "online", beat(in_flight=0, last_commit_at=ago(3600).isoformat()), ago(1))
+
+    assert judge(stalled) == (Status.DEGRADED, "40 messages in flight and no commit for 61 s")
+    assert judge(busy)[0] is Status.OK
+    assert judge(idle)[0] is Status.OK, "a quiet worker with nothing to store is fine"
+
+
+def test_mqtt_connected_false_is_stale_news_once_the_heartbeat_arrived() -> None:
+    # The bridge queues its first heartbeat before it connects; it arrives saying false.
+    assert judge(WorkerView("bridge-1", "online", beat(mqtt_connected=False), ago(1)))[0] is Status.OK
+
+
+def test_workers_are_unknown_while_the_broker_is_down() -> None:
+    results = judge_workers(
+        {}, ("bridge-1",), now=NOW, listening_s=600, broker_ok=False, database_down=False, min_workers=1, rules=RULES
+    )
+
+    assert [(r.component, r.status) for r in results] == [("bridge-1", Status.UNKNOWN), ("workers", Status.UNKNOWN)]
+
+
+def test_worker_count_counts_fresh_online_workers_listed_or_not() -> None:
+    views = {
+        "a": WorkerView("a", "online", beat(), ago(1)),
+        "b": WorkerView("b", None, beat(), ago(2)),
+        "gone": WorkerView("gone", "offline", beat(), ago(1)),
+        "old": WorkerView("old", "online", beat(), ago(900)),
+    }
+
+    def count(min_workers: int) -> tuple[Status, str]:
+        results = judge_workers(views, (), now=NOW, listening_s=600, broker_ok=True, database_down=False,
+                                min_workers=min_workers, rules=RULES)
+        return results[-1].status, results[-1].detail
+
+    assert count(2) == (Status.OK, "2 alive (at least 2 needed): a, b")
+    assert count(3) == (Status.DOWN, "2 bridge workers alive, at least 3 needed (a, b)")
+    assert judge_workers(views, (), now=NOW, listening_s=600, broker_ok=True, database_down=False,
+                         min_workers=0, rules=RULES) == [], "no count check when WATCHDOG_MIN_WORKERS=0"
+
+
+def test_heartbeat_parsing() -> None:
+    payload = json.dumps(beat()).encode()
+
+    assert parse_heartbeat(payload) == beat()
+    assert parse_heartbeat(b"") is None
+    assert parse_heartbeat(b"[1]") is None
+    assert parse_heartbeat(b"\xff") is None
+    assert heartbeat_sent_at(beat()) == NOW
+    assert heartbeat_sent_at({"at": "2026-11-29T08:00:00"}) is None, "naive timestamps are not trusted"
+    assert heartbeat_sent_at({}) is None
+
+
+def test_probe_result() -> None:
+    assert probe_result("database", None, ok_detail="SELECT 1 in 2 ms").status is Status.OK
+    failed = probe_result("database", "connection refused", ok_detail="unused")
+    assert (failed.status, failed.detail) == (Status.DOWN, "connection refused")
+
+
+def test_dropped_counter_rising_is_data_loss_until_quiet_for_clear_s() -> None:
+    watch = observe_dropped(DropWatch(), 7, ago(100))
+    result, watch = judge_data_loss(watch, now=ago(100), clear_s=60)
+    assert result.status is Status.OK, "a first sample is only a baseline"
+
+    watch = observe_dropped(watch, 10, ago(90))
+    watch = observe_dropped(watch, 12, ago(80))
+    result, watch = judge_data_loss(watch, now=ago(80), clear_s=60)
+    assert result.status is Status.DOWN
+    assert "dropped 5 messages" in result.detail
+
+    result, watch = judge_data_loss(observe_dropped(watch, 12, ago(30)), now=ago(30), clear_s=60)
+    assert result.status is Status.DOWN, "still within clear_s of the last rise"
+    result, watch = judge_data_loss(observe_dropped(watch, 12, NOW), now=NOW, clear_s=60)
+    assert result.status is Status.OK
+    assert watch.lost == 0
+
+
+def test_dropped_counter_reset_by_a_broker_restart_is_not_data_loss() -> None:
+    watch = observe_dropped(observe_dropped(DropWatch(), 50, ago(20)), 0, ago(10))
+    result, _ = judge_data_loss(watch, now=NOW, clear_s=60)
+
+    assert result.status is Status.OK
+    assert watch.baseline == 0
+
+
+def test_no_dropped_counter_yet_is_unknown() -> None:
+    result, _ = judge_data_loss(observe_dropped(DropWatch(), None, NOW), now=NOW, clear_s=60)
+
+    assert result.status is Status.UNKNOWN

@@ -1,0 +1,223 @@
+"""Pure judgements: what the probes and the bridge's retained topics say about each component.
+
+No I/O here: the MQTT watcher and the database probe collect facts, these
+functions turn them into Results, and the state machine decides what to alert.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+BROKER = "broker"
+DATABASE = "database"
+WORKERS = "workers"
+DATA_LOSS = "broker-data-loss"
+
+
+class Status(StrEnum):
+    """The outcome of one check."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    UNKNOWN = "unknown"  # cannot tell (e.g. the broker is down): keeps the previous alert state
+
+    @property
+    def failing(self) -> bool:
+        """Whether this outcome counts towards an alert."""
+        return self in (Status.DOWN, Status.DEGRADED)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One component's status and a line saying why."""
+
+    component: str
+    status: Status
+    detail: str
+    # The check already waited long enough (a heartbeat timeout): alert without
+    # waiting for WATCHDOG_FAILURE_THRESHOLD cycles on top of it.
+    confirmed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """What the retained bridge/status and bridge/heartbeat topics say about one worker."""
+
+    client_id: str
+    status: str | None = None
+    heartbeat: dict[str, Any] | None = None
+    heartbeat_at: datetime | None = None  # when it was sent (retained) or received (live)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRules:
+    """Limits for judging workers."""
+
+    heartbeat_timeout_s: float
+    stall_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DropWatch:
+    """The broker's dropped-messages counter as last seen, and when it last rose."""
+
+    baseline: int | None = None
+    last_rise_at: datetime | None = None
+    lost: int = 0  # dropped since the alert began
+
+
+def probe_result(component: str, error: str | None, *, ok_detail: str) -> Result:
+    """A probe's outcome: DOWN with its error, or OK."""
+    if error is None:
+        return Result(component, Status.OK, ok_detail)
+    return Result(component, Status.DOWN, error)
+
+
+def parse_heartbeat(payload: bytes) -> dict[str, Any] | None:
+    """The heartbeat JSON object, or None when the payload is empty (cleared) or not one."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def heartbeat_sent_at(heartbeat: dict[str, Any]) -> datetime | None:
+    """The worker's own timestamp of a heartbeat, if it is a valid aware ISO 8601 string."""
+    try:
+        at = datetime.fromisoformat(str(heartbeat["at"]))
+    except (KeyError, ValueError):
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def judge_worker(
+    view: WorkerView, *, now: datetime, listening_s: float, database_down: bool, rules: WorkerRules
+) -> Result:
+    """A listed worker: DOWN if offline, silent or never seen; DEGRADED if it cannot store.
+
+    Args:
+        listening_s: how long the watchdog has been subscribed; a worker gets
+            that long (up to the heartbeat timeout) to speak before it counts as silent.
+        database_down: the database check failed; a worker that says so too
+            is a consequence, not a second outage to page about.
+    """
+    name = view.client_id
+    if view.status == "offline":
+        return Result(name, Status.DOWN, "status is offline (stopped, or its Last Will after a crash)")
+    age_s = (now - view.heartbeat_at).total_seconds() if view.heartbeat_at else None
+    if age_s is None or age_s > rules.heartbeat_timeout_s:
+        if listening_s < rules.heartbeat_timeout_s:
+            return Result(name, Status.UNKNOWN, "waiting for its first heartbeat since we subscribed")
+        if age_s is None and view.status == "online":
+            return Result(name, Status.DOWN, "status online but no heartbeat on bridge/heartbeat/ (hung at start?)")
+        if age_s is None:
+            return Result(name, Status.DOWN, "never seen: no status or heartbeat on the broker")
+        detail = f"no heartbeat for {age_s:.0f} s (limit {rules.heartbeat_timeout_s:.0f} s)"
+        return Result(name, Status.DOWN, detail, confirmed=True)
+    return _judge_heartbeat(name, view.heartbeat or {}, age_s, now=now, database_down=database_down, rules=rules)
+
+
+def _judge_heartbeat(
+    name: str, beat: dict[str, Any], age_s: float, *, now: datetime, database_down: bool, rules: WorkerRules
+) -> Result:
+    in_flight = beat.get("in_flight") if isinstance(beat.get("in_flight"), int) else 0
+    # `mqtt_connected: false` is not judged: a heartbeat that reached us was sent
+    # over a live connection (the bridge's first beat is queued before it connects).
+    if beat.get("db_ok") is False:
+        if database_down:
+            return Result(name, Status.OK, f"waiting for the database, {in_flight} messages in flight")
+        return Result(name, Status.DEGRADED, f"reports the database unreachable, {in_flight} messages in flight")
+    stalled_s = _stalled_s(beat, now)
+    if in_flight and stalled_s is not None and stalled_s > rules.stall_s and not database_down:
+        return Result(name, Status.DEGRADED, f"{in_flight} messages in flight and no commit for {stalled_s:.0f} s")
+    return Result(name, Status.OK, f"heartbeat {age_s:.1f} s ago, {in_flight} in flight")
+
+
+def _stalled_s(beat: dict[str, Any], now: datetime) -> float | None:
+    """Seconds since the last commit; None if it never committed (nothing to compare with yet)."""
+    raw = beat.get("last_commit_at")
+    if not isinstance(raw, str):
+        return None
+    try:
+        committed_at = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return (now - committed_at).total_seconds() if committed_at.tzinfo else None
+
+
+def judge_worker_count(alive: list[str], *, min_workers: int, broker_ok: bool) -> Result:
+    """Enough workers alive (online with a fresh heartbeat), listed or not."""
+    if not broker_ok:
+        return Result(WORKERS, Status.UNKNOWN, "broker down: cannot see the workers")
+    names = ", ".join(sorted(alive)) or "none"
+    if len(alive) < min_workers:
+        detail = f"{len(alive)} bridge workers alive, at least {min_workers} needed ({names})"
+        return Result(WORKERS, Status.DOWN, detail)
+    return Result(WORKERS, Status.OK, f"{len(alive)} alive (at least {min_workers} needed): {names}")
+
+
+def is_alive(view: WorkerView, *, now: datetime, rules: WorkerRules) -> bool:
+    """Online (or status unknown) with a heartbeat younger than the timeout."""
+    if view.status == "offline" or view.heartbeat_at is None:
+        return False
+    return (now - view.heartbeat_at).total_seconds() <= rules.heartbeat_timeout_s
+
+
+def observe_dropped(watch: DropWatch, dropped: int | None, now: datetime) -> DropWatch:
+    """Update the watch with the latest $SYS dropped counter (None: not received yet)."""
+    if dropped is None:
+        return watch
+    if watch.baseline is None or dropped < watch.baseline:
+        # First sample, or the broker restarted and its counters began again at 0.
+        return replace(watch, baseline=dropped)
+    if dropped > watch.baseline:
+        return DropWatch(baseline=dropped, last_rise_at=now, lost=watch.lost + dropped - watch.baseline)
+    return watch
+
+
+def judge_data_loss(watch: DropWatch, *, now: datetime, clear_s: float) -> tuple[Result, DropWatch]:
+    """DOWN while the dropped counter rose within clear_s; the counter only says *that* it rose."""
+    if watch.baseline is None:
+        return Result(DATA_LOSS, Status.UNKNOWN, "no $SYS/broker/publish/messages/dropped yet"), watch
+    if watch.last_rise_at is not None and (now - watch.last_rise_at).total_seconds() <= clear_s:
+        detail = (
+            f"the broker dropped {watch.lost} messages (readings lost at the broker; "
+            f"$SYS/broker/publish/messages/dropped is now {watch.baseline}): "
+            "a queue limit was hit (max_queued_messages / max_queued_bytes in mosquitto.conf)"
+        )
+        return Result(DATA_LOSS, Status.DOWN, detail), watch
+    quiet = replace(watch, last_rise_at=None, lost=0)
+    return Result(DATA_LOSS, Status.OK, f"no messages dropped recently (counter {watch.baseline})"), quiet
+
+
+def judge_workers(
+    views: dict[str, WorkerView],
+    expected: tuple[str, ...],
+    *,
+    now: datetime,
+    listening_s: float,
+    broker_ok: bool,
+    database_down: bool,
+    min_workers: int,
+    rules: WorkerRules,
+) -> list[Result]:
+    """One Result per listed worker, plus the `workers` count when WATCHDOG_MIN_WORKERS > 0."""
+    results: list[Result] = []
+    for name in expected:
+        if not broker_ok:
+            results.append(Result(name, Status.UNKNOWN, "broker down: cannot see the worker"))
+            continue
+        view = views.get(name, WorkerView(name))
+        results.append(
+            judge_worker(view, now=now, listening_s=listening_s, database_down=database_down, rules=rules)
+        )
+    if min_workers > 0:
+        alive = [name for name, view in views.items() if is_alive(view, now=now, rules=rules)]
+        results.append(judge_worker_count(alive, min_workers=min_workers, broker_ok=broker_ok))
+    return results

@@ -1,0 +1,147 @@
+"""Watchdog settings: read once from the environment, validated, then passed down."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from bridge.config import MqttEndpoint, parse_mqtt_url
+from bridge.errors import ConfigError
+
+# Shared with the bridge, or secrets named the way Discord's docs name them.
+_UNPREFIXED = {
+    "database_url": "DATABASE_URL",
+    "mqtt_url": "MQTT_URL",
+    "discord_webhook_url": "DISCORD_WEBHOOK_URL",
+    "discord_webhook_url_file": "DISCORD_WEBHOOK_URL_FILE",
+}
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_ROLE_ID = re.compile(r"^[0-9]{1,20}$")
+
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class Settings(BaseModel):
+    """Everything the watchdog can be told; see the README's Watchdog table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: SecretStr = SecretStr("postgresql://bridge@127.0.0.1:5432/sensors")
+    mqtt_url: SecretStr = SecretStr("mqtt://127.0.0.1:1883")
+    discord_webhook_url: SecretStr | None = None
+    discord_webhook_url_file: str = ""
+    client_id: Annotated[str, Field(pattern=_CLIENT_ID.pattern)] = "watchdog-1"
+    interval_s: Annotated[float, Field(ge=0.5, le=3600)] = 10.0
+    failure_threshold: Annotated[int, Field(ge=1, le=100)] = 2
+    remind_s: Annotated[float, Field(ge=0, le=604_800)] = 1800.0
+    bridge_workers: str = ""
+    min_workers: Annotated[int, Field(ge=0, le=1000)] = 1
+    heartbeat_timeout_s: Seconds = 15.0
+    stall_s: Seconds = 60.0
+    broker_timeout_s: Seconds = 5.0
+    database_timeout_s: Seconds = 5.0
+    discord_timeout_s: Seconds = 10.0
+    data_loss_clear_s: Seconds = 120.0
+    mention_roles: str = ""
+    health_file: str = ""
+    log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; raise ConfigError naming the variable."""
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = environ.get(env_name(name))
+            if raw is not None and raw.strip() != "":
+                values[name] = raw.strip()
+        if "discord_webhook_url_file" in values:
+            if "discord_webhook_url" in values:
+                raise ConfigError("DISCORD_WEBHOOK_URL_FILE", "set it or DISCORD_WEBHOOK_URL, not both")
+            values["discord_webhook_url"] = _read_secret_file(values["discord_webhook_url_file"])
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            field = str(first["loc"][0]) if first["loc"] else ""
+            raise ConfigError(env_name(field), first["msg"]) from None
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Validate the lists and URLs; raise ConfigError (never echoing a secret)."""
+        for worker in self.expected_workers:
+            if not _CLIENT_ID.match(worker):
+                raise ConfigError("WATCHDOG_BRIDGE_WORKERS", f"{worker!r} is not a bridge client id (A-Za-z0-9_.-)")
+        for role in self.mention_role_ids:
+            if not _ROLE_ID.match(role):
+                raise ConfigError("WATCHDOG_MENTION_ROLES", f"{role!r} is not a Discord role id (digits)")
+        if self.data_loss_clear_s < self.failure_threshold * self.interval_s:
+            raise ConfigError(
+                "WATCHDOG_DATA_LOSS_CLEAR_S",
+                f"must be at least WATCHDOG_FAILURE_THRESHOLD x WATCHDOG_INTERVAL_S "
+                f"({self.failure_threshold * self.interval_s:g} s), or a single loss could never be alerted",
+            )
+        self.mqtt()
+        try:
+            psycopg.conninfo.conninfo_to_dict(self.database_url.get_secret_value())
+        except psycopg.ProgrammingError:
+            raise ConfigError("DATABASE_URL", "is not a valid PostgreSQL URL or conninfo") from None
+        if self.discord_webhook_url is not None:
+            check_webhook_url(self.discord_webhook_url.get_secret_value())
+
+    def mqtt(self) -> MqttEndpoint:
+        """The broker endpoint parsed from MQTT_URL."""
+        return parse_mqtt_url(self.mqtt_url.get_secret_value())
+
+    @property
+    def expected_workers(self) -> tuple[str, ...]:
+        """Bridge client ids that must each be alive (WATCHDOG_BRIDGE_WORKERS)."""
+        return _split(self.bridge_workers)
+
+    @property
+    def mention_role_ids(self) -> tuple[str, ...]:
+        """Discord role ids an alert may ping (WATCHDOG_MENTION_ROLES)."""
+        return _split(self.mention_roles)
+
+    @property
+    def health_path(self) -> str:
+        """Where the watchdog records each cycle for the `health` command."""
+        return self.health_file or f"/tmp/iot-watchdog-{self.client_id}.health"
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a Settings field."""
+    return _UNPREFIXED.get(field, f"WATCHDOG_{field.upper()}")
+
+
+def check_webhook_url(url: str) -> None:
+    """Accept http(s)://host/...; raise ConfigError without echoing the URL (it holds the token)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError("DISCORD_WEBHOOK_URL", "is malformed (expected https://discord.com/api/webhooks/…)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not parts.path.strip("/"):
+        raise ConfigError(
+            "DISCORD_WEBHOOK_URL", "is not an http(s) URL with a path (expected https://discord.com/api/webhooks/...)"
+        )
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _read_secret_file(path: str) -> str:
+    try:
+        url = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError("DISCORD_WEBHOOK_URL_FILE", f"cannot read {path}: {reason}") from None
+    if not url:
+        raise ConfigError("DISCORD_WEBHOOK_URL_FILE", f"{path} is empty")
+    return url

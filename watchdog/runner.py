@@ -1,0 +1,174 @@
+"""One check cycle and the loop around it; the health file and the status table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from bridge.health import write_health
+from watchdog.checks import (
+    BROKER,
+    DATA_LOSS,
+    DATABASE,
+    DropWatch,
+    Result,
+    Status,
+    WorkerRules,
+    judge_data_loss,
+    judge_workers,
+    observe_dropped,
+    probe_result,
+)
+from watchdog.state import Alert, AlertBook
+from watchdog.watcher import Observations
+
+logger = logging.getLogger(__name__)
+
+
+class Watcher(Protocol):
+    """What the loop needs from the MQTT side (BrokerWatcher)."""
+
+    def probe(self, timeout_s: float) -> tuple[str | None, float]: ...
+
+    def observations(self) -> Observations: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The settings a cycle needs."""
+
+    broker_timeout_s: float
+    database_timeout_s: float
+    expected_workers: tuple[str, ...]
+    min_workers: int
+    rules: WorkerRules
+    data_loss_clear_s: float
+
+
+class Watchdog:
+    """Runs every check, feeds the results to the AlertBook and hands alerts to `submit`."""
+
+    def __init__(
+        self,
+        watcher: Watcher,
+        probe_database: Callable[[float], str | None],
+        *,
+        book: AlertBook,
+        submit: Callable[[Alert], None],
+        limits: Limits,
+        health_path: str,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._watcher = watcher
+        self._probe_database = probe_database
+        self._book = book
+        self._submit = submit
+        self._limits = limits
+        self._health_path = health_path
+        self._now = now
+        self._drops = DropWatch()
+        self.cycles = 0
+        self.alerts = 0
+
+    def check(self, *, patient: bool = True) -> list[Result]:
+        """Run every check once and return the results (no alerting).
+
+        Args:
+            patient: give workers a heartbeat timeout's grace after (re)subscribing;
+                --once is not patient and judges the retained messages as they are.
+        """
+        limits = self._limits
+        broker_error, broker_s = self._watcher.probe(limits.broker_timeout_s)
+        started = time.monotonic()
+        database_error = self._probe_database(limits.database_timeout_s)
+        database_ms = (time.monotonic() - started) * 1000
+        seen, now = self._watcher.observations(), self._now()
+        listening_s = math.inf if not patient else (
+            (now - seen.listening_since).total_seconds() if seen.listening_since else 0.0
+        )
+        results = [
+            probe_result(BROKER, broker_error, ok_detail=f"probe round trip {broker_s * 1000:.0f} ms"),
+            probe_result(DATABASE, database_error, ok_detail=f"SELECT 1 in {database_ms:.0f} ms"),
+        ]
+        results += judge_workers(
+            seen.views, limits.expected_workers, now=now, listening_s=listening_s,
+            broker_ok=broker_error is None, database_down=database_error is not None,
+            min_workers=limits.min_workers, rules=limits.rules,
+        )
+        self._drops = observe_dropped(self._drops, seen.dropped, now)
+        loss, self._drops = judge_data_loss(self._drops, now=now, clear_s=limits.data_loss_clear_s)
+        if broker_error is not None:
+            loss = Result(DATA_LOSS, Status.UNKNOWN, "broker down")
+        return [*results, loss]
+
+    def run_cycle(self) -> list[Result]:
+        """Check, alert on state changes, and refresh the health file."""
+        results = self.check()
+        now = self._now()
+        for alert in self._book.observe(results, now):
+            self.alerts += 1
+            self._submit(alert)
+        self.cycles += 1
+        for result in results:
+            logger.debug("%s: %s (%s)", result.component, result.status, result.detail)
+        self._write_health(results, now)
+        return results
+
+    def run(self, stop: threading.Event, interval_s: float) -> None:
+        """Run a cycle every interval_s (fixed rate) until `stop` is set; survive any bug in a cycle."""
+        next_at = time.monotonic()
+        while not stop.is_set():
+            try:
+                self.run_cycle()
+            except Exception:
+                logger.exception("check cycle %d failed; trying again next interval", self.cycles + 1)
+            next_at += interval_s
+            # After a long cycle, start again from now rather than running cycles back to back.
+            next_at = max(next_at, time.monotonic())
+            stop.wait(next_at - time.monotonic())
+
+    def down(self) -> list[str]:
+        """Components currently alerted as down."""
+        return self._book.down()
+
+    def _write_health(self, results: list[Result], now: datetime) -> None:
+        snapshot: dict[str, Any] = {
+            "at": now.isoformat(),
+            "cycles": self.cycles,
+            "alerts": self.alerts,
+            "components": {result.component: str(result.status) for result in results},
+            "down": self._book.down(),
+        }
+        try:
+            write_health(self._health_path, snapshot)
+        except OSError:
+            logger.exception("could not write health file %s", self._health_path)
+
+
+def status_table(results: list[Result]) -> str:
+    """The --once table: component, status and detail, one line each."""
+    width = max([len("COMPONENT"), *(len(result.component) for result in results)])
+    lines = [f"{'COMPONENT':<{width}}  {'STATUS':<8}  DETAIL"]
+    lines += [f"{r.component:<{width}}  {r.status.upper():<8}  {r.detail}" for r in results]
+    return "\n".join(lines)
+
+
+def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, str]:
+    """(healthy, explanation): the watchdog finished a cycle recently; what it found is reported, not judged."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+        age_s = (now - datetime.fromisoformat(data["at"])).total_seconds()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return False, f"no usable health file at {path}: {exc}"
+    if age_s > max_age_s:
+        return False, f"last check cycle {age_s:.0f} s ago (limit {max_age_s:.0f} s): watchdog stuck or stopped"
+    down = ", ".join(data.get("down") or []) or "nothing"
+    return True, f"healthy: cycle {data.get('cycles')} {age_s:.1f} s ago; down: {down}"
