@@ -29,6 +29,7 @@ from bridge.errors import BridgeError, ConfigError
 from bridge.health import check_health
 from bridge.heartbeat import Heartbeat
 from bridge.inbox import Inbox
+from bridge.metrics import Metrics
 from bridge.model import Limits, parse_message
 from bridge.pipeline import Pipeline
 from bridge.sink import STAGING_DDL, PostgresSink
@@ -105,8 +106,13 @@ def build_worker(settings: Settings) -> Worker:
         stats=stats,
         now=now,
     )
+    metrics = Metrics(stats)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+        logger.info("metrics on :%d/metrics", settings.metrics_port)
     pipeline = Pipeline(
         inbox, PostgresSink(pool, client_id=settings.client_id), consumer,
+        observer=metrics,
         stats=stats,
         batch_size=settings.batch_size,
         flush_s=settings.flush_ms / 1000,

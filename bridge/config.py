@@ -52,6 +52,7 @@ class Settings(BaseModel):
     statement_timeout_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 10_000
     startup_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     health_file: str = ""
+    metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
     log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
 
     @classmethod

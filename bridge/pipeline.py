@@ -32,6 +32,14 @@ class Acker(Protocol):
     def resend_floor(self) -> int: ...
 
 
+class CommitObserver(Protocol):
+    """Records per-batch metrics (bridge.metrics.Metrics)."""
+
+    def observe_commit(self, batch: Sequence[Delivery], seconds: float) -> None: ...
+
+    def observe_conflicts(self, count: int) -> None: ...
+
+
 class Pipeline:
     """Moves deliveries from the inbox to the sink, acking only what committed."""
 
@@ -48,6 +56,7 @@ class Pipeline:
         now: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        observer: CommitObserver | None = None,
     ) -> None:
         self._inbox = inbox
         self._sink = sink
@@ -59,6 +68,7 @@ class Pipeline:
         self._now = now
         self._monotonic = monotonic
         self._sleep = sleep
+        self._observer = observer
 
     def run(self, stop: threading.Event, *, drain_deadline: Callable[[], float | None]) -> None:
         """Batch and store until `stop` is set and the inbox is drained (or the deadline passes)."""
@@ -88,12 +98,13 @@ class Pipeline:
         """
         pending: list[Delivery] | None = batch
         while pending:
+            started = self._monotonic()
             try:
                 result = self._write(pending)
             except SinkUnavailable as exc:
                 pending = self._wait_to_retry(pending, exc, deadline)
                 continue
-            self._committed(pending, result)
+            self._committed(pending, result, self._monotonic() - started)
             return True
         return pending is not None
 
@@ -157,12 +168,16 @@ class Pipeline:
         floor = self._acker.resend_floor
         return [d for d in batch if d.generation >= floor]
 
-    def _committed(self, batch: Sequence[Delivery], result: WriteResult) -> None:
+    def _committed(self, batch: Sequence[Delivery], result: WriteResult, seconds: float = 0.0) -> None:
+        if self._observer is not None:
+            self._observer.observe_commit(batch, seconds)
+            self._observer.observe_conflicts(result.conflicts)
         if not self._stats.db_ok:
             logger.info("database available again after %d attempts", self._backoff.attempts)
         self._backoff.reset()
         acked = self._acker.ack(batch)
         stats = self._stats
+        stats.in_flight = len(self._inbox)  # the batch is acknowledged now
         stats.db_ok = True
         stats.batches += 1
         stats.stored += result.stored

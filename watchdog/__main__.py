@@ -24,6 +24,7 @@ from watchdog.alerting import DiscordNotifier, Dispatcher, LogNotifier, Notifier
 from watchdog.checks import WorkerRules
 from watchdog.config import Settings
 from watchdog.database import probe_database
+from watchdog.metrics import WatchdogCollector, serve_metrics
 from watchdog.runner import Limits, Watchdog, check_health, status_table
 from watchdog.state import AlertBook
 from watchdog.watcher import BrokerWatcher
@@ -172,6 +173,10 @@ def run_forever(settings: Settings) -> int:
     client = build_client(settings)
     watchdog = build_watchdog(settings, client, dispatcher)
     dispatcher.start()
+    if settings.metrics_port:
+        collector = WatchdogCollector(lambda: watchdog.last_results, lambda: (watchdog.cycles, watchdog.alerts),
+                                      watchdog.down)
+        serve_metrics(collector, settings.metrics_port)
     client.loop_start()
     workers = ", ".join(settings.expected_workers) or "none listed"
     logger.info("watchdog %s started: every %.1f s, alert after %d failures; workers: %s (at least %d alive)",

@@ -50,6 +50,7 @@ class Settings(BaseModel):
     data_loss_clear_s: Seconds = 120.0
     mention_roles: str = ""
     health_file: str = ""
+    metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
     log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
 
     @classmethod

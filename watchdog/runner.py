@@ -76,6 +76,7 @@ class Watchdog:
         self._drops = DropWatch()
         self.cycles = 0
         self.alerts = 0
+        self.last_results: list[Result] = []
 
     def check(self, *, patient: bool = True) -> list[Result]:
         """Run every check once and return the results (no alerting).
@@ -116,6 +117,7 @@ class Watchdog:
             self.alerts += 1
             self._submit(alert)
         self.cycles += 1
+        self.last_results = results
         for result in results:
             logger.debug("%s: %s (%s)", result.component, result.status, result.detail)
         self._write_health(results, now)

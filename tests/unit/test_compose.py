@@ -6,6 +6,7 @@ config` would accept and what the stack relies on, without starting it.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -95,3 +96,28 @@ def test_secrets_come_from_the_environment_not_the_compose_file(compose: dict[st
         for key, value in (service.get("environment") or {}).items():
             if "PASSWORD" in key or "URL" in key:
                 assert "${" in str(value), f"{name}.{key} must come from .env"
+
+
+def test_observability_profile_scrapes_every_worker_and_provisions_the_dashboard(compose: dict[str, Any]) -> None:
+    for name in ("prometheus", "grafana"):
+        assert services(compose)[name]["profiles"] == ["observability"]
+        assert services(compose)[name]["healthcheck"]["test"]
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    ports = {name: services(compose)[name]["environment"]["BRIDGE_METRICS_PORT"] for name in BRIDGES}
+    assert {f"{name}:{port}" for name, port in ports.items()} <= targets
+    assert f"watchdog:{services(compose)['watchdog']['environment']['WATCHDOG_METRICS_PORT']}" in targets
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/iot-bridge.json").read_text())
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    for metric in ("bridge_readings_stored_total", "bridge_rejected_by_reason_total", "bridge_commit_seconds_bucket",
+                   "bridge_in_flight", "bridge_database_up", "watchdog_component_up"):
+        assert metric in exprs
+
+
+def test_watchdog_and_simulator_environment_names_are_settings(compose: dict[str, Any]) -> None:
+    from watchdog.config import Settings as WatchdogSettings
+    from watchdog.config import env_name as watchdog_env_name
+
+    known = {watchdog_env_name(field) for field in WatchdogSettings.model_fields}
+    assert set(services(compose)["watchdog"]["environment"]) <= known
+    assert set(services(compose)["simulator"]["environment"]) == {"MQTT_URL", "DATABASE_URL"}

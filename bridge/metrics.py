@@ -1,0 +1,93 @@
+"""Prometheus metrics of a worker, served on BRIDGE_METRICS_PORT.
+
+Counters are read from Stats when Prometheus scrapes (a custom collector), so
+the message path pays nothing for them; only the per-batch histograms and the
+rejection reasons are recorded as batches commit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from bridge.inbox import Delivery
+from bridge.stats import Stats
+
+_FIELD = re.compile(r"^(?:element \d+: )?([a-z_]+)")
+# Reasons start with the field or the subject they are about; anything else is "other".
+_KNOWN = {"sensor_id", "timestamp", "variable", "value", "unit", "payload", "topic", "conflict", "database",
+          "internal", "element"}
+
+
+def reason_label(reason: str) -> str:
+    """A small, fixed set of labels from a rejection reason: the field it names."""
+    match = _FIELD.match(reason)
+    label = match.group(1) if match else "other"
+    if label in _KNOWN:
+        return label
+    return "element" if reason.startswith("element") else "other"
+
+
+class StatsCollector(Collector):
+    """Exposes the worker's Stats counters and gauges at scrape time."""
+
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Called by prometheus_client on each scrape."""
+        stats = self._stats
+        for name, value, text in (
+            ("bridge_messages_received", stats.received, "MQTT messages received"),
+            ("bridge_readings_stored", stats.stored, "readings inserted into PostgreSQL"),
+            ("bridge_readings_duplicate", stats.duplicates, "readings already stored with the same value"),
+            ("bridge_readings_conflict", stats.conflicts, "readings whose key was stored with another value"),
+            ("bridge_rejected", stats.rejected, "messages or elements stored as rejected (invalid)"),
+            ("bridge_batches", stats.batches, "committed batches"),
+            ("bridge_database_errors", stats.db_errors, "failed attempts to store a batch"),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        yield GaugeMetricFamily("bridge_in_flight", "messages received and not yet acknowledged", stats.in_flight)
+        yield GaugeMetricFamily("bridge_database_up", "1 when the last database attempt succeeded", int(stats.db_ok))
+        yield GaugeMetricFamily("bridge_mqtt_connected", "1 while connected to the broker", int(stats.mqtt_connected))
+
+
+class Metrics:
+    """The per-batch metrics, recorded by the pipeline after each commit."""
+
+    def __init__(self, stats: Stats, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(StatsCollector(stats))
+        self._batch_size = Histogram(
+            "bridge_batch_size", "messages per committed batch", registry=self.registry,
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+        )
+        self._commit_seconds = Histogram(
+            "bridge_commit_seconds", "time to store and commit one batch", registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self._rejected = Counter(
+            "bridge_rejected_by_reason", "rejected messages by the field the reason names", ["reason"],
+            registry=self.registry,
+        )
+
+    def observe_commit(self, batch: Sequence[Delivery], seconds: float) -> None:
+        """Record one committed batch."""
+        self._batch_size.observe(len(batch))
+        self._commit_seconds.observe(seconds)
+        for delivery in batch:
+            for rejection in delivery.parsed.rejections:
+                self._rejected.labels(reason_label(rejection.reason)).inc()
+
+    def observe_conflicts(self, count: int) -> None:
+        """Conflicting duplicates are rejected by the database step, not by validation."""
+        if count:
+            self._rejected.labels("conflict").inc(count)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from other hosts
+        """Start the HTTP endpoint in a daemon thread."""
+        start_http_server(port, addr=addr, registry=self.registry)
