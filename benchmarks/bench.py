@@ -1,0 +1,273 @@
+"""The benchmark: the bridge against the ceiling of the machine and a naive baseline, in one run.
+
+    python benchmarks/bench.py                      # full size, a few minutes
+    python benchmarks/bench.py --messages 500 ...   # smoke size (the test suite runs this)
+
+Starts a throwaway PostgreSQL and Mosquitto (tests/servers.py), then measures:
+backlog drains (bare paho consumers = ceiling, bridge, naive INSERT+commit per
+message) on the same QoS 1 backlog, live throughput with the simulator
+publishing, publish->commit latency at the seed load, and worker memory.
+Prints one table with the ratios; see docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+
+import harness  # noqa: E402
+from mqtt_client import MqttTestClient  # noqa: E402
+from processes import wait_until  # noqa: E402
+from servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema  # noqa: E402
+
+from simulator.readings import Kind, MessageFactory  # noqa: E402
+
+SEED_RATE = 83  # readings/s: 5000 per minute
+
+
+@dataclass
+class Result:
+    """One line of the table."""
+
+    scenario: str
+    per_message: int
+    messages: int
+    readings: int
+    seconds: float
+    ceiling: float | None = None  # readings/s of the matching ceiling, for the ratio
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Readings per second."""
+        return self.readings / self.seconds if self.seconds else 0.0
+
+
+def backlog(messages: int, array: int, run_id: str) -> list[tuple[str, bytes]]:
+    """`messages` unique messages of `array` readings each (the simulator's payloads)."""
+    factory = MessageFactory([Kind.UNIQUE] * messages, sensors=50, array=array, run_id=run_id, seed=7)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    return [(m.topic, m.payload) for m in (factory.build(i, lambda: at) for i in range(messages))]
+
+
+class Bench:
+    """The servers and the phases of one benchmark run."""
+
+    def __init__(self, pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> None:
+        self.admin = pg.url()
+        self.bridge_url = pg.url(user=BRIDGE_TEST_ROLE, password=BRIDGE_TEST_ROLE)
+        self.mqtt = mq.url
+        self.tmp = tmp
+        self.hwm_kb: dict[str, int] = {}
+
+    def group(self, kind: str, size: int, name: str) -> list[harness.Member]:
+        """`size` processes of one kind in the shared-subscription group `name`."""
+        if kind == "bridge":
+            return [harness.bridge_worker(f"{name}-{n}", name, mqtt_url=self.mqtt, database_url=self.bridge_url,
+                                          tmp=self.tmp) for n in range(size)]
+        return [harness.ConsumerProcess(kind, f"{name}-{n}", name, mqtt_url=self.mqtt, database_url=self.admin,
+                                        tmp=self.tmp) for n in range(size)]
+
+    def drains(self, specs: list[tuple[str, int, int]], messages: list[tuple[str, bytes]], array: int) -> list[Result]:
+        """Register every group's session, publish the backlog once, then time each group's drain.
+
+        specs: (kind, processes, messages to wait for); kind is count, bridge or naive.
+        """
+        groups = [(kind, size, wait_for, self.group(kind, size, f"{kind}{size}x{array}-{int(time.time())}"))
+                  for kind, size, wait_for in specs]
+        try:
+            return self._drain_each(groups, messages, array)
+        finally:
+            for *_, members in groups:
+                harness.stop_all(members)
+
+    def _drain_each(
+        self, groups: list[tuple[str, int, int, list[harness.Member]]], messages: list[tuple[str, bytes]], array: int
+    ) -> list[Result]:
+        for *_, members in groups:
+            harness.start_all(members, self.mqtt)
+            harness.stop_all(members)
+        with MqttTestClient.from_url(self.mqtt) as publisher:
+            publisher.publish_many(messages, timeout=900)
+        results = []
+        for kind, size, wait_for, members in groups:
+            harness.truncate(self.admin)
+            done = self._done(kind, members, wait_for if kind == "count" else wait_for * array)
+            seconds = harness.timed(members, done, timeout_s=900)
+            self._record_memory(kind, size, members)
+            harness.stop_all(members)
+            label = {"count": "ceiling: bare paho", "bridge": "bridge", "naive": "naive INSERT+commit"}[kind]
+            noun = "worker" if kind == "bridge" else "consumer"
+            results.append(Result(f"{label}, {size} {noun}{'s' if size > 1 else ''}", array, wait_for,
+                                  wait_for * array, seconds))
+        return results
+
+    def _done(self, kind: str, members: list[harness.Member], target: int) -> Callable[[], bool]:
+        """When the drain is over: the consumers counted `target` messages, or `target` readings are stored."""
+        if kind == "count":
+            return lambda: sum(m.count() for m in members if isinstance(m, harness.ConsumerProcess)) >= target
+        return lambda: harness.stored(self.admin) >= target
+
+    def _record_memory(self, kind: str, size: int, members: list[harness.Member]) -> None:
+        if kind == "bridge":
+            label = f"drain, {size} worker{'s' if size > 1 else ''}"
+            self.hwm_kb[label] = max(harness.memory_kb(m.pid)[1] for m in members)
+
+    def live(self, messages: int, workers: list[harness.Member]) -> Result:
+        """Readings/s stored while the simulator publishes as fast as it can."""
+        before = harness.stored(self.admin)
+        summary = self.tmp / "live.json"
+        started = time.monotonic()
+        self.simulate(["--messages", str(messages), "--rate", "max", "--json", str(summary)])
+        wait_until(lambda: harness.stored(self.admin) >= before + messages, 600, interval=0.02)
+        seconds = time.monotonic() - started
+        published = json.loads(summary.read_text())["publish"]["rate_msgs_per_s"]
+        return Result(f"live: simulator + bridge, {len(workers)} workers", 1, messages, messages, seconds,
+                      note=f"publisher reached {published:,.0f} msgs/s")
+
+    def latency(self, seconds: int) -> dict[str, float | None]:
+        """publish->commit latency percentiles at the seed load, from `simulator --verify`."""
+        summary = self.tmp / "latency.json"
+        self.simulate(["--messages", str(SEED_RATE * seconds), "--duration", str(seconds), "--verify",
+                       "--verify-timeout", "60", "--json", str(summary)])
+        verified = json.loads(summary.read_text())["verify"]
+        if not verified["ok"]:
+            raise RuntimeError(f"latency run did not verify: {verified}")
+        latency: dict[str, float | None] = verified["commit_latency"]
+        return latency
+
+    def simulate(self, args: list[str]) -> None:
+        """Run the simulator to completion (exit 0 required)."""
+        env = {"MQTT_URL": self.mqtt, "DATABASE_URL": self.admin, "PATH": "/usr/bin:/bin"}
+        command = [sys.executable, "-m", "simulator", "--progress", "none", *args]
+        subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=900, stdout=subprocess.DEVNULL)  # noqa: S603
+
+
+class MemorySampler:
+    """Samples (rows in readings, VmRSS kB) of one worker every 0.5 s, in a thread."""
+
+    def __init__(self, pid: int, admin_url: str) -> None:
+        self.samples: list[tuple[int, int]] = []
+        self._pid, self._admin = pid, admin_url
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.samples.append((harness.stored(self._admin), harness.memory_kb(self._pid)[0]))
+
+
+def print_table(results: list[Result], naive_rate: float) -> None:
+    """The results with their ratios to the ceiling and to the naive baseline."""
+    print(f"| {'scenario':<40} | rdg/msg | {'messages':>8} | {'readings':>8} | {'seconds':>7} | "
+          f"{'readings/s':>10} | ÷ ceiling | ÷ naive | note |")
+    print(f"| {'-' * 40} | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in results:
+        ceiling = f"{r.rate / r.ceiling:.2f}" if r.ceiling else ""
+        naive = f"{r.rate / naive_rate:.1f}×" if naive_rate and not r.scenario.startswith("ceiling") else ""
+        print(f"| {r.scenario:<40} | {r.per_message:>7} | {r.messages:>8,} | {r.readings:>8,} | "
+              f"{r.seconds:>7.2f} | {r.rate:>10,.0f} | {ceiling:>9} | {naive:>7} | {r.note} |")
+
+
+def parse_args() -> argparse.Namespace:
+    """Sizes of each phase (defaults: the figures in docs/performance.md)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=50_000, help="single-reading backlog")
+    parser.add_argument("--array", type=int, default=20, help="readings per message in the array backlog")
+    parser.add_argument("--array-messages", type=int, default=10_000)
+    parser.add_argument("--naive-messages", type=int, default=5_000, help="the naive consumer's share")
+    parser.add_argument("--live-messages", type=int, default=50_000)
+    parser.add_argument("--latency-seconds", type=int, default=30, help="seconds at 83 readings/s")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    return parser.parse_args()
+
+
+def run(bench: Bench, args: argparse.Namespace) -> tuple[list[Result], float, list[str]]:
+    """Every phase in order; returns the table rows, the naive rate and the notes."""
+    results: list[Result] = []
+    for array, messages in ((1, args.messages), (args.array, args.array_messages)):
+        specs = [("count", n, messages) for n in args.workers] + [("bridge", n, messages) for n in args.workers]
+        if array == 1:
+            specs.append(("naive", 1, min(args.naive_messages, messages)))
+        rows = bench.drains(specs, backlog(messages, array, f"b{array}"), array)
+        ceilings = {r.scenario.split(", ")[1].split()[0]: r.rate for r in rows if r.scenario.startswith("ceiling")}
+        for r in rows:
+            if r.scenario.startswith("bridge"):
+                r.ceiling = ceilings.get(r.scenario.split(", ")[1].split()[0])
+        results += rows
+    naive_rate = next(r.rate for r in results if r.scenario.startswith("naive"))
+    workers = bench.group("bridge", max(args.workers), f"live-{int(time.time())}")
+    harness.start_all(workers, bench.mqtt)
+    try:
+        with MemorySampler(workers[0].pid, bench.admin) as sampler:
+            # Seed load first: right after a full-speed burst, autovacuum of the
+            # grown table competes for the 2 cores and the figure measures that.
+            latency = bench.latency(args.latency_seconds)
+            results.append(bench.live(args.live_messages, workers))
+        hwm = max(harness.memory_kb(w.pid)[1] for w in workers)
+    finally:
+        harness.stop_all(workers)
+    notes = [
+        f"publish->commit latency at {SEED_RATE} readings/s ({len(workers)} workers, {args.latency_seconds} s): "
+        f"p50 {latency['p50_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms",
+        f"worker peak RSS (VmHWM): live+latency {hwm / 1024:.1f} MB; "
+        + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in bench.hwm_kb.items()),
+    ]
+    if sampler.samples:
+        first, last = sampler.samples[0], sampler.samples[-1]
+        peak = max(kb for _, kb in sampler.samples)
+        notes.append(f"worker RSS while readings grew {first[0]:,} -> {last[0]:,} rows: "
+                     f"{first[1] / 1024:.1f} -> {last[1] / 1024:.1f} MB (max {peak / 1024:.1f} MB, "
+                     f"{len(sampler.samples)} samples)")
+    return results, naive_rate, notes
+
+
+def main() -> int:
+    """Start the servers, run every phase, print the table."""
+    args = parse_args()
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the servers are cleaned up.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    pg, mq = PostgresServer(), MosquittoServer()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        pg.start()
+        mq.start()
+        apply_schema(pg.url())
+        started = time.monotonic()
+        results, naive_rate, notes = run(Bench(pg, mq, tmp), args)
+        print_table(results, naive_rate)
+        print()
+        for note in notes:
+            print(f"- {note}")
+        print(f"- benchmark took {time.monotonic() - started:.0f} s")
+    finally:
+        mq.cleanup()
+        pg.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

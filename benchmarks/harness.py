@@ -1,0 +1,146 @@
+"""Processes for the benchmark: bridge workers and reference consumers, started and stopped alike."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import psycopg
+from mqtt_client import MqttTestClient
+from processes import REPO_ROOT, spawn, wait_until
+from workers import WorkerProcess
+
+HERE = Path(__file__).resolve().parent
+
+
+class Member(Protocol):
+    """One process of a consumer group."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def is_running(self) -> bool: ...
+
+    def terminate(self, timeout: float = ...) -> int: ...
+
+
+class ConsumerProcess:
+    """benchmarks/consumer.py in `count` or `naive` mode."""
+
+    def __init__(self, mode: str, client_id: str, group: str, *, mqtt_url: str, database_url: str, tmp: Path) -> None:
+        self.client_id = client_id
+        self.count_file = tmp / f"{client_id}.count"
+        self._args = [sys.executable, str(HERE / "consumer.py"), mode, client_id, group, mqtt_url,
+                      str(self.count_file), database_url]
+        self._log = tmp / f"{client_id}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """PID of the running process."""
+        if self._process is None:
+            raise RuntimeError(f"{self.client_id} not started")
+        return self._process.pid
+
+    def start(self) -> None:
+        """Start the process (the count file restarts at 0)."""
+        self.count_file.write_text("0")
+        self._process = spawn(self._args, log_path=self._log, cwd=REPO_ROOT)
+
+    def is_running(self) -> bool:
+        """Whether it is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM (clean disconnect, session kept), SIGKILL after `timeout`."""
+        if self._process is None:
+            return 0
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            return self._process.wait()
+
+    def count(self) -> int:
+        """Messages it received so far."""
+        try:
+            return int(self.count_file.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+
+def bridge_worker(client_id: str, group: str, *, mqtt_url: str, database_url: str, tmp: Path) -> WorkerProcess:
+    """A `python -m bridge` worker with the default settings and WARNING logs."""
+    env = {
+        "DATABASE_URL": database_url, "MQTT_URL": mqtt_url, "BRIDGE_CLIENT_ID": client_id,
+        "BRIDGE_SHARE_GROUP": group, "BRIDGE_LOG_LEVEL": "WARNING",
+        "BRIDGE_HEALTH_FILE": str(tmp / f"{client_id}.health"),
+    }
+    return WorkerProcess(client_id, env, log_dir=tmp)
+
+
+def start_all(members: Sequence[Member], mqtt_url: str, timeout_s: float = 60.0) -> None:
+    """Start every member and wait for its retained `online` (sent after its SUBACK)."""
+    with MqttTestClient.from_url(mqtt_url) as status:
+        for member in members:
+            topic = f"bridge/status/{member.client_id}"
+            status.publish(topic, b"", retain=True)
+            status.subscribe(topic)
+        for member in members:
+            member.start()
+
+        def online() -> bool:
+            seen = {m.topic for m in status.received() if m.payload == b"online"}
+            return all(f"bridge/status/{m.client_id}" in seen for m in members)
+
+        wait_until(online, timeout_s, message="every consumer online")
+
+
+def stop_all(members: Sequence[Member]) -> None:
+    """SIGTERM every member and wait for it."""
+    for member in members:
+        member.terminate(30.0)
+
+
+def timed(members: Sequence[Member], done: Callable[[], bool], timeout_s: float) -> float:
+    """Start the members and return the seconds until `done()` (polled every 20 ms)."""
+    started = time.monotonic()
+    for member in members:
+        member.start()
+    wait_until(done, timeout_s, interval=0.02, message="backlog drained")
+    return time.monotonic() - started
+
+
+def stored(admin_url: str) -> int:
+    """Rows in readings."""
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    return int(row[0]) if row else 0
+
+
+def truncate(admin_url: str) -> None:
+    """Empty both tables."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, rejected_messages")
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in kB, from /proc/<pid>/status."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0])
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)

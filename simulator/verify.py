@@ -1,0 +1,162 @@
+"""Check what PostgreSQL holds of a run: every unique valid reading once, nothing else, no loss."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import psycopg
+
+from simulator.pacing import Clock
+from simulator.readings import Expected, Key
+from simulator.report import Latency, VerifySummary
+
+logger = logging.getLogger(__name__)
+
+StoredRow = tuple[int, datetime, str, float, str, datetime]  # ... plus ingested_at
+
+
+class VerifyError(Exception):
+    """The database cannot be queried (unreachable, or the role may not read the tables)."""
+
+
+class RunStore(Protocol):
+    """Read-only queries about one run's rows (a fake in the unit tests)."""
+
+    def count_readings(self) -> int: ...
+
+    def readings(self) -> list[StoredRow]: ...
+
+    def count_rejected(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """How a run's rows are found: the variable suffix and a marker in rejected payloads."""
+
+    variable_suffix: str  # e.g. "#r1a2b3c4"; run ids are letters and digits, safe in LIKE
+    since: datetime  # nothing of the run was received earlier
+
+
+class PostgresRunStore:
+    """RunStore on PostgreSQL; needs SELECT on readings and rejected_messages (not the bridge role)."""
+
+    def __init__(self, conninfo: str, identity: RunIdentity) -> None:
+        self._conninfo = conninfo
+        self._identity = identity
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def count_readings(self) -> int:
+        """Rows of this run in readings."""
+        row = self._query(
+            'SELECT count(*) FROM readings WHERE variable LIKE %s AND "timestamp" >= %s', self._params()
+        )
+        return int(row[0][0])
+
+    def readings(self) -> list[StoredRow]:
+        """Every row of this run, with its ingested_at."""
+        rows = self._query(
+            'SELECT sensor_id, "timestamp", variable, value, unit, ingested_at FROM readings '
+            'WHERE variable LIKE %s AND "timestamp" >= %s',
+            self._params(),
+        )
+        return [tuple(row) for row in rows]
+
+    def count_rejected(self) -> int:
+        """Rejected messages whose payload carries this run's marker."""
+        marker = self._identity.variable_suffix.encode()
+        row = self._query(
+            "SELECT count(*) FROM rejected_messages WHERE received_at >= %s AND position(%s::bytea in payload) > 0",
+            (self._identity.since, marker),
+        )
+        return int(row[0][0])
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()
+
+    def _params(self) -> tuple[str, datetime]:
+        return "%" + self._identity.variable_suffix, self._identity.since
+
+    def _query(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            if self._conn is None or self._conn.closed:
+                # autocommit: each poll sees the latest commits; read-only so a
+                # mistaken URL with write rights still cannot change anything.
+                self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+                self._conn.read_only = True
+            return self._conn.execute(query.encode(), params).fetchall()
+        except psycopg.Error as exc:
+            raise VerifyError(f"cannot query the database (DATABASE_URL): {str(exc).strip()}") from exc
+
+
+def verify(
+    store: RunStore,
+    expected: Mapping[Key, Expected],
+    published_at: Mapping[Key, datetime],
+    *,
+    rejected_expected: int,
+    timeout_s: float,
+    clock: Clock,
+    poll_s: float = 0.25,
+    extra_rejected_allowed: bool = False,
+) -> VerifySummary:
+    """Poll until every expected reading and rejection is stored (or timeout_s), then compare.
+
+    Args:
+        extra_rejected_allowed: True after re-sends: QoS 1 may then store an
+            invalid message twice, which is not a loss.
+    """
+    started = clock.monotonic()
+    while True:
+        if store.count_readings() >= len(expected) and store.count_rejected() >= rejected_expected:
+            break
+        if clock.monotonic() - started >= timeout_s:
+            logger.warning("verify: gave up waiting after %.0f s", timeout_s)
+            break
+        clock.sleep(poll_s)
+    waited = clock.monotonic() - started
+    return compare(
+        store.readings(), expected, published_at,
+        rejected_expected=rejected_expected, rejected_found=store.count_rejected(),
+        waited_s=waited, extra_rejected_allowed=extra_rejected_allowed,
+    )
+
+
+def compare(
+    rows: list[StoredRow],
+    expected: Mapping[Key, Expected],
+    published_at: Mapping[Key, datetime],
+    *,
+    rejected_expected: int,
+    rejected_found: int,
+    waited_s: float,
+    extra_rejected_allowed: bool = False,
+) -> VerifySummary:
+    """The verdict from the stored rows: found, missing, unexpected, mismatched and latency."""
+    found = mismatched = unexpected = 0
+    latencies: list[float] = []
+    for sensor_id, timestamp, variable, value, unit, ingested_at in rows:
+        key = (sensor_id, timestamp, variable)
+        want = expected.get(key)
+        if want is None:
+            unexpected += 1
+            continue
+        found += 1
+        if want.value != value or want.unit != unit:
+            mismatched += 1
+        latencies.append((ingested_at - published_at[key]).total_seconds())
+    missing = len(expected) - found
+    rejected_ok = rejected_found == rejected_expected or (
+        extra_rejected_allowed and rejected_found > rejected_expected
+    )
+    ok = missing == 0 and unexpected == 0 and mismatched == 0 and rejected_ok
+    return VerifySummary(
+        expected=len(expected), found=found, missing=missing, unexpected=unexpected, mismatched=mismatched,
+        rejected_expected=rejected_expected, rejected_found=rejected_found, waited_s=round(waited_s, 3),
+        commit_latency=Latency.of(latencies), ok=ok,
+    )

@@ -1,0 +1,190 @@
+"""The simulator against real Mosquitto, PostgreSQL and bridge workers; and a smoke run of the benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import traffic
+from processes import REPO_ROOT, free_port, wait_until
+from workers import StartWorker, WorkerProcess
+
+
+@pytest.fixture
+def start(start_worker: StartWorker, share_group: str) -> StartWorker:
+    """start_worker with client ids unique to this test (broker sessions outlive tests)."""
+
+    def start_unique(client_id: str, /, **kwargs: object) -> WorkerProcess:
+        return start_worker(f"{client_id}-{share_group}", **kwargs)  # type: ignore[arg-type]
+
+    return start_unique  # type: ignore[return-value]
+
+
+def simulator_env(mqtt_url: str, database_url: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
+    return {**env, "MQTT_URL": mqtt_url, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+
+
+def simulate(args: list[str], env: dict[str, str], *, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "simulator", "--progress", "lines", *args]
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def summary(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def test_every_unique_valid_reading_is_verified_through_three_workers(
+    start: StartWorker, mqtt_url: str, admin_database_url: str, tmp_path: Path
+) -> None:
+    for n in (1, 2, 3):
+        start(f"sim{n}")
+    out = tmp_path / "summary.json"
+    args = ["--messages", "500", "--duration", "5", "--duplicates", "0.1", "--invalid", "0.05", "--seed", "4",
+            "--verify", "--verify-timeout", "30", "--json", str(out)]
+    result = simulate(args, simulator_env(mqtt_url, admin_database_url))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = summary(out)
+    publish, verify = data["publish"], data["verify"]
+    assert (publish["messages"], publish["duplicates"], publish["invalid"], publish["readings"]) == (500, 50, 25, 425)
+    assert (publish["published"], publish["confirmed"], publish["failed"]) == (500, 500, 0)
+    assert 4.5 <= publish["elapsed_s"] < 15  # paced over 5 s, not a burst
+    assert publish["puback_latency"]["p99_ms"] is not None
+    assert (verify["expected"], verify["found"], verify["missing"], verify["unexpected"]) == (425, 425, 0, 0)
+    assert (verify["rejected_expected"], verify["rejected_found"], verify["ok"]) == (25, 25, True)
+    assert 0 < verify["commit_latency"]["p50_ms"] <= verify["commit_latency"]["p99_ms"]
+    assert traffic.counts(admin_database_url) == (425, 25)
+    assert "verdict: OK" in result.stdout and "progress: 500/500 sent" in result.stderr
+
+
+def test_arrays_at_full_speed_are_counted_per_reading(
+    start: StartWorker, mqtt_url: str, admin_database_url: str, tmp_path: Path
+) -> None:
+    start("arr1")
+    out = tmp_path / "summary.json"
+    args = ["--messages", "200", "--array", "10", "--rate", "max", "--verify", "--verify-timeout", "30",
+            "--json", str(out)]
+    result = simulate(args, simulator_env(mqtt_url, admin_database_url))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = summary(out)
+    assert data["publish"]["readings"] == 2000 and data["verify"]["found"] == 2000
+    assert traffic.counts(admin_database_url) == (2000, 0)
+
+
+def test_missing_readings_fail_the_run_and_are_counted(mqtt_url: str, admin_database_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    args = ["--messages", "20", "--duration", "0.5", "--verify", "--verify-timeout", "1", "--json", str(out)]
+    result = simulate(args, simulator_env(mqtt_url, admin_database_url))  # no worker is running
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "missing 20" in result.stdout and "verdict: FAILED" in result.stdout
+    assert summary(out)["verify"]["missing"] == 20
+    assert summary(out)["publish"]["confirmed"] == 20  # the broker took them; the database did not
+
+
+def test_an_unreachable_broker_is_named_and_exits_2(admin_database_url: str) -> None:
+    port = free_port()
+    result = simulate(["--messages", "5"], simulator_env(f"mqtt://127.0.0.1:{port}", admin_database_url))
+    assert result.returncode == 2
+    assert f"cannot reach the broker at 127.0.0.1:{port} (MQTT_URL)" in result.stderr
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 whose connections can be cut, like a broker dropping a client.
+
+    Only the simulator goes through it, so the workers stay connected: the
+    test is about the simulator's own reconnect and re-send.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self._target = ("127.0.0.1", target_port)
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> int:
+        """Close every open connection; return how many were cut."""
+        with self._lock:
+            sockets, self._open = self._open, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        return len(sockets) // 2
+
+    def close(self) -> None:
+        self._server.close()
+        self.cut()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            with self._lock:
+                self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def test_a_dropped_connection_mid_run_is_survived_with_an_honest_verdict(
+    start: StartWorker, mqtt_url: str, admin_database_url: str, tmp_path: Path
+) -> None:
+    start("cut1")
+    broker = urlsplit(mqtt_url)
+    proxy = CuttingProxy(broker.port or 1883)
+    out = tmp_path / "summary.json"
+    command = [sys.executable, "-m", "simulator", "--progress", "none", "--messages", "400", "--duration", "4",
+               "--invalid", "0.05", "--verify", "--verify-timeout", "40", "--json", str(out)]
+    credentials = broker.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{proxy.port}" if credentials else f"127.0.0.1:{proxy.port}"
+    through_proxy = urlunsplit(broker._replace(netloc=netloc))
+    env = simulator_env(through_proxy, admin_database_url)
+    try:
+        with subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as process:
+            wait_until(lambda: traffic.counts(admin_database_url)[0] >= 50, 20, message="first readings stored")
+            assert proxy.cut() == 1
+            stdout, stderr = process.communicate(timeout=90)
+    finally:
+        proxy.close()
+    assert process.returncode == 0, stdout + stderr
+    data = summary(out)
+    assert data["publish"]["reconnects"] == 1 and "reconnected to the broker" in stderr
+    assert (data["publish"]["confirmed"], data["publish"]["failed"]) == (400, 0)
+    assert (data["verify"]["found"], data["verify"]["missing"], data["verify"]["unexpected"]) == (380, 0, 0)
+    assert data["verify"]["rejected_found"] >= 20  # QoS 1 may store a re-sent invalid message twice
+    assert traffic.counts(admin_database_url)[0] == 380
+
+
+def test_benchmark_smoke_run_prints_the_table() -> None:
+    command = [sys.executable, "benchmarks/bench.py", "--messages", "300", "--array", "5", "--array-messages", "60",
+               "--naive-messages", "60", "--live-messages", "300", "--latency-seconds", "2"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("ceiling: bare paho, 2 consumers", "bridge, 1 worker", "bridge, 2 workers",
+                 "naive INSERT+commit, 1 consumer", "live: simulator + bridge, 2 workers",
+                 "publish->commit latency at 83 readings/s", "worker peak RSS (VmHWM)"):
+        assert line in result.stdout, result.stdout
+    assert "| ÷ ceiling | ÷ naive |" in result.stdout
