@@ -4,8 +4,10 @@
 -- roles holding exactly the privileges each component needs; grant them to
 -- the login roles you create (deploy/postgres/20-roles.sh does it for Docker):
 --     iot_bridge   bridge workers: insert readings and dead letters
+--     iot_replay   python -m bridge replay-rejected: read dead letters,
+--                  insert readings, append replay records
 --     iot_watchdog the watchdog: connect and run a trivial query
---     iot_reader   simulator --verify, dashboards: read both tables
+--     iot_reader   simulator --verify, dashboards: read all three tables
 --     CREATE ROLE bridge LOGIN PASSWORD '...' IN ROLE iot_bridge;
 
 CREATE TABLE IF NOT EXISTS readings (
@@ -51,6 +53,25 @@ CREATE INDEX IF NOT EXISTS rejected_messages_received_at_idx
 COMMENT ON TABLE rejected_messages IS
     'Messages the bridge refused, with the raw payload and a reason naming the field and rule.';
 
+-- Dead-letter replay (python -m bridge replay-rejected): one row each time a
+-- rejected message is re-validated. Append-only, so rejected_messages stays
+-- untouched evidence and the history of every replay is kept.
+CREATE TABLE IF NOT EXISTS rejected_replays (
+    id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    rejected_id     bigint      NOT NULL REFERENCES rejected_messages (id),
+    replayed_at     timestamptz NOT NULL DEFAULT now(),
+    outcome         text        NOT NULL
+                    CHECK (outcome IN ('stored', 'duplicate', 'still invalid', 'partly stored')),
+    detail          text        NOT NULL,
+    readings_stored integer     NOT NULL DEFAULT 0 CHECK (readings_stored >= 0)
+);
+
+CREATE INDEX IF NOT EXISTS rejected_replays_rejected_id_idx
+    ON rejected_replays (rejected_id);
+
+COMMENT ON TABLE rejected_replays IS
+    'What each dead-letter replay did; rejected_messages itself is never updated or deleted.';
+
 -- Least privilege for the bridge: insert readings and dead letters, read
 -- only the key, value and unit of stored readings (to tell an exact
 -- duplicate from a conflicting one). No UPDATE, DELETE, TRUNCATE or DDL.
@@ -62,10 +83,28 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON readings, rejected_messages FROM iot_bridge;
+REVOKE ALL ON readings, rejected_messages, rejected_replays FROM iot_bridge;
 GRANT INSERT ON readings TO iot_bridge;
 GRANT SELECT (sensor_id, "timestamp", variable, value, unit) ON readings TO iot_bridge;
 GRANT INSERT ON rejected_messages TO iot_bridge;
+
+-- Dead-letter replay, run by an operator, not by the workers: it reads the
+-- dead letters it re-validates, inserts readings that are now valid (reading
+-- back only what the bridge reads) and appends replay records. It can change
+-- no evidence: no UPDATE, DELETE or TRUNCATE anywhere.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iot_replay') THEN
+        CREATE ROLE iot_replay NOLOGIN;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON readings, rejected_messages, rejected_replays FROM iot_replay;
+GRANT INSERT ON readings TO iot_replay;
+GRANT SELECT (sensor_id, "timestamp", variable, value, unit) ON readings TO iot_replay;
+GRANT SELECT (id, received_at, topic, payload, reason) ON rejected_messages TO iot_replay;
+GRANT SELECT, INSERT ON rejected_replays TO iot_replay;
 
 -- The watchdog only connects and runs SELECT 1: CONNECT on the database is
 -- granted to PUBLIC by default, so the role needs no table privilege at all.
@@ -80,5 +119,5 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON readings, rejected_messages FROM iot_watchdog, iot_reader;
-GRANT SELECT ON readings, rejected_messages TO iot_reader;
+REVOKE ALL ON readings, rejected_messages, rejected_replays FROM iot_watchdog, iot_reader;
+GRANT SELECT ON readings, rejected_messages, rejected_replays TO iot_reader;

@@ -133,7 +133,7 @@ def stored(admin_url: str) -> int:
 def truncate(admin_url: str) -> None:
     """Empty both tables."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE readings, rejected_messages")
+        conn.execute("TRUNCATE readings, rejected_messages, rejected_replays")
 
 
 def memory_kb(pid: int) -> tuple[int, int]:

@@ -32,6 +32,8 @@ from bridge.inbox import Inbox
 from bridge.metrics import Metrics
 from bridge.model import Limits, parse_message
 from bridge.pipeline import Pipeline
+from bridge.replay import build_parser as build_replay_parser
+from bridge.replay_command import run_replay
 from bridge.sink import STAGING_DDL, PostgresSink
 from bridge.stats import Stats
 
@@ -46,10 +48,14 @@ class StartupError(BridgeError):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a worker (default) or the `health` check; return the exit code."""
+    """Run a worker (default), the `health` check or `replay-rejected`; return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m bridge", description=__doc__)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "health"])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "health", "replay-rejected"])
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="replay-rejected options (see its --help)")
     args = parser.parse_args(argv)
+    if args.options and args.command != "replay-rejected":
+        parser.error(f"unrecognized arguments: {' '.join(args.options)}")
+    replay_options = build_replay_parser().parse_args(args.options) if args.command == "replay-rejected" else None
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
@@ -62,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if replay_options is not None:
+        return run_replay(settings, replay_options)
     try:
         return run_worker(settings)
     except StartupError as exc:

@@ -45,6 +45,7 @@ MOSQUITTO_HINT = (
     "install Debian's `mosquitto` package (apt-get install -y mosquitto) or set TEST_MQTT_URL"
 )
 BRIDGE_TEST_ROLE = "bridge_test"
+REPLAY_TEST_ROLE = "replay_test"
 
 # The broker runs with the project's dynamic-security setup; these are the
 # test passwords of its accounts (mosquitto/dynsec.py), plus `test`, a test
@@ -73,24 +74,18 @@ _POSTGRES_STOP_SIGNALS = {
 
 
 def apply_schema(admin_url: str) -> None:
-    """Run the project's schema.sql and create the `bridge_test` login role in `iot_bridge`."""
+    """Run the project's schema.sql and create the test login roles (password = name)."""
     schema = (REPO_ROOT / "schema.sql").read_text(encoding="utf-8")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         # Without parameters psycopg sends a simple query, which may hold
         # several statements (schema.sql also contains a DO $$ block).
         conn.execute(schema.encode())
-        exists = conn.execute(
-            "SELECT 1 FROM pg_roles WHERE rolname = %s", (BRIDGE_TEST_ROLE,)
-        ).fetchone()
-        if exists:
-            conn.execute(f"GRANT iot_bridge TO {BRIDGE_TEST_ROLE}")
-        else:
-            conn.execute(
-                f"CREATE ROLE {BRIDGE_TEST_ROLE} LOGIN PASSWORD '{BRIDGE_TEST_ROLE}'"
-                " IN ROLE iot_bridge"
-            )
-
-
+        for role, group in ((BRIDGE_TEST_ROLE, "iot_bridge"), (REPLAY_TEST_ROLE, "iot_replay")):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            if exists:
+                conn.execute(f"GRANT {group} TO {role}")
+            else:
+                conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{role}' IN ROLE {group}")
 
 
 class PostgresServer:

@@ -33,6 +33,7 @@ from servers import (
     BRIDGE_TEST_ROLE,
     MOSQUITTO_HINT,
     POSTGRES_HINT,
+    REPLAY_TEST_ROLE,
     TEST_MQTT_PASSWORD,
     TEST_MQTT_USER,
     MosquittoServer,
@@ -207,9 +208,20 @@ def bridge_database_url(admin_database_url: str) -> str:
             "TEST_DATABASE_URL must be a postgresql://user@host:port/dbname URL, "
             f"got {admin_database_url!r}"
         )
+    return _login_url(admin_database_url, BRIDGE_TEST_ROLE)
+
+
+@pytest.fixture(scope="session")
+def replay_database_url(admin_database_url: str) -> str:
+    """URL for the `replay_test` role, which has only replay-rejected's privileges (iot_replay)."""
+    return _login_url(admin_database_url, REPLAY_TEST_ROLE)
+
+
+def _login_url(admin_url: str, role: str) -> str:
+    """The admin URL with a test login role (its password is its name) instead of the superuser."""
+    parts = urlsplit(admin_url)
     host_port = parts.netloc.rpartition("@")[2]
-    netloc = f"{quote(BRIDGE_TEST_ROLE)}:{quote(BRIDGE_TEST_ROLE)}@{host_port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=f"{quote(role)}:{quote(role)}@{host_port}"))
 
 
 @pytest.fixture(scope="session")
@@ -225,7 +237,7 @@ def _empty_tables(request: pytest.FixtureRequest) -> None:
         return
     admin_url: str = request.getfixturevalue("admin_database_url")
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE readings, rejected_messages RESTART IDENTITY")
+        conn.execute("TRUNCATE readings, rejected_messages, rejected_replays RESTART IDENTITY")
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def test_postgres_accepts_connections_and_has_the_schema(admin_database_url: str
             " WHERE table_schema = 'public' ORDER BY table_name"
         ).fetchall()
 
-    assert [name for (name,) in rows] == ["readings", "rejected_messages"]
+    assert [name for (name,) in rows] == ["readings", "rejected_messages", "rejected_replays"]
 
 
 def test_bridge_role_can_insert_readings_and_dead_letters(bridge_database_url: str) -> None:
@@ -53,6 +53,11 @@ def test_bridge_role_can_insert_readings_and_dead_letters(bridge_database_url: s
         "TRUNCATE rejected_messages",
         "DROP TABLE rejected_messages",
         "SELECT payload FROM rejected_messages",
+        "SELECT * FROM rejected_replays",
+        "INSERT INTO rejected_replays (rejected_id, outcome, detail) VALUES (1, 'stored', '')",
+        "UPDATE rejected_replays SET outcome = 'stored'",
+        "DELETE FROM rejected_replays",
+        "TRUNCATE rejected_replays",
         "SELECT ingested_at FROM readings",
     ],
 )

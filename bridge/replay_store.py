@@ -1,0 +1,78 @@
+"""The PostgreSQL side of dead-letter replay: read rejected messages, store readings and replay records."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from bridge.errors import SinkRefused, SinkUnavailable
+from bridge.model import Row
+from bridge.replay import Outcome, RejectedMessage
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+# Keyset pages by id: each page is a short statement, so replay never holds a
+# long-running snapshot while it commits row by row.
+_CANDIDATES = """
+SELECT m.id, m.received_at, m.topic, m.payload, m.reason,
+       EXISTS (SELECT 1 FROM rejected_replays r WHERE r.rejected_id = m.id)
+FROM rejected_messages m
+WHERE m.id > %(after)s
+  AND (%(since)s::timestamptz IS NULL OR m.received_at >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR m.received_at < %(until)s::timestamptz)
+ORDER BY m.id
+LIMIT %(page)s
+"""
+# The same ON CONFLICT DO NOTHING as the sink: a stored reading is never overwritten.
+_INSERT = """
+INSERT INTO readings (sensor_id, "timestamp", variable, value, unit)
+SELECT * FROM unnest(%s::integer[], %s::timestamptz[], %s::text[], %s::double precision[], %s::text[])
+ON CONFLICT DO NOTHING
+"""
+_RECORD = "INSERT INTO rejected_replays (rejected_id, outcome, detail, readings_stored) VALUES (%s, %s, %s, %s)"
+
+
+class PostgresReplayStore:
+    """Reads rejected messages and commits each replay (readings + record) in one transaction."""
+
+    def __init__(self, conn: psycopg.Connection[Any], *, page_size: int = PAGE_SIZE) -> None:
+        self._conn = conn
+        self._conn.autocommit = True  # each store() opens its own transaction
+        self._page_size = page_size
+
+    def candidates(self, *, since: datetime | None, until: datetime | None) -> Iterator[RejectedMessage]:
+        """Rejected messages received in [since, until), oldest id first, a page at a time."""
+        after = 0
+        while True:
+            params = {"after": after, "since": since, "until": until, "page": self._page_size}
+            try:
+                rows = self._conn.execute(_CANDIDATES, params).fetchall()
+            except psycopg.Error as exc:
+                raise SinkUnavailable(f"cannot read rejected_messages: {str(exc).strip()}") from exc
+            for id_, received_at, topic, payload, reason, replayed in rows:
+                yield RejectedMessage(id_, received_at, topic, bytes(payload), reason, replayed)
+            if len(rows) < self._page_size:
+                return
+            after = rows[-1][0]
+
+    def store(self, rejected_id: int, rows: Sequence[Row], decide: Callable[[int], Outcome]) -> Outcome:
+        """Insert the rows and the replay record together; raise SinkRefused or SinkUnavailable."""
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                stored = 0
+                if rows:
+                    cur.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])
+                    stored = max(cur.rowcount, 0)
+                outcome = decide(stored)
+                cur.execute(_RECORD, (rejected_id, outcome.name, outcome.detail, outcome.readings_stored))
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise SinkRefused(str(exc).strip()) from exc
+        except psycopg.Error as exc:
+            raise SinkUnavailable(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+        logger.debug("rejected message %d replayed: %s", rejected_id, outcome.name)
+        return outcome
