@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -39,6 +40,13 @@ def wait_for_rows(admin_url: str, readings: int, rejected: int = 0, timeout: flo
         lambda: (now := traffic.counts(admin_url)) >= (readings, rejected) and now[1] >= rejected,
         timeout, interval=0.2, message=f"{readings} readings and {rejected} rejected messages stored",
     )
+
+
+def beats_of(client: MqttTestClient, workers: list[WorkerProcess]) -> list[dict[str, Any]]:
+    """Heartbeats received from these workers only: other tests' workers left retained ones."""
+    ids = {worker.client_id for worker in workers}
+    beats = [json.loads(m.payload) for m in client.received() if m.topic.startswith("bridge/heartbeat/") and m.payload]
+    return [beat for beat in beats if beat.get("client_id") in ids]
 
 
 @pytest.fixture
@@ -206,7 +214,7 @@ def test_postgres_down_for_ten_seconds_mid_run_loses_nothing(
     restartable_postgres.stop("immediate")
     down_until = time.monotonic() + 10
     wait_until(
-        lambda: any(not json.loads(m.payload)["db_ok"] for m in mqtt_client.received() if m.payload),
+        lambda: any(not beat["db_ok"] for beat in beats_of(mqtt_client, workers)),
         10, message="a heartbeat reporting the database down",
     )
     # The outage lasts ten seconds; the workers must stay up all along.
@@ -220,7 +228,7 @@ def test_postgres_down_for_ten_seconds_mid_run_loses_nothing(
     wait_for_rows(admin_database_url, len(sent.expected), sent.invalid, timeout=60)
 
     assert all(worker.is_running() for worker in workers), "workers survive a database outage"
-    held = [json.loads(m.payload)["in_flight"] for m in mqtt_client.received() if m.payload]
+    held = [beat["in_flight"] for beat in beats_of(mqtt_client, workers)]
     assert 100 < max(held) <= 300, "the broker never sends more than BRIDGE_MAX_IN_FLIGHT unacknowledged messages"
     assert traffic.stored_rows(admin_database_url) == sent.expected
     assert traffic.counts(admin_database_url) == (len(sent.expected), sent.invalid)
@@ -261,7 +269,7 @@ def test_sigterm_drains_acks_and_exits_zero_within_grace(
     sent = traffic.build(300)
     publisher.publish_many(sent.messages)
     wait_until(
-        lambda: any(json.loads(m.payload)["in_flight"] == 300 for m in mqtt_client.received() if m.payload),
+        lambda: any(beat["in_flight"] == 300 for beat in beats_of(mqtt_client, [worker])),
         15, message="the worker holding 300 readings",
     )
     assert traffic.counts(admin_database_url) == (0, 0)
