@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -15,6 +15,7 @@ from bridge.errors import ConfigError
 # watchdog and the simulator, so they carry no component prefix.
 _UNPREFIXED = {"database_url": "DATABASE_URL", "mqtt_url": "MQTT_URL"}
 _MQTT_SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
+M = TypeVar("M", bound=BaseModel)
 
 
 class MqttEndpoint(BaseModel):
@@ -58,17 +59,7 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from an environment mapping; raise ConfigError naming the variable."""
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            raw = environ.get(env_name(name))
-            if raw is not None and raw.strip() != "":
-                values[name] = raw.strip()
-        try:
-            settings = cls.model_validate(values)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            field = str(first["loc"][0]) if first["loc"] else ""
-            raise ConfigError(env_name(field), first["msg"]) from None
+        settings = validate_env(cls, read_env(cls, environ, env_name), env_name)
         settings.check()
         return settings
 
@@ -81,14 +72,7 @@ class Settings(BaseModel):
                 "or batches could never fill",
             )
         self.mqtt()
-        try:
-            psycopg.conninfo.conninfo_to_dict(self.database_url.get_secret_value())
-        except psycopg.ProgrammingError:
-            raise ConfigError(
-                "DATABASE_URL",
-                "is not a valid PostgreSQL URL or conninfo "
-                "(expected postgresql://user:password@host:port/dbname)",
-            ) from None
+        check_database_url(self.database_url)
 
     def mqtt(self) -> MqttEndpoint:
         """The broker endpoint parsed from MQTT_URL."""
@@ -103,6 +87,37 @@ class Settings(BaseModel):
     def health_path(self) -> str:
         """Where the worker records its health for the `health` command."""
         return self.health_file or f"/tmp/iot-bridge-{self.client_id}.health"
+
+
+def read_env(model: type[BaseModel], environ: Mapping[str, str], name_of: Callable[[str], str]) -> dict[str, Any]:
+    """The non-blank environment values of a settings model's fields, stripped."""
+    values: dict[str, Any] = {}
+    for field in model.model_fields:
+        raw = environ.get(name_of(field))
+        if raw is not None and raw.strip() != "":
+            values[field] = raw.strip()
+    return values
+
+
+def validate_env(model: type[M], values: dict[str, Any], name_of: Callable[[str], str]) -> M:
+    """model.model_validate(values), with pydantic's first error as a ConfigError naming the variable."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        raise ConfigError(name_of(field), first["msg"]) from None
+
+
+def check_database_url(url: SecretStr) -> None:
+    """Raise ConfigError naming DATABASE_URL (never echoing it) when it is no PostgreSQL URL."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(url.get_secret_value())
+    except psycopg.ProgrammingError:
+        raise ConfigError(
+            "DATABASE_URL",
+            "is not a valid PostgreSQL URL or conninfo (expected postgresql://user:password@host:port/dbname)",
+        ) from None
 
 
 def env_name(field: str) -> str:

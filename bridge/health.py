@@ -18,14 +18,22 @@ def write_health(path: str, snapshot: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, str]:
-    """(healthy, explanation): the worker wrote recently and is connected to the broker."""
+def read_health(path: str, *, now: datetime) -> tuple[dict[str, Any], float]:
+    """The snapshot and its age in seconds; ValueError naming the file if it is missing or unusable."""
     try:
         with open(path) as handle:
             data = json.load(handle)
-        age_s = (now - datetime.fromisoformat(data["at"])).total_seconds()
+        return data, (now - datetime.fromisoformat(data["at"])).total_seconds()
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return False, f"no usable health file at {path}: {exc}"
+        raise ValueError(f"no usable health file at {path}: {exc}") from None
+
+
+def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, str]:
+    """(healthy, explanation): the worker wrote recently and is connected to the broker."""
+    try:
+        data, age_s = read_health(path, now=now)
+    except ValueError as exc:
+        return False, str(exc)
     if age_s > max_age_s:
         return False, f"last heartbeat {age_s:.0f} s ago (limit {max_age_s:.0f} s): worker stuck or stopped"
     if not data.get("mqtt_connected"):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
-import psycopg
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from bridge.config import MqttEndpoint, parse_mqtt_url
+from bridge.config import MqttEndpoint, check_database_url, parse_mqtt_url, read_env, validate_env
 from bridge.errors import ConfigError
 
 # Shared with the bridge, or secrets named the way Discord's docs name them.
@@ -56,21 +55,12 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from an environment mapping; raise ConfigError naming the variable."""
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            raw = environ.get(env_name(name))
-            if raw is not None and raw.strip() != "":
-                values[name] = raw.strip()
+        values = read_env(cls, environ, env_name)
         if "discord_webhook_url_file" in values:
             if "discord_webhook_url" in values:
                 raise ConfigError("DISCORD_WEBHOOK_URL_FILE", "set it or DISCORD_WEBHOOK_URL, not both")
             values["discord_webhook_url"] = _read_secret_file(values["discord_webhook_url_file"])
-        try:
-            settings = cls.model_validate(values)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            field = str(first["loc"][0]) if first["loc"] else ""
-            raise ConfigError(env_name(field), first["msg"]) from None
+        settings = validate_env(cls, values, env_name)
         settings.check()
         return settings
 
@@ -89,10 +79,7 @@ class Settings(BaseModel):
                 f"({self.failure_threshold * self.interval_s:g} s), or a single loss could never be alerted",
             )
         self.mqtt()
-        try:
-            psycopg.conninfo.conninfo_to_dict(self.database_url.get_secret_value())
-        except psycopg.ProgrammingError:
-            raise ConfigError("DATABASE_URL", "is not a valid PostgreSQL URL or conninfo") from None
+        check_database_url(self.database_url)
         if self.discord_webhook_url is not None:
             check_webhook_url(self.discord_webhook_url.get_secret_value())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from bridge.health import write_health
+from bridge.health import read_health, write_health
 from watchdog.checks import (
     BROKER,
     DATA_LOSS,
@@ -165,11 +164,9 @@ def status_table(results: list[Result]) -> str:
 def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, str]:
     """(healthy, explanation): the watchdog finished a cycle recently; what it found is reported, not judged."""
     try:
-        with open(path) as handle:
-            data = json.load(handle)
-        age_s = (now - datetime.fromisoformat(data["at"])).total_seconds()
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return False, f"no usable health file at {path}: {exc}"
+        data, age_s = read_health(path, now=now)
+    except ValueError as exc:
+        return False, str(exc)
     if age_s > max_age_s:
         return False, f"last check cycle {age_s:.0f} s ago (limit {max_age_s:.0f} s): watchdog stuck or stopped"
     down = ", ".join(data.get("down") or []) or "nothing"
