@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -189,3 +190,40 @@ class MqttTestClient:
 # Variables a worker inherits from the test run; everything else (for example
 # a DATABASE_URL in the developer's shell) is left out so only the test's
 # settings apply. COV_CORE_/COVERAGE_ let pytest-cov measure the workers.
+
+
+class BackgroundPublisher:
+    """Publishes messages in chunks from a thread, so a fault can land mid-run."""
+
+    def __init__(self, url: str, messages: list[tuple[str, bytes]], *, chunk: int = 250) -> None:
+        self._url = url
+        self._messages = messages
+        self._chunk = chunk
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        """Whether it is still publishing."""
+        return self._thread.is_alive()
+
+    def join(self, timeout: float = 180.0) -> None:
+        """Wait until every message has its PUBACK; fail the test if publishing failed or hung."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"publisher did not finish within {timeout} s"
+        assert not self._errors, f"publisher failed: {self._errors!r}"
+
+    def _run(self) -> None:
+        try:
+            with MqttTestClient.from_url(self._url) as client:
+                for start in range(0, len(self._messages), self._chunk):
+                    client.publish_many(self._messages[start : start + self._chunk], timeout=120)
+        except BaseException as exc:
+            self._errors.append(exc)
+            raise
+
+
+def heartbeats_of(client: MqttTestClient, client_ids: set[str]) -> list[dict[str, Any]]:
+    """Heartbeats `client` received from these workers only: other tests' workers left retained ones."""
+    beats = [json.loads(m.payload) for m in client.received() if m.topic.startswith("bridge/heartbeat/") and m.payload]
+    return [beat for beat in beats if beat.get("client_id") in client_ids]

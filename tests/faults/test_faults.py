@@ -7,40 +7,18 @@ tests/integration/test_simulator.py (the publisher's connection cut).
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import traffic
 from discord_stub import DiscordStub
 from integration.test_watchdog import StartWatchdog, alerts_about, kinds
-from mqtt_client import MqttTestClient
+from mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
 from processes import REPO_ROOT, wait_until
-from workers import StartWorker, WorkerProcess
-
-StartUnique = Callable[..., WorkerProcess]
-
-
-def unique(start_worker: StartWorker, share_group: str) -> StartUnique:
-    """Client ids unique to the test: broker sessions outlive tests."""
-    return lambda name, **kwargs: start_worker(f"{name}-{share_group}", **kwargs)
-
-
-def publish_in_background(mqtt_url: str, messages: list[tuple[str, bytes]], *, chunk: int = 100) -> threading.Thread:
-    """Publish in chunks from a thread so that the fault lands mid-run; join() to wait for every PUBACK."""
-
-    def run() -> None:
-        with MqttTestClient.from_url(mqtt_url) as client:
-            for start in range(0, len(messages), chunk):
-                client.publish_many(messages[start : start + chunk], timeout=120)
-
-    thread = threading.Thread(target=run, name="publisher", daemon=True)
-    thread.start()
-    return thread
+from workers import StartWorker
 
 
 def assert_exactly(admin_url: str, sent: traffic.Traffic, *, timeout: float = 90) -> None:
@@ -53,17 +31,12 @@ def assert_exactly(admin_url: str, sent: traffic.Traffic, *, timeout: float = 90
     assert traffic.counts(admin_url) == (len(sent.expected), sent.invalid)
 
 
-def heartbeats(client: MqttTestClient) -> list[dict[str, object]]:
-    return [json.loads(m.payload) for m in client.received() if m.topic.startswith("bridge/heartbeat/") and m.payload]
-
-
 def test_bridge_connections_terminated_again_and_again_lose_nothing(
-    start_worker: StartWorker, share_group: str, mqtt_url: str, admin_database_url: str
+    start: StartWorker, mqtt_url: str, admin_database_url: str
 ) -> None:
-    start = unique(start_worker, share_group)
     workers = [start(name, bridge_db_retry_max_s=0.5) for name in ("t1", "t2")]
     sent = traffic.build(4000, duplicate_share=0.1, invalid_share=0.02)
-    publisher = publish_in_background(mqtt_url, sent.messages)
+    publisher = BackgroundPublisher(mqtt_url, sent.messages, chunk=100)
     terminated = 0
     with psycopg.connect(admin_database_url, autocommit=True) as admin:
         # Kill the workers' sessions every 0.2 s while readings flow (bounded: at most 60 rounds).
@@ -76,7 +49,7 @@ def test_bridge_connections_terminated_again_and_again_lose_nothing(
             if not publisher.is_alive() and terminated >= 10:
                 break
             threading.Event().wait(0.2)  # the fault's rhythm, not a synchronisation
-    publisher.join(120)
+    publisher.join()
 
     assert terminated >= 10, "the fault really happened"
     assert_exactly(admin_database_url, sent)
@@ -84,41 +57,38 @@ def test_bridge_connections_terminated_again_and_again_lose_nothing(
 
 
 def test_readings_locked_for_20_s_time_out_are_retried_and_lose_nothing(
-    start_worker: StartWorker, share_group: str, mqtt_url: str, admin_database_url: str,
+    start: StartWorker, mqtt_url: str, admin_database_url: str,
     mqtt_client: MqttTestClient,
 ) -> None:
-    start = unique(start_worker, share_group)
     workers = [start(name, bridge_statement_timeout_ms=2000, bridge_db_retry_max_s=1) for name in ("l1", "l2")]
     mqtt_client.subscribe("bridge/heartbeat/+")
     sent = traffic.build(1500)
     with psycopg.connect(admin_database_url) as locker:
         locker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
         locked_at = time.monotonic()
-        publisher = publish_in_background(mqtt_url, sent.messages)
+        publisher = BackgroundPublisher(mqtt_url, sent.messages, chunk=100)
         # While the lock holds, batches time out (statement_timeout) and workers say so.
         wait_until(
-            lambda: any(b["client_id"] in {w.client_id for w in workers} and not b["db_ok"]
-                        for b in heartbeats(mqtt_client)),
+            lambda: any(not b["db_ok"] for b in heartbeats_of(mqtt_client, {w.client_id for w in workers})),
             15, message="a heartbeat reporting the database unavailable",
         )
         wait_until(lambda: time.monotonic() - locked_at >= 20 or not all(w.is_running() for w in workers), 25,
                    message="20 s of lock")
         # (Counting rows here would itself wait for the lock: ask the workers instead.)
-        ours = [b for b in heartbeats(mqtt_client) if b["client_id"] in {w.client_id for w in workers}]
+        ours = heartbeats_of(mqtt_client, {w.client_id for w in workers})
         assert ours and all(b["stored"] == 0 for b in ours), "nothing committed through the lock"
         assert any(int(b["db_errors"]) >= 2 for b in ours), "statements timed out and were retried"  # type: ignore[call-overload]
         assert all(worker.is_running() for worker in workers)
         locker.rollback()  # releases the lock
-    publisher.join(120)
+    publisher.join()
 
     assert_exactly(admin_database_url, sent)
 
 
 def test_frozen_worker_is_alerted_and_loses_nothing_when_thawed(
-    start_worker: StartWorker, share_group: str, mqtt_url: str, admin_database_url: str,
+    start: StartWorker, mqtt_url: str, admin_database_url: str,
     start_watchdog: StartWatchdog, discord: DiscordStub,
 ) -> None:
-    start = unique(start_worker, share_group)
     frozen, other = start("f1"), start("f2")
     watchdog = start_watchdog(WATCHDOG_BRIDGE_WORKERS=f"{frozen.client_id},{other.client_id}")
     watchdog.wait_until_all_ok()
@@ -126,10 +96,10 @@ def test_frozen_worker_is_alerted_and_loses_nothing_when_thawed(
 
     frozen.signal(signal.SIGSTOP)
     try:
-        publisher = publish_in_background(mqtt_url, sent.messages)
+        publisher = BackgroundPublisher(mqtt_url, sent.messages, chunk=100)
         # No Last Will for a frozen process: only its silence gives it away.
         wait_until(lambda: alerts_about(discord, frozen.client_id), 30, message="DOWN for the frozen worker")
-        publisher.join(120)
+        publisher.join()
     finally:
         frozen.signal(signal.SIGCONT)
 
@@ -140,7 +110,7 @@ def test_frozen_worker_is_alerted_and_loses_nothing_when_thawed(
 
 
 def test_exception_in_message_handling_is_rejected_and_the_rest_flow_on(
-    start_worker: StartWorker, share_group: str, mqtt_url: str, admin_database_url: str, tmp_path: Path,
+    start: StartWorker, mqtt_url: str, admin_database_url: str, tmp_path: Path,
 ) -> None:
     # A sitecustomize module, loaded by the worker's interpreter at start-up,
     # makes validation raise for payloads containing BOOM: a stand-in for a bug.
@@ -157,7 +127,7 @@ def test_exception_in_message_handling_is_rejected_and_the_rest_flow_on(
         "    return _real(topic, payload, **kwargs)\n"
         "model.parse_message = parse_message\n"
     )
-    worker = unique(start_worker, share_group)("x1", pythonpath=str(inject))
+    worker = start("x1", pythonpath=str(inject))
     good = traffic.build(500)
     bombs = [(f"sensors/{n}/readings", b'{"BOOM": %d}' % n) for n in range(1, 11)]
     with MqttTestClient.from_url(mqtt_url) as client:

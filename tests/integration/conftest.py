@@ -357,3 +357,17 @@ def start_worker(
         for worker in workers:
             print(f"\n--- worker {worker.client_id} (exit code {worker.wait(0)}) log tail ---")
             print(worker.log_tail(80))
+
+
+@pytest.fixture
+def start(start_worker: StartWorker, share_group: str) -> StartWorker:
+    """start_worker with client ids unique to this test.
+
+    Worker sessions outlive a test in the broker, subscriptions included: a
+    reused id would still receive the share group of an earlier test.
+    """
+
+    def start_unique(client_id: str, /, *, ready: bool = True, **env_overrides: object) -> WorkerProcess:
+        return start_worker(f"{client_id}-{share_group}", ready=ready, **env_overrides)
+
+    return start_unique

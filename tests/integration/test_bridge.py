@@ -7,16 +7,14 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
 import traffic
-from mqtt_client import MqttTestClient
+from mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
 from processes import REPO_ROOT, wait_until
 from servers import MosquittoServer, PostgresServer
 from workers import StartWorker, WorkerProcess
@@ -42,58 +40,11 @@ def wait_for_rows(admin_url: str, readings: int, rejected: int = 0, timeout: flo
     )
 
 
-def beats_of(client: MqttTestClient, workers: list[WorkerProcess]) -> list[dict[str, Any]]:
-    """Heartbeats received from these workers only: other tests' workers left retained ones."""
-    ids = {worker.client_id for worker in workers}
-    beats = [json.loads(m.payload) for m in client.received() if m.topic.startswith("bridge/heartbeat/") and m.payload]
-    return [beat for beat in beats if beat.get("client_id") in ids]
-
-
-@pytest.fixture
-def start(start_worker: StartWorker, share_group: str) -> StartWorker:
-    """start_worker with client ids unique to this test.
-
-    Worker sessions outlive a test in the broker, subscriptions included: a
-    reused id would still receive the share group of an earlier test.
-    """
-
-    def start_unique(client_id: str, /, **kwargs: object) -> WorkerProcess:
-        return start_worker(f"{client_id}-{share_group}", **kwargs)  # type: ignore[arg-type]
-
-    return start_unique  # type: ignore[return-value]
-
-
 @pytest.fixture
 def publisher(mqtt_url: str) -> Iterator[MqttTestClient]:
     """A connected test client for publishing readings."""
     with MqttTestClient.from_url(mqtt_url) as client:
         yield client
-
-
-def publish_in_background(mqtt_url: str, messages: list[tuple[str, bytes]], *, chunk: int = 250) -> threading.Thread:
-    """Publish in chunks from a thread, so a fault can hit mid-run; join() it to wait for PUBACKs."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with MqttTestClient.from_url(mqtt_url) as client:
-                for start in range(0, len(messages), chunk):
-                    client.publish_many(messages[start : start + chunk], timeout=120)
-        except BaseException as exc:
-            errors.append(exc)
-            raise
-
-    thread = threading.Thread(target=run, name="publisher", daemon=True)
-    thread.errors = errors  # type: ignore[attr-defined]
-    thread.start()
-    return thread
-
-
-def join_publisher(thread: threading.Thread) -> None:
-    """Wait for the background publisher and fail the test if it failed."""
-    thread.join(180)
-    assert not thread.is_alive(), "publisher did not finish within 180 s"
-    assert not thread.errors, f"publisher failed: {thread.errors!r}"  # type: ignore[attr-defined]
 
 
 def test_three_workers_store_exactly_the_unique_valid_readings(
@@ -185,11 +136,11 @@ def test_worker_killed_mid_run_and_restarted_with_same_id_loses_nothing(
 ) -> None:
     workers = {name: start(name) for name in ("k1", "k2", "k3")}
     sent = traffic.build(6000, duplicate_share=0.1)
-    thread = publish_in_background(mqtt_url, sent.messages, chunk=200)
+    thread = BackgroundPublisher(mqtt_url, sent.messages, chunk=200)
 
     wait_until(lambda: traffic.counts(admin_database_url)[0] >= 1000, 60, message="1000 readings stored")
     workers["k2"].kill()
-    join_publisher(thread)
+    thread.join()
     workers["k2"] = start("k2")
     wait_for_rows(admin_database_url, len(sent.expected), timeout=90)
 
@@ -208,13 +159,13 @@ def test_postgres_down_for_ten_seconds_mid_run_loses_nothing(
     ]
     mqtt_client.subscribe("bridge/heartbeat/+")
     sent = traffic.build(4000, duplicate_share=0.1, invalid_share=0.02)
-    thread = publish_in_background(mqtt_url, sent.messages, chunk=100)
+    thread = BackgroundPublisher(mqtt_url, sent.messages, chunk=100)
 
     wait_until(lambda: traffic.counts(admin_database_url)[0] >= 500, 60, message="500 readings stored")
     restartable_postgres.stop("immediate")
     down_until = time.monotonic() + 10
     wait_until(
-        lambda: any(not beat["db_ok"] for beat in beats_of(mqtt_client, workers)),
+        lambda: any(not beat["db_ok"] for beat in heartbeats_of(mqtt_client, {w.client_id for w in workers})),
         10, message="a heartbeat reporting the database down",
     )
     # The outage lasts ten seconds; the workers must stay up all along.
@@ -224,11 +175,11 @@ def test_postgres_down_for_ten_seconds_mid_run_loses_nothing(
     )
     assert all(worker.is_running() for worker in workers), "a worker exited while the database was down"
     restartable_postgres.start()
-    join_publisher(thread)
+    thread.join()
     wait_for_rows(admin_database_url, len(sent.expected), sent.invalid, timeout=60)
 
     assert all(worker.is_running() for worker in workers), "workers survive a database outage"
-    held = [beat["in_flight"] for beat in beats_of(mqtt_client, workers)]
+    held = [beat["in_flight"] for beat in heartbeats_of(mqtt_client, {w.client_id for w in workers})]
     assert 100 < max(held) <= 300, "the broker never sends more than BRIDGE_MAX_IN_FLIGHT unacknowledged messages"
     assert traffic.stored_rows(admin_database_url) == sent.expected
     assert traffic.counts(admin_database_url) == (len(sent.expected), sent.invalid)
@@ -269,7 +220,7 @@ def test_sigterm_drains_acks_and_exits_zero_within_grace(
     sent = traffic.build(300)
     publisher.publish_many(sent.messages)
     wait_until(
-        lambda: any(beat["in_flight"] == 300 for beat in beats_of(mqtt_client, [worker])),
+        lambda: any(beat["in_flight"] == 300 for beat in heartbeats_of(mqtt_client, {worker.client_id})),
         15, message="the worker holding 300 readings",
     )
     assert traffic.counts(admin_database_url) == (0, 0)

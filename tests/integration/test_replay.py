@@ -16,21 +16,11 @@ import traffic
 from mqtt_client import MqttTestClient
 from processes import REPO_ROOT, wait_until
 from psycopg.errors import InsufficientPrivilege
-from workers import StartWorker, WorkerProcess
+from workers import StartWorker
 
 TOPIC = "sensors/7/readings"
 REPLAY_TIMEOUT_S = 60
 DONE = "replay-rejected: "
-
-
-@pytest.fixture
-def start(start_worker: StartWorker, share_group: str) -> StartWorker:
-    """start_worker with client ids unique to this test (broker sessions outlive a test)."""
-
-    def start_unique(client_id: str, /, **kwargs: object) -> WorkerProcess:
-        return start_worker(f"{client_id}-{share_group}", **kwargs)  # type: ignore[arg-type]
-
-    return start_unique  # type: ignore[return-value]
 
 
 def replay(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -13,20 +13,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import pytest
 import traffic
 from processes import REPO_ROOT, free_port, wait_until
-from workers import StartWorker, WorkerProcess
-
-
-@pytest.fixture
-def start(start_worker: StartWorker, share_group: str) -> StartWorker:
-    """start_worker with client ids unique to this test (broker sessions outlive tests)."""
-
-    def start_unique(client_id: str, /, **kwargs: object) -> WorkerProcess:
-        return start_worker(f"{client_id}-{share_group}", **kwargs)  # type: ignore[arg-type]
-
-    return start_unique  # type: ignore[return-value]
+from workers import StartWorker
 
 
 def simulator_env(mqtt_url: str, database_url: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from mqtt_client import MqttTestClient
 from processes import REPO_ROOT, wait_until
 from servers import MosquittoServer, PostgresServer
 from watchdog_process import WatchdogProcess
-from workers import StartWorker, WorkerProcess
+from workers import WorkerProcess
 
 # Fast settings: the bridge_env fixture makes workers beat every second.
 FAST = {
@@ -64,12 +64,6 @@ def start_watchdog(
         print(f"--- watchdog log tail ---\n{watchdog.log_tail(60)}")  # pytest shows it only on failure
     for watchdog in started:
         assert discord.token not in watchdog.log_text(), "the webhook token leaked into the log"
-
-
-@pytest.fixture
-def start(start_worker: StartWorker, share_group: str) -> Callable[[str], WorkerProcess]:
-    """start_worker with client ids unique to this test (broker sessions outlive tests)."""
-    return lambda name, **kwargs: start_worker(f"{name}-{share_group}", **kwargs)
 
 
 def alerts_about(discord: DiscordStub, component: str) -> list[Post]:

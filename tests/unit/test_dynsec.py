@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from servers import load_dynsec
 
-ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     "MQTT_BRIDGE_PASSWORD": "b-pw",
     "MQTT_WATCHDOG_PASSWORD": "w-pw",
@@ -23,11 +22,7 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def dynsec() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dynsec", ROOT / "mosquitto" / "dynsec.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_dynsec()
 
 
 def acls(document: dict[str, Any], role: str) -> set[tuple[str, str]]:
