@@ -25,7 +25,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from bridge.backoff import Backoff
 from bridge.config import Settings
 from bridge.consumer import STATUS_OFFLINE, MqttConsumer, status_topic
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, BrokerTlsError, ConfigError
 from bridge.health import check_health
 from bridge.heartbeat import Heartbeat
 from bridge.inbox import Inbox
@@ -36,6 +36,7 @@ from bridge.replay import build_parser as build_replay_parser
 from bridge.replay_command import run_replay
 from bridge.sink import STAGING_DDL, PostgresSink
 from bridge.stats import Stats
+from bridge.transport import apply_endpoint, check_broker_tls
 
 logger = logging.getLogger("bridge")
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_replay(settings, replay_options)
     try:
         return run_worker(settings)
-    except StartupError as exc:
+    except (StartupError, BrokerTlsError) as exc:
         logger.error("cannot start: %s", exc)
         return 1
 
@@ -103,6 +104,7 @@ def build_worker(settings: Settings) -> Worker:
     """Open the pool (failing fast) and wire the client, consumer, pipeline and heartbeat."""
     stats, inbox = Stats(), Inbox()
     now = functools.partial(datetime.now, UTC)
+    check_broker_tls(settings.mqtt())  # before the pool, so a failure leaves nothing to close
     pool = open_pool(settings)
     client = build_client(settings)
     limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_future_s=settings.max_future_s)
@@ -229,11 +231,7 @@ def build_client(settings: Settings) -> mqtt.Client:
         protocol=mqtt.MQTTv5,
         manual_ack=True,
     )
-    if endpoint.username is not None:
-        password = endpoint.password.get_secret_value() if endpoint.password else None
-        client.username_pw_set(endpoint.username, password)
-    if endpoint.tls:
-        client.tls_set()
+    apply_endpoint(client, endpoint)
     client.will_set(status_topic(settings.client_id), STATUS_OFFLINE, qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

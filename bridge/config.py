@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -13,7 +14,7 @@ from bridge.errors import ConfigError
 
 # Fields whose environment variable is not BRIDGE_<FIELD>: shared with the
 # watchdog and the simulator, so they carry no component prefix.
-_UNPREFIXED = {"database_url": "DATABASE_URL", "mqtt_url": "MQTT_URL"}
+_UNPREFIXED = {"database_url": "DATABASE_URL", "mqtt_url": "MQTT_URL", "mqtt_ca_file": "MQTT_CA_FILE"}
 _MQTT_SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,6 +29,7 @@ class MqttEndpoint(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     tls: bool = False
+    ca_file: str | None = None  # None: the system CAs verify the broker
 
 
 class Settings(BaseModel):
@@ -37,6 +39,7 @@ class Settings(BaseModel):
 
     database_url: SecretStr = SecretStr("postgresql://bridge@127.0.0.1:5432/sensors")
     mqtt_url: SecretStr = SecretStr("mqtt://127.0.0.1:1883")
+    mqtt_ca_file: str = ""
     client_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "bridge-1"
     share_group: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/+#]+$")] = "bridge"
     topic: Annotated[str, Field(min_length=1, max_length=256)] = "sensors/+/readings"
@@ -71,12 +74,12 @@ class Settings(BaseModel):
                 f"must be at least BRIDGE_BATCH_SIZE ({self.batch_size}), "
                 "or batches could never fill",
             )
-        self.mqtt()
+        load_mqtt_endpoint(self.mqtt_url.get_secret_value(), self.mqtt_ca_file)
         check_database_url(self.database_url)
 
     def mqtt(self) -> MqttEndpoint:
-        """The broker endpoint parsed from MQTT_URL."""
-        return parse_mqtt_url(self.mqtt_url.get_secret_value())
+        """The broker endpoint parsed from MQTT_URL and MQTT_CA_FILE."""
+        return parse_mqtt_url(self.mqtt_url.get_secret_value(), ca_file=self.mqtt_ca_file)
 
     @property
     def subscription(self) -> str:
@@ -125,8 +128,31 @@ def env_name(field: str) -> str:
     return _UNPREFIXED.get(field, f"BRIDGE_{field.upper()}")
 
 
-def parse_mqtt_url(url: str) -> MqttEndpoint:
-    """Parse mqtt://[user:password@]host[:port] (mqtts:// for TLS); never echo the password."""
+def load_mqtt_endpoint(url: str, ca_file: str = "") -> MqttEndpoint:
+    """parse_mqtt_url, then check that the CA file (if any) holds certificates; raise ConfigError."""
+    endpoint = parse_mqtt_url(url, ca_file=ca_file)
+    if endpoint.ca_file is not None:
+        check_ca_file(endpoint.ca_file)
+    return endpoint
+
+
+def check_ca_file(path: str) -> None:
+    """Raise ConfigError naming MQTT_CA_FILE unless `path` is a readable bundle of PEM certificates."""
+    # Loading it the way the TLS context will turns a typo into a start-up
+    # error instead of an ssl traceback from inside paho at the first connect.
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:  # an OSError too, so caught first
+        raise ConfigError("MQTT_CA_FILE", f"{path} holds no PEM certificate ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError("MQTT_CA_FILE", f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def parse_mqtt_url(url: str, *, ca_file: str = "") -> MqttEndpoint:
+    """Parse mqtt://[user:password@]host[:port] (mqtts:// for TLS); never echo the password.
+
+    `ca_file` (MQTT_CA_FILE) replaces the system CAs for mqtts://; with mqtt:// it is an error.
+    """
     problem = "expected mqtt://[user:password@]host[:port] or mqtts://..."
     try:
         parts = urlsplit(url)
@@ -142,6 +168,9 @@ def parse_mqtt_url(url: str) -> MqttEndpoint:
     if parts.password is not None and not parts.username:
         raise ConfigError("MQTT_URL", f"has a password but no user name; {problem}")
     default_port, tls = _MQTT_SCHEMES[parts.scheme]
+    if ca_file and not tls:
+        # Silently ignoring it would leave a user believing the link is verified.
+        raise ConfigError("MQTT_CA_FILE", "is set, but MQTT_URL is mqtt:// (no TLS); use mqtts:// or unset it")
     password = SecretStr(unquote(parts.password)) if parts.password is not None else None
     return MqttEndpoint(
         host=parts.hostname,
@@ -149,4 +178,5 @@ def parse_mqtt_url(url: str) -> MqttEndpoint:
         username=unquote(parts.username) if parts.username else None,
         password=password,
         tls=tls,
+        ca_file=ca_file or None,
     )

@@ -34,3 +34,7 @@ class SinkUnavailable(SinkError):
 
 class SinkRefused(SinkError):
     """The database refused the batch's data: retrying it unchanged would fail again."""
+
+
+class BrokerTlsError(BridgeError):
+    """The TLS handshake with the broker failed: its certificate is not trusted, or no TLS there."""

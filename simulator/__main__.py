@@ -1,4 +1,4 @@
-"""Composition root of the simulator: parse arguments and MQTT_URL/DATABASE_URL, wire, run, report.
+"""Composition root of the simulator: parse arguments and MQTT_URL/MQTT_CA_FILE/DATABASE_URL, wire, run, report.
 
     python -m simulator [--messages 5000] [--duration 60] [--sensors 50] [--verify] ...
 
@@ -22,8 +22,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.config import MqttEndpoint, parse_mqtt_url
+from bridge.config import MqttEndpoint, load_mqtt_endpoint
 from bridge.errors import ConfigError
+from bridge.transport import apply_endpoint, handshake_failure
 from simulator.pacing import Pacer, SystemClock
 from simulator.publisher import Publisher, RunResult
 from simulator.readings import Expected, Key, Kind, MessageFactory, new_run_id, plan_kinds
@@ -100,10 +101,7 @@ def check_args(args: argparse.Namespace) -> float | None:
 def build_client(endpoint: MqttEndpoint, client_id: str, window: int) -> mqtt.Client:
     """A paho MQTT v5 client that keeps unconfirmed messages and resends them after a reconnect."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    if endpoint.username is not None:
-        client.username_pw_set(endpoint.username, endpoint.password.get_secret_value() if endpoint.password else None)
-    if endpoint.tls:
-        client.tls_set()
+    apply_endpoint(client, endpoint)
     client.max_inflight_messages_set(window)
     client.max_queued_messages_set(0)  # the publisher's window bounds it
     client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
@@ -116,7 +114,8 @@ def connect(client: mqtt.Client, publisher: Publisher, endpoint: MqttEndpoint) -
     try:
         client.connect(endpoint.host, endpoint.port, keepalive=30)
     except OSError as exc:
-        raise UsageError(f"cannot reach the broker at {where} (MQTT_URL): {exc}") from None
+        failure = handshake_failure(endpoint, exc)  # a certificate or listener problem, not an unreachable broker
+        raise UsageError(str(failure or f"cannot reach the broker at {where} (MQTT_URL): {exc}")) from None
     client.loop_start()
     if not publisher.connected.wait(CONNECT_TIMEOUT_S) or publisher.refused:
         client.loop_stop()
@@ -165,7 +164,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Publish, optionally verify, print the summary; return the exit code."""
     duration = check_args(args)
     try:
-        endpoint = parse_mqtt_url(environ.get("MQTT_URL") or "mqtt://127.0.0.1:1883")
+        endpoint = load_mqtt_endpoint(
+            environ.get("MQTT_URL") or "mqtt://127.0.0.1:1883", environ.get("MQTT_CA_FILE", "").strip()
+        )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     run_id = args.run_id or new_run_id()

@@ -19,7 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
 from bridge.backoff import Backoff
-from bridge.errors import ConfigError
+from bridge.errors import BrokerTlsError, ConfigError
+from bridge.transport import apply_endpoint, check_broker_tls
 from watchdog.alerting import DiscordNotifier, Dispatcher, LogNotifier, Notifier, redact
 from watchdog.checks import WorkerRules
 from watchdog.config import Settings
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "health":
         return run_health(settings)
     configure_logging(settings)
+    try:
+        check_broker_tls(settings.mqtt())
+    except BrokerTlsError as exc:
+        logger.error("cannot start: %s", exc)
+        return 1
     return run_once(settings) if args.once else run_forever(settings)
 
 
@@ -93,11 +99,7 @@ def build_client(settings: Settings) -> mqtt.Client:
     """A clean-session MQTT v5 client: the watchdog wants the present, not queued history."""
     endpoint = settings.mqtt()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5)
-    if endpoint.username is not None:
-        password = endpoint.password.get_secret_value() if endpoint.password else None
-        client.username_pw_set(endpoint.username, password)
-    if endpoint.tls:
-        client.tls_set()
+    apply_endpoint(client, endpoint)
     client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
     keepalive = max(5, min(60, round(settings.interval_s * 3)))
     client.connect_async(endpoint.host, endpoint.port, keepalive=keepalive, clean_start=True)

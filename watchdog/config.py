@@ -10,13 +10,21 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from bridge.config import MqttEndpoint, check_database_url, parse_mqtt_url, read_env, validate_env
+from bridge.config import (
+    MqttEndpoint,
+    check_database_url,
+    load_mqtt_endpoint,
+    parse_mqtt_url,
+    read_env,
+    validate_env,
+)
 from bridge.errors import ConfigError
 
 # Shared with the bridge, or secrets named the way Discord's docs name them.
 _UNPREFIXED = {
     "database_url": "DATABASE_URL",
     "mqtt_url": "MQTT_URL",
+    "mqtt_ca_file": "MQTT_CA_FILE",
     "discord_webhook_url": "DISCORD_WEBHOOK_URL",
     "discord_webhook_url_file": "DISCORD_WEBHOOK_URL_FILE",
 }
@@ -33,6 +41,7 @@ class Settings(BaseModel):
 
     database_url: SecretStr = SecretStr("postgresql://bridge@127.0.0.1:5432/sensors")
     mqtt_url: SecretStr = SecretStr("mqtt://127.0.0.1:1883")
+    mqtt_ca_file: str = ""
     discord_webhook_url: SecretStr | None = None
     discord_webhook_url_file: str = ""
     client_id: Annotated[str, Field(pattern=_CLIENT_ID.pattern)] = "watchdog-1"
@@ -78,14 +87,14 @@ class Settings(BaseModel):
                 f"must be at least WATCHDOG_FAILURE_THRESHOLD x WATCHDOG_INTERVAL_S "
                 f"({self.failure_threshold * self.interval_s:g} s), or a single loss could never be alerted",
             )
-        self.mqtt()
+        load_mqtt_endpoint(self.mqtt_url.get_secret_value(), self.mqtt_ca_file)
         check_database_url(self.database_url)
         if self.discord_webhook_url is not None:
             check_webhook_url(self.discord_webhook_url.get_secret_value())
 
     def mqtt(self) -> MqttEndpoint:
-        """The broker endpoint parsed from MQTT_URL."""
-        return parse_mqtt_url(self.mqtt_url.get_secret_value())
+        """The broker endpoint parsed from MQTT_URL and MQTT_CA_FILE."""
+        return parse_mqtt_url(self.mqtt_url.get_secret_value(), ca_file=self.mqtt_ca_file)
 
     @property
     def expected_workers(self) -> tuple[str, ...]:

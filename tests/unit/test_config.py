@@ -7,6 +7,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 from pydantic import SecretStr
 
@@ -103,6 +104,7 @@ def test_env_name_matches_field_name() -> None:
     assert env_name("batch_size") == "BRIDGE_BATCH_SIZE"
     assert env_name("database_url") == "DATABASE_URL"
     assert env_name("mqtt_url") == "MQTT_URL"
+    assert env_name("mqtt_ca_file") == "MQTT_CA_FILE"
 
 
 def test_subscription_is_shared() -> None:
@@ -228,6 +230,55 @@ def test_mqtt_url_port_zero_is_refused() -> None:
     assert config_error(MQTT_URL="mqtt://broker:0").variable == "MQTT_URL"
 
 
+# --- MQTT_CA_FILE -----------------------------------------------------------------------------
+
+CA_BUNDLE = certifi.where()  # any readable PEM bundle will do
+
+
+def test_ca_file_goes_with_mqtts() -> None:
+    settings = settings_from(MQTT_URL="mqtts://broker", MQTT_CA_FILE=f" {CA_BUNDLE} ")
+
+    assert settings.mqtt() == MqttEndpoint(host="broker", port=8883, tls=True, ca_file=CA_BUNDLE)
+    assert Settings.from_env({"MQTT_URL": "mqtts://broker"}).mqtt().ca_file is None  # the system CAs
+
+
+def test_ca_file_with_plain_mqtt_is_an_error_not_silently_ignored() -> None:
+    error = config_error(MQTT_URL=f"mqtt://bridge:{MQTT_PASSWORD}@broker", MQTT_CA_FILE=CA_BUNDLE)
+
+    assert error.variable == "MQTT_CA_FILE"
+    assert "MQTT_URL is mqtt://" in error.problem and "mqtts://" in error.problem
+    assert MQTT_PASSWORD not in str(error)
+
+
+def test_ca_file_is_checked_only_when_the_url_is_valid() -> None:
+    # A bad URL is the first thing to fix; its error must not hide behind the CA file's.
+    assert config_error(MQTT_URL="mqtts://", MQTT_CA_FILE="/nowhere").variable == "MQTT_URL"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("missing.pem", None, "cannot read {path}: No such file or directory"),
+        ("folder", "dir", "cannot read {path}: Is a directory"),
+        ("empty.pem", "", "{path} holds no PEM certificate"),
+        ("key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "{path} holds no PEM"),
+    ],
+)
+def test_unusable_ca_file_names_the_variable_and_the_path(
+    tmp_path: Path, name: str, content: str | None, problem: str
+) -> None:
+    path = tmp_path / name
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+
+    error = config_error(MQTT_URL="mqtts://broker", MQTT_CA_FILE=str(path))
+
+    assert error.variable == "MQTT_CA_FILE"
+    assert error.problem.startswith(problem.format(path=path))
+
+
 # --- secrets ----------------------------------------------------------------------------------
 
 
@@ -317,6 +368,10 @@ def test_readme_default_matches_settings(field: str) -> None:
     cell = _readme_settings_table().get(env_name(field))
     assert cell is not None, f"{env_name(field)} is not in the README table"
     code = _CODE.search(cell)
+    if _model_default(field) == "" and field != "health_file":
+        # An empty default means "not set"; the cell says in words what happens then.
+        assert code is None, f"{env_name(field)} has no default value; got {cell!r}"
+        return
     assert code, f"default of {env_name(field)} should be written in backticks, got {cell!r}"
     written = code.group(1)
 

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 from pydantic import SecretStr
 
@@ -67,6 +68,7 @@ def test_each_variable_is_read(variable: str, raw: str, field: str, expected: An
 def test_env_names_match_field_names() -> None:
     assert env_name("interval_s") == "WATCHDOG_INTERVAL_S"
     assert env_name("mqtt_url") == "MQTT_URL"
+    assert env_name("mqtt_ca_file") == "MQTT_CA_FILE"
     assert env_name("database_url") == "DATABASE_URL"
     assert env_name("discord_webhook_url_file") == "DISCORD_WEBHOOK_URL_FILE"
 
@@ -89,6 +91,14 @@ def test_env_names_match_field_names() -> None:
 )
 def test_invalid_value_names_the_variable(variable: str, raw: str) -> None:
     assert config_error(**{variable: raw}).variable == variable
+
+
+def test_ca_file_is_shared_with_the_bridge_and_checked_the_same_way(tmp_path: Path) -> None:
+    settings = Settings.from_env({"MQTT_URL": "mqtts://broker", "MQTT_CA_FILE": certifi.where()})
+
+    assert settings.mqtt().ca_file == certifi.where() and settings.mqtt().tls
+    assert config_error(MQTT_URL="mqtts://broker", MQTT_CA_FILE=str(tmp_path / "none.pem")).variable == "MQTT_CA_FILE"
+    assert config_error(MQTT_URL="mqtt://broker", MQTT_CA_FILE=certifi.where()).variable == "MQTT_CA_FILE"
 
 
 def test_data_loss_must_stay_alerted_long_enough_to_reach_the_threshold() -> None:
