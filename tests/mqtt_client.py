@@ -37,6 +37,7 @@ class MqttTestClient:
         session_expiry_s: int = 0,
         username: str | None = None,
         password: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self._address = (host, port)
         self._clean_start = clean_start
@@ -51,6 +52,8 @@ class MqttTestClient:
         # in mosquitto.conf), which an MQTT v5 client must not exceed.
         if username is not None:
             self._client.username_pw_set(username, password)
+        if ca_file is not None:  # TLS, trusting only this CA (paho checks the host name too)
+            self._client.tls_set(ca_certs=ca_file)
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
         self._client.on_connect = self._on_connect
@@ -64,15 +67,16 @@ class MqttTestClient:
     @classmethod
     def from_url(
         cls, url: str, *, client_id: str | None = None, clean_start: bool = True,
-        session_expiry_s: int = 0,
+        session_expiry_s: int = 0, ca_file: str | None = None,
     ) -> MqttTestClient:
-        """Build a client for an mqtt://[user:password@]host:port URL."""
+        """Build a client for an mqtt://[user:password@]host:port URL (mqtts:// needs `ca_file`)."""
         parts = urlsplit(url)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError(f"expected mqtt://[user:password@]host:port, got {parts.hostname!r}")
+        scheme = "mqtts" if ca_file else "mqtt"
+        if parts.scheme != scheme or not parts.hostname:
+            raise ValueError(f"expected {scheme}://[user:password@]host:port, got {parts.hostname!r}")
         return cls(
-            parts.hostname, parts.port or 1883, client_id=client_id, clean_start=clean_start,
-            session_expiry_s=session_expiry_s,
+            parts.hostname, parts.port or (8883 if ca_file else 1883), client_id=client_id, clean_start=clean_start,
+            session_expiry_s=session_expiry_s, ca_file=ca_file,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
         )

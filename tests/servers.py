@@ -11,12 +11,14 @@ import glob
 import importlib.util
 import json
 import os
+import pwd
 import re
 import shutil
 import signal as signals
 import socket
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Literal
@@ -251,6 +253,27 @@ def render_mosquitto_config(
         (r"plugin\s+\S+", f"plugin {dynsec_plugin()}"),
         (r"plugin_opt_config_file\s+\S+", f"plugin_opt_config_file {dynsec_path}"),
     ]
+    return _rewrite_lines(template, replacements)
+
+
+def enable_tls_listener(config: str, *, port: int, files: TlsFiles) -> str:
+    """Uncomment the TLS listener example of mosquitto.conf, on `port` and with `files`.
+
+    Raises RuntimeError if the example is missing, so the tests exercise the
+    block that the README tells users to uncomment, not one of their own.
+    """
+    return _rewrite_lines(config, [
+        (r"#listener\s+8883", f"listener {port} {LOCALHOST}"),
+        (r"#protocol\s+mqtt", "protocol mqtt"),
+        (r"#certfile\s+\S+", f"certfile {files.certfile}"),
+        (r"#keyfile\s+\S+", f"keyfile {files.keyfile}"),
+        (r"#cafile\s+\S+", f"cafile {files.cafile}"),
+        (r"#tls_version\s+tlsv1\.2", "tls_version tlsv1.2"),
+    ])
+
+
+def _rewrite_lines(template: str, replacements: list[tuple[str, str]]) -> str:
+    """Replace the one whole line matching each pattern; RuntimeError unless there is exactly one."""
     for pattern, line in replacements:
         template, count = re.subn(rf"^{pattern}[ \t]*$", line, template, flags=re.MULTILINE)
         if count != 1:
@@ -260,10 +283,27 @@ def render_mosquitto_config(
     return template
 
 
-class MosquittoServer:
-    """A throwaway Mosquitto using the project's mosquitto.conf, on a free port on 127.0.0.1."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS listener: the broker's certificate and key, and the CA that signed it."""
 
-    def __init__(self, config_template: Path = REPO_ROOT / "mosquitto" / "mosquitto.conf") -> None:
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+
+
+class MosquittoServer:
+    """A throwaway Mosquitto using the project's mosquitto.conf, on a free port on 127.0.0.1.
+
+    With `tls`, it also has the config's TLS listener (mqtts://) on a second free port.
+    """
+
+    def __init__(
+        self,
+        config_template: Path = REPO_ROOT / "mosquitto" / "mosquitto.conf",
+        *,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self._binary = find_binary("mosquitto", MOSQUITTO_HINT)
         # Started as root, mosquitto drops privileges to the `mosquitto` user
         # before it writes its log and persistence files.
@@ -276,12 +316,16 @@ class MosquittoServer:
         self._config_path = self._root / "mosquitto.conf"
         self._dynsec_path = self._root / "dynamic-security.json"
         self._port = free_port()
+        self._tls_port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         try:
             config = render_mosquitto_config(
                 template, port=self._port, data_dir=self._data_dir, log_path=self._log_path,
                 dynsec_path=self._dynsec_path,
             )
+            if tls is not None:
+                self._tls_port = free_port()
+                config = enable_tls_listener(config, port=self._tls_port, files=self._copy_tls_files(tls, account))
         except RuntimeError:
             shutil.rmtree(self._root)
             raise
@@ -290,6 +334,25 @@ class MosquittoServer:
         self._data_dir.mkdir()
         self._log_path.touch()
         chown(account, self._root, self._data_dir, self._log_path, self._dynsec_path)
+
+    def _copy_tls_files(self, files: TlsFiles, account: pwd.struct_passwd | None) -> TlsFiles:
+        """Copies in our folder, owned by the user the broker drops to (the key is private to it)."""
+        folder = self._root / "tls"
+        folder.mkdir()
+        chown(account, folder)
+
+        def copy(source: Path, name: str) -> Path:
+            target = folder / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            chown(account, target)
+            return target
+
+        return TlsFiles(
+            cafile=copy(files.cafile, "ca.crt"),
+            certfile=copy(files.certfile, "server.crt"),
+            keyfile=copy(files.keyfile, "server.key"),
+        )
 
     @property
     def host(self) -> str:
@@ -309,6 +372,18 @@ class MosquittoServer:
     def url_as(self, username: str, password: str) -> str:
         """mqtt:// URL of the broker for one of the accounts in MQTT_TEST_ACCOUNTS."""
         return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}"
+
+    @property
+    def tls_port(self) -> int:
+        """TCP port of the TLS listener; RuntimeError if the broker was built without `tls`."""
+        if self._tls_port is None:
+            raise RuntimeError("this Mosquitto has no TLS listener: pass tls=TlsFiles(...)")
+        return self._tls_port
+
+    @property
+    def tls_url(self) -> str:
+        """mqtts:// URL of the TLS listener, as the all-powerful test account."""
+        return f"mqtts://{TEST_MQTT_USER}:{TEST_MQTT_PASSWORD}@{self.host}:{self.tls_port}"
 
     @property
     def pid(self) -> int:
