@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import traffic
 from processes import REPO_ROOT, free_port, wait_until
+from proxy import TcpProxy
 from workers import StartWorker
 
 
@@ -87,69 +85,15 @@ def test_an_unreachable_broker_is_named_and_exits_2(admin_database_url: str) -> 
     assert f"cannot reach the broker at 127.0.0.1:{port} (MQTT_URL)" in result.stderr
 
 
-class CuttingProxy:
-    """A TCP proxy on 127.0.0.1 whose connections can be cut, like a broker dropping a client.
-
-    Only the simulator goes through it, so the workers stay connected: the
-    test is about the simulator's own reconnect and re-send.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self._target = ("127.0.0.1", target_port)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def cut(self) -> int:
-        """Close every open connection; return how many were cut."""
-        with self._lock:
-            sockets, self._open = self._open, []
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        return len(sockets) // 2
-
-    def close(self) -> None:
-        self._server.close()
-        self.cut()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target)
-            with self._lock:
-                self._open += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-
 def test_a_dropped_connection_mid_run_is_survived_with_an_honest_verdict(
     start: StartWorker, mqtt_url: str, admin_database_url: str, tmp_path: Path
 ) -> None:
     start("cut1")
-    broker = urlsplit(mqtt_url)
-    proxy = CuttingProxy(broker.port or 1883)
+    proxy = TcpProxy(urlsplit(mqtt_url).port or 1883)
     out = tmp_path / "summary.json"
     command = [sys.executable, "-m", "simulator", "--progress", "none", "--messages", "400", "--duration", "4",
                "--invalid", "0.05", "--verify", "--verify-timeout", "40", "--json", str(out)]
-    credentials = broker.netloc.rpartition("@")[0]
-    netloc = f"{credentials}@127.0.0.1:{proxy.port}" if credentials else f"127.0.0.1:{proxy.port}"
-    through_proxy = urlunsplit(broker._replace(netloc=netloc))
-    env = simulator_env(through_proxy, admin_database_url)
+    env = simulator_env(proxy.url_for(mqtt_url), admin_database_url)
     try:
         with subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) as process:
