@@ -72,6 +72,38 @@ def wait_until(
 
 
 
+def wait_until_steady(measure: Callable[[], T], steady_s: float, timeout: float, message: str) -> T:
+    """Poll `measure` until its value has not changed for `steady_s` seconds, and return that value.
+
+    For "everything that will arrive has arrived" when the right count is not
+    known in advance (what a broker kept, say).
+    """
+    last = measure()
+    since = time.monotonic()
+
+    def steady() -> bool:
+        nonlocal last, since
+        value = measure()
+        if value != last:
+            last, since = value, time.monotonic()
+            return False
+        return time.monotonic() - since >= steady_s
+
+    wait_until(steady, timeout, interval=0.2, message=f"{message} (steady for {steady_s} s)")
+    return last
+
+
+def memory_kb(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of a live process from /proc/<pid>/status, in kB.
+
+    VmRSS is its resident set now; VmHWM the peak resident set since it started.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
 def read_tail(path: Path, *, lines: int = 40) -> str:
     """Return the last `lines` lines of a log file, or a note if it does not exist."""
     try:

@@ -374,6 +374,11 @@ class MosquittoServer:
         return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}"
 
     @property
+    def persistence_file(self) -> Path:
+        """The broker's saved state (sessions, subscriptions, queued messages), written at each autosave."""
+        return self._data_dir / "mosquitto.db"
+
+    @property
     def tls_port(self) -> int:
         """TCP port of the TLS listener; RuntimeError if the broker was built without `tls`."""
         if self._tls_port is None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from processes import wait_until
 
 BASE_AT = datetime(2026, 1, 1, tzinfo=UTC)
 VARIABLES = (("temperature", "°C"), ("humidity", "%"), ("pressure", "hPa"), ("co2", "ppm"))
@@ -35,6 +36,7 @@ class Traffic:
     expected: set[Row] = field(default_factory=set)
     duplicates: int = 0
     invalid: int = 0
+    rejected: set[tuple[str, bytes]] = field(default_factory=set)  # (topic, payload) of each invalid message
 
 
 def reading(i: int, *, sensors: int = 50) -> tuple[str, bytes, Row]:
@@ -66,7 +68,9 @@ def build(total: int, *, duplicate_share: float = 0.0, invalid_share: float = 0.
         uniques.append((topic, payload))
         traffic.expected.add(row)
     traffic.messages = uniques + [rng.choice(uniques) for _ in range(traffic.duplicates)]
-    traffic.messages += [invalid(first + n) for n in range(traffic.invalid)]
+    invalids = [invalid(first + n) for n in range(traffic.invalid)]
+    traffic.messages += invalids
+    traffic.rejected = set(invalids)
     rng.shuffle(traffic.messages)
     return traffic
 
@@ -78,6 +82,13 @@ def stored_rows(admin_url: str) -> set[Row]:
     return {tuple(row) for row in rows}  # type: ignore[misc]
 
 
+def rejected_messages(admin_url: str) -> list[tuple[str, bytes]]:
+    """(topic, payload) of every row of `rejected_messages`."""
+    with psycopg.connect(admin_url) as conn:
+        rows = conn.execute("SELECT topic, payload FROM rejected_messages").fetchall()
+    return [(topic, bytes(payload)) for topic, payload in rows]
+
+
 def counts(admin_url: str) -> tuple[int, int]:
     """(rows in readings, rows in rejected_messages)."""
     with psycopg.connect(admin_url) as conn:
@@ -86,3 +97,28 @@ def counts(admin_url: str) -> tuple[int, int]:
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+def assert_stored_exactly(admin_url: str, sent: Traffic, *, timeout: float = 90, redelivered: bool = False) -> None:
+    """Wait until the tables hold what `sent` should leave, then check the exact sets, not just counts.
+
+    Every unique valid reading stored once with its value, every invalid
+    message rejected, nothing else. With `redelivered` (a fault cut the
+    bridge's MQTT connection, so the broker sent unacknowledged messages
+    again), an invalid message may be recorded more than once: the readings
+    table is exactly-once by its key, rejected_messages is at-least-once
+    (docs/reliability.md).
+    """
+    def arrived() -> bool:
+        readings, rejected = counts(admin_url)
+        return readings >= len(sent.expected) and rejected >= sent.invalid
+
+    wait_until(
+        arrived, timeout, interval=0.2,
+        message=f"{len(sent.expected)} readings and {sent.invalid} rejections stored",
+    )
+    assert stored_rows(admin_url) == sent.expected
+    rejected = rejected_messages(admin_url)
+    assert set(rejected) == sent.rejected
+    if not redelivered:
+        assert len(rejected) == sent.invalid, "each invalid message recorded once"

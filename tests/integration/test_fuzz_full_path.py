@@ -24,7 +24,7 @@ import psycopg
 import pytest
 import traffic
 from mqtt_client import MqttTestClient, MqttTestError
-from processes import wait_until
+from processes import memory_kb, wait_until
 from workers import StartWorker, WorkerProcess
 
 from bridge.model import Limits, parse_message
@@ -132,14 +132,6 @@ def stored(admin_url: str) -> tuple[set[tuple[Any, ...]], Counter[Message], list
     return rows, Counter((topic, bytes(payload)) for topic, payload, _ in rejected), [(t, r) for t, _, r in rejected]
 
 
-def rss_kb(worker: WorkerProcess) -> int:
-    """The worker's resident set size (VmRSS) in kB."""
-    for line in Path(f"/proc/{worker.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for worker pid {worker.pid}")
-
-
 def publish_and_wait(client: MqttTestClient, admin_url: str, messages: list[Message],
                      total: tuple[int, int], worker: WorkerProcess) -> None:
     """Publish, then poll until the tables hold `total` (readings, rejected) rows."""
@@ -167,13 +159,13 @@ def test_hostile_and_random_messages_end_as_exactly_the_expected_rows(
     messages += fuzz_messages(FUZZ_MESSAGES, seed=20261129)
     random.Random(6).shuffle(messages)
     halves = (messages[: len(messages) // 2], messages[len(messages) // 2 :])
-    rss_at_start = rss_kb(worker)
+    rss_at_start = memory_kb(worker.pid)
 
     rss_after = []
     for n in (1, 2):
         rows, rejected = expected_outcome(halves[0] + (halves[1] if n == 2 else []))
         publish_and_wait(mqtt_client, admin_database_url, halves[n - 1], (len(rows), sum(rejected.values())), worker)
-        rss_after.append(rss_kb(worker))
+        rss_after.append(memory_kb(worker.pid))
 
     # Over the broker's max_packet_size: the broker drops the publisher, the bridge never sees it.
     # A valid reading published afterwards, once stored, shows the worker is still consuming.
