@@ -102,7 +102,8 @@ class Worker:
 
 def build_worker(settings: Settings) -> Worker:
     """Open the pool (failing fast) and wire the client, consumer, pipeline and heartbeat."""
-    stats, inbox = Stats(), Inbox()
+    # The inbox enforces Receive Maximum itself: some brokers overshoot it (bridge/inbox.py).
+    stats, inbox = Stats(), Inbox(limit=settings.max_in_flight)
     now = functools.partial(datetime.now, UTC)
     check_broker_tls(settings.mqtt())  # before the pool, so a failure leaves nothing to close
     pool = open_pool(settings)

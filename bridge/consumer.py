@@ -155,6 +155,7 @@ class MqttConsumer:
             parsed = self._safe_parse(topic, payload, received_at)
             delivery = Delivery(message.mid, message.qos, self._generation, topic, payload, received_at, parsed)
             self._inbox.put(delivery)
+            self._stats.inbox_peak = self._inbox.peak
         except Exception:
             self._stats.handler_errors += 1
             logger.exception("could not queue message %s; the broker will resend it after a reconnect", message.mid)

@@ -20,6 +20,7 @@ class Stats:
     batches: int = 0
     db_errors: int = 0
     in_flight: int = 0
+    inbox_peak: int = 0  # most messages waiting to be batched at once (bounded by BRIDGE_MAX_IN_FLIGHT)
     last_commit_at: datetime | None = None
     db_ok: bool = True
     mqtt_connected: bool = False

@@ -15,8 +15,8 @@ import psycopg
 import traffic
 from discord_stub import DiscordStub
 from integration.test_watchdog import StartWatchdog, alerts_about, kinds
-from mqtt_client import BackgroundPublisher, MqttTestClient
-from processes import REPO_ROOT, wait_until, wait_until_steady
+from mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
+from processes import REPO_ROOT, memory_kb, wait_until, wait_until_steady
 from workers import StartWorker
 
 from bridge.config import Settings
@@ -96,6 +96,38 @@ def test_killed_worker_left_down_is_alerted_and_its_readings_wait_in_the_broker(
     measure("readings held by the broker for the absent worker", f"{held} of {len(sent.expected)}")
     measure("worker back → its queue stored", f"{drained_s:.1f} s")
     measure("broker bound", _broker_queue_bounds())
+
+
+def test_a_large_backlog_drains_with_the_worker_holding_no_more_than_its_limit(
+    start: StartWorker, mqtt_url: str, admin_database_url: str, mqtt_client: MqttTestClient, measure: Measure,
+) -> None:
+    # Mosquitto before 2.0.13 sends past Receive Maximum once acks flow: draining
+    # 20,000 queued messages, a plain client with Receive Maximum 300 held 5,101.
+    limit, batch = 300, 100
+    worker = start("bk", bridge_max_in_flight=limit, bridge_batch_size=batch)
+    worker.terminate()  # away: everything published now queues in its session
+    sent = traffic.build(20_000, duplicate_share=0.05, invalid_share=0.01)
+    with MqttTestClient.from_url(mqtt_url) as client:
+        client.publish_many(sent.messages, timeout=120)
+    mqtt_client.subscribe(f"bridge/heartbeat/{worker.client_id}")
+
+    again = start("bk", bridge_max_in_flight=limit, bridge_batch_size=batch)
+    back_at = time.monotonic()
+    traffic.assert_stored_exactly(admin_database_url, sent, timeout=120)
+    drained_s = time.monotonic() - back_at
+    # inbox_peak is the most the worker ever held waiting; wait for a beat sent after the drain.
+    beat = wait_until(
+        lambda: [b for b in heartbeats_of(mqtt_client, {again.client_id}) if b["stored"] >= len(sent.expected)],
+        10, message="a heartbeat after the drain",
+    )[-1]
+
+    assert beat["inbox_peak"] <= limit, "the worker never held more than BRIDGE_MAX_IN_FLIGHT waiting"
+    assert beat["inbox_peak"] >= batch, "the backlog really pressed on the limit"
+    peak_rss_mb = memory_kb(again.pid, "VmHWM") / 1024
+    measure("backlog drained", f"{len(sent.messages)} messages in {drained_s:.1f} s "
+            f"({len(sent.messages) / drained_s:,.0f} messages/s)")
+    measure("most messages waiting in the worker", f"{beat['inbox_peak']} (BRIDGE_MAX_IN_FLIGHT={limit})")
+    measure("peak worker RSS (VmHWM)", f"{peak_rss_mb:.1f} MB")
 
 
 def test_frozen_worker_is_alerted_and_loses_nothing_when_thawed(

@@ -1,0 +1,76 @@
+"""The inbox between the network thread and the writer: order, the bound, and what happens when the writer is stuck."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+from bridge.inbox import Delivery, Inbox
+from bridge.model import Parsed
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def delivery(mid: int, generation: int = 1) -> Delivery:
+    return Delivery(mid, 1, generation, "sensors/1/readings", b"{}", AT, Parsed())
+
+
+def put_in_thread(inbox: Inbox, *mids: int) -> threading.Thread:
+    thread = threading.Thread(target=lambda: [inbox.put(delivery(mid)) for mid in mids], daemon=True)
+    thread.start()
+    return thread
+
+
+def test_deliveries_come_out_in_arrival_order_in_batches() -> None:
+    inbox = Inbox()
+    for mid in range(1, 6):
+        inbox.put(delivery(mid))
+    assert [d.mid for d in inbox.take(3, 0)] == [1, 2, 3]
+    assert [d.mid for d in inbox.take(3, 0)] == [4, 5]
+    assert inbox.take(3, 0) == []
+    assert inbox.peak == 5
+
+
+def test_a_full_inbox_holds_up_the_producer_until_the_writer_takes() -> None:
+    inbox = Inbox(limit=2, room_wait_s=30)
+    inbox.put(delivery(1))
+    inbox.put(delivery(2))
+    producer = put_in_thread(inbox, 3)
+    producer.join(0.2)  # bounded: it must still be waiting
+    assert producer.is_alive() and len(inbox) == 2
+
+    assert [d.mid for d in inbox.take(1, 0)] == [1]
+    producer.join(5)
+    assert not producer.is_alive()
+    assert [d.mid for d in inbox.take(5, 0)] == [2, 3]
+    assert inbox.peak == 2, "never more than the limit at once"
+
+
+def test_a_stuck_writer_holds_up_the_producer_only_once_then_the_inbox_accepts() -> None:
+    # The writer is stuck (database down): one wait of room_wait_s, then no more
+    # waiting, so the network thread keeps serving keepalives and heartbeats.
+    inbox = Inbox(limit=2, room_wait_s=0.05)
+    producer = put_in_thread(inbox, 1, 2, 3, 4, 5)
+    producer.join(5)
+    assert not producer.is_alive()
+    assert len(inbox) == 5
+
+    # Once the writer catches up below the limit, the bound applies again.
+    inbox.take(4, 0)
+    inbox.put(delivery(6))
+    slow = put_in_thread(inbox, 7)
+    slow.join(0.02)
+    assert slow.is_alive(), "full again: the producer waits"
+    slow.join(5)
+    assert not slow.is_alive()
+
+
+def test_discarding_old_deliveries_makes_room() -> None:
+    inbox = Inbox(limit=2, room_wait_s=30)
+    inbox.put(delivery(1, generation=1))
+    inbox.put(delivery(2, generation=1))
+    producer = put_in_thread(inbox, 3)
+    assert inbox.discard_older_than(2) == 2
+    producer.join(5)
+    assert not producer.is_alive()
+    assert [d.mid for d in inbox.take(5, 0)] == [3]
