@@ -73,7 +73,6 @@ class MqttConsumer:
         self._generation = 0
         self._connected = False
         self._accepting = True
-        self._resend_floor = 0
         self.ready = threading.Event()
         self.refused: str | None = None
         client.on_pre_connect = self._on_pre_connect
@@ -81,11 +80,6 @@ class MqttConsumer:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
-
-    @property
-    def resend_floor(self) -> int:
-        """Deliveries from connections before this one will be sent again by the broker."""
-        return self._resend_floor
 
     def ack(self, batch: Sequence[Delivery]) -> int:
         """Acknowledge committed deliveries in order; skip those of earlier connections."""
@@ -119,16 +113,17 @@ class MqttConsumer:
         with self._lock:
             self._generation += 1
             self._connected = True
-            if flags.session_present:
-                self._resend_floor = self._generation
-                dropped = self._inbox.discard_older_than(self._generation)
-            else:
-                dropped = 0
+        # Deliveries of the previous connection still waiting here are stored
+        # but never acknowledged (their ids may now name other messages). The
+        # broker sends them again if it still has them; one restored from an
+        # older save after a SIGKILL may not, so these copies are the only ones
+        # left. A second copy costs a duplicate, which the key absorbs.
+        kept = len(self._inbox)
         self.refused = None
         self._stats.mqtt_connected = True
         logger.info(
-            "connected to broker as %s (session present: %s, %d old deliveries left to the broker to resend)",
-            self._client_id, flags.session_present, dropped,
+            "connected to broker as %s (session present: %s, %d messages of the previous connection kept)",
+            self._client_id, flags.session_present, kept,
         )
         # Subscribing on every connect means a lost session resubscribes too.
         client.subscribe(self._subscription, qos=1)

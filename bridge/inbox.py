@@ -82,14 +82,5 @@ class Inbox:
         with self._lock:
             self._ready.notify_all()
 
-    def discard_older_than(self, generation: int) -> int:
-        """Drop deliveries of earlier connections (the broker resends them); return how many."""
-        with self._lock:
-            kept = [d for d in self._items if d.generation >= generation]
-            dropped = len(self._items) - len(kept)
-            self._items = deque(kept)
-            self._room.notify_all()
-            return dropped
-
     def __len__(self) -> int:
         return len(self._items)

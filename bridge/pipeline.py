@@ -28,9 +28,6 @@ class Acker(Protocol):
 
     def ack(self, batch: Sequence[Delivery]) -> int: ...
 
-    @property
-    def resend_floor(self) -> int: ...
-
 
 class CommitObserver(Protocol):
     """Records per-batch metrics (bridge.metrics.Metrics)."""
@@ -163,10 +160,9 @@ class Pipeline:
         log = logger.warning if self._backoff.attempts <= 1 or self._backoff.attempts % 10 == 0 else logger.debug
         log("database unavailable (%s); retrying %d messages in %.2f s", exc, len(batch), delay)
         self._sleep(delay)
-        # Messages from a connection the broker has since resumed will be sent
-        # again on the new one; keeping the old copies would only cost memory.
-        floor = self._acker.resend_floor
-        return [d for d in batch if d.generation >= floor]
+        # Deliveries of an earlier connection stay in the batch: the broker may
+        # not have them any more (bridge/consumer.py, _on_connect).
+        return batch
 
     def _committed(self, batch: Sequence[Delivery], result: WriteResult, seconds: float = 0.0) -> None:
         if self._observer is not None:

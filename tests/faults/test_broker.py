@@ -21,10 +21,16 @@ from integration.test_simulator import simulator_env
 from mqtt_client import MqttTestClient, heartbeats_of
 from processes import REPO_ROOT, wait_until, wait_until_steady
 from proxy import TcpProxy
-from servers import MosquittoServer
+from servers import MosquittoServer, PostgresServer
 from workers import StartWorker, WorkerProcess
 
 from faults.conftest import Measure
+
+
+def _saved_since(broker: MosquittoServer, since: float) -> bool:
+    """Whether the broker has written its persistence file since `since` (time.time())."""
+    saved = broker.persistence_file
+    return saved.exists() and saved.stat().st_mtime > since
 
 
 def _resubscribed(workers: list[WorkerProcess], times: int) -> bool:
@@ -103,11 +109,8 @@ def test_broker_sigkilled_keeps_what_it_saved_and_loses_what_came_after(
         client.publish_many(saved.messages)
     published_at = time.time()
     # autosave_interval (10 s in mosquitto.conf) writes the queue to disk.
-    wait_until(
-        lambda: restartable_mosquitto.persistence_file.exists()
-        and restartable_mosquitto.persistence_file.stat().st_mtime > published_at,
-        25, message="an autosave after the first readings were queued",
-    )
+    wait_until(lambda: _saved_since(restartable_mosquitto, published_at), 25,
+               message="an autosave after the first readings were queued")
     with MqttTestClient.from_url(mqtt_url) as client:
         client.publish_many(unsaved.messages)  # acknowledged to the publisher, not yet on disk
     restartable_mosquitto.stop(signal.SIGKILL)
@@ -130,3 +133,44 @@ def test_broker_sigkilled_keeps_what_it_saved_and_loses_what_came_after(
     measure("queued after the last autosave / delivered",
             f"{len(unsaved.expected)} / {kept_after_save} (the rest lost with the SIGKILL)")
     assert stored == len(rows)
+
+
+def test_broker_sigkilled_while_the_database_is_down_loses_nothing_the_workers_held(
+    start: StartWorker, mqtt_url: str, admin_database_url: str, restartable_mosquitto: MosquittoServer,
+    restartable_postgres: PostgresServer, measure: Measure,
+) -> None:
+    """Two faults at once: the database is down, so the workers hold readings unacknowledged; then
+    the broker is SIGKILLed before its next autosave, so it comes back knowing nothing of them."""
+    workers = [start(name, bridge_db_retry_max_s=1) for name in ("dd1", "dd2")]
+    ids = {w.client_id for w in workers}
+    restartable_postgres.stop("immediate")
+    sent = traffic.build(500, invalid_share=0.02)
+    with MqttTestClient.from_url(mqtt_url) as client:
+        client.subscribe("bridge/heartbeat/+")
+        # Right after an autosave, so that the readings are in no saved state when the broker dies.
+        saved_before = time.time()
+        wait_until(lambda: _saved_since(restartable_mosquitto, saved_before), 25, message="an autosave")
+        client.publish_many(sent.messages)
+        wait_until(lambda: sum(_latest(client, ids, "received").values()) >= len(sent.messages), 10,
+                   message="the workers holding every message")
+    restartable_mosquitto.stop(signal.SIGKILL)
+    restartable_mosquitto.start()
+    wait_until(lambda: _resubscribed(workers, 2), 30, message="workers resubscribed")
+    with MqttTestClient.from_url(mqtt_url) as client:
+        client.subscribe("bridge/heartbeat/+")
+        # Keep the database down until each worker has retried once more on the new connection.
+        before = wait_until(lambda: len(errors := _latest(client, ids, "db_errors")) == len(ids) and errors, 10,
+                            message="heartbeats on the new connection")
+        wait_until(lambda: all(_latest(client, ids, "db_errors")[w] > before[w] for w in ids), 30,
+                   message="a retry on the new connection")
+    restartable_postgres.start()
+
+    traffic.assert_stored_exactly(admin_database_url, sent, timeout=60, redelivered=True)
+    assert all(worker.is_running() for worker in workers)
+    measure("held by the workers, unknown to the restarted broker / stored",
+            f"{len(sent.messages)} / {len(sent.expected) + sent.invalid}")
+
+
+def _latest(client: MqttTestClient, ids: set[str], field: str) -> dict[str, int]:
+    """`field` of the last heartbeat of each of these workers."""
+    return {beat["client_id"]: int(beat[field]) for beat in heartbeats_of(client, ids)}

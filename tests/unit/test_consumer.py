@@ -309,29 +309,22 @@ def test_nothing_is_acked_between_pre_connect_and_connack(harness: Harness) -> N
     assert harness.client.acked == []
 
 
-def test_session_present_drops_old_deliveries_the_broker_will_resend(harness: Harness) -> None:
+@pytest.mark.parametrize("session_present", [True, False])
+def test_a_reconnect_keeps_old_deliveries_for_storing_but_acks_only_new_ones(
+    harness: Harness, session_present: bool
+) -> None:
     harness.client.connect()
     harness.client.deliver(1)
     harness.client.deliver(2)
     harness.client.disconnect()
-    assert harness.consumer.resend_floor == 0
 
-    harness.client.connect(session_present=True)
+    harness.client.connect(session_present=session_present)
     harness.client.deliver(1)
+    batch = harness.queued()
 
-    assert harness.consumer.resend_floor == 2
-    assert [(d.mid, d.generation) for d in harness.queued()] == [(1, 2)]
-
-
-def test_lost_session_keeps_old_deliveries_for_storing(harness: Harness) -> None:
-    harness.client.connect()
-    harness.client.deliver(1)
-    harness.client.disconnect()
-
-    harness.client.connect(session_present=False)
-
-    assert harness.consumer.resend_floor == 0
-    assert [(d.mid, d.generation) for d in harness.queued()] == [(1, 1)]
+    assert [(d.mid, d.generation) for d in batch] == [(1, 1), (2, 1), (1, 2)]
+    assert harness.consumer.ack(batch) == 1
+    assert harness.client.acked == [(1, 1)]
 
 
 # --- disconnecting ----------------------------------------------------------------------------

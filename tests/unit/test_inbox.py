@@ -63,14 +63,3 @@ def test_a_stuck_writer_holds_up_the_producer_only_once_then_the_inbox_accepts()
     assert slow.is_alive(), "full again: the producer waits"
     slow.join(5)
     assert not slow.is_alive()
-
-
-def test_discarding_old_deliveries_makes_room() -> None:
-    inbox = Inbox(limit=2, room_wait_s=30)
-    inbox.put(delivery(1, generation=1))
-    inbox.put(delivery(2, generation=1))
-    producer = put_in_thread(inbox, 3)
-    assert inbox.discard_older_than(2) == 2
-    producer.join(5)
-    assert not producer.is_alive()
-    assert [d.mid for d in inbox.take(5, 0)] == [3]

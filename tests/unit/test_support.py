@@ -124,21 +124,6 @@ def test_inbox_wake_ends_a_waiting_take_early() -> None:
     assert results == [[]]
 
 
-def test_inbox_discard_older_than_keeps_newer_generations_in_order() -> None:
-    inbox = Inbox()
-    for mid, generation in [(1, 1), (2, 2), (3, 1), (4, 3), (5, 2)]:
-        inbox.put(delivery(mid, generation))
-
-    dropped = inbox.discard_older_than(2)
-
-    assert dropped == 2
-    assert [(d.mid, d.generation) for d in inbox.take(10, 0.0)] == [(2, 2), (4, 3), (5, 2)]
-
-
-def test_inbox_discard_on_empty_inbox_drops_nothing() -> None:
-    assert Inbox().discard_older_than(5) == 0
-
-
 # --- health file ------------------------------------------------------------------------------
 
 
