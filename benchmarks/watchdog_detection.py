@@ -27,11 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from discord_stub import DiscordStub
 from mqtt_client import MqttTestClient
 from processes import wait_until
-from servers import MosquittoServer, PostgresServer, apply_schema
+from servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password
 from watchdog_process import WatchdogProcess
 from workers import WorkerProcess
 
 WORKER = "bench-worker-1"
+
+
+def bridge_url(pg: PostgresServer) -> str:
+    """The test server's URL for the role with only the bridge's privileges (the watchdog's too)."""
+    return pg.url(user=BRIDGE_TEST_ROLE, password=login_password(BRIDGE_TEST_ROLE))
 
 
 class Stack:
@@ -52,7 +57,7 @@ class Stack:
 
     def start_worker(self) -> None:
         env = {
-            "DATABASE_URL": self.pg.url(user="bridge_test", password="bridge_test"), "MQTT_URL": self.mq.url,
+            "DATABASE_URL": bridge_url(self.pg), "MQTT_URL": self.mq.url,
             "BRIDGE_CLIENT_ID": WORKER, "BRIDGE_SHARE_GROUP": "bench", "BRIDGE_LOG_LEVEL": "WARNING",
             "BRIDGE_HEALTH_FILE": str(self.tmp / "worker.health"),  # BRIDGE_HEARTBEAT_S stays at its 5 s default
         }
@@ -104,7 +109,7 @@ def measure(stack: Stack, watchdog: WatchdogProcess, name: str, component: str, 
 def run(stack: Stack, interval_s: float, repeat: int) -> dict[str, list[float]]:
     """Samples per failure kind with WATCHDOG_INTERVAL_S=interval_s and every other setting at its default."""
     env = {
-        "MQTT_URL": stack.mq.url, "DATABASE_URL": stack.pg.url(user="bridge_test", password="bridge_test"),
+        "MQTT_URL": stack.mq.url, "DATABASE_URL": bridge_url(stack.pg),
         "DISCORD_WEBHOOK_URL": stack.discord.url, "WATCHDOG_CLIENT_ID": f"wd-bench-{interval_s:g}",
         "WATCHDOG_HEALTH_FILE": str(stack.tmp / f"wd-{interval_s:g}.health"), "WATCHDOG_INTERVAL_S": str(interval_s),
         "WATCHDOG_BRIDGE_WORKERS": WORKER,

@@ -75,8 +75,13 @@ _POSTGRES_STOP_SIGNALS = {
 
 
 
+def login_password(role: str) -> str:
+    """The password of a test login role: distinct from its name, so a test can tell a leak from a mention."""
+    return f"{role}-secret-pw"
+
+
 def apply_schema(admin_url: str) -> None:
-    """Run the project's schema.sql and create the test login roles (password = name)."""
+    """Run the project's schema.sql and create the test login roles (passwords: login_password)."""
     schema = (REPO_ROOT / "schema.sql").read_text(encoding="utf-8")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         # Without parameters psycopg sends a simple query, which may hold
@@ -86,8 +91,9 @@ def apply_schema(admin_url: str) -> None:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             if exists:
                 conn.execute(f"GRANT {group} TO {role}")
+                conn.execute(f"ALTER ROLE {role} PASSWORD '{login_password(role)}'")
             else:
-                conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{role}' IN ROLE {group}")
+                conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{login_password(role)}' IN ROLE {group}")
 
 
 class PostgresServer:

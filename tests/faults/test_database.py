@@ -90,20 +90,17 @@ def test_bridge_connections_terminated_again_and_again_lose_nothing(
 ) -> None:
     workers = [start(name, bridge_db_retry_max_s=0.5) for name in ("t1", "t2")]
     sent = traffic.build(4000, duplicate_share=0.1, invalid_share=0.02)
-    publisher = BackgroundPublisher(mqtt_url, sent.messages, chunk=100)
     terminated = 0
-    with psycopg.connect(admin_database_url, autocommit=True) as admin:
-        # Kill the workers' sessions every 0.2 s while readings flow (bounded: at most 60 rounds).
-        for _ in range(60):
+    with MqttTestClient.from_url(mqtt_url) as publisher, psycopg.connect(admin_database_url, autocommit=True) as admin:
+        # 100 messages, then the workers' sessions killed, every 0.2 s (40 rounds).
+        for first in range(0, len(sent.messages), 100):
+            publisher.publish_many(sent.messages[first : first + 100])
             rows = admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ANY(%s)",
                 ([w.client_id for w in workers],),
             ).fetchall()
             terminated += sum(1 for (done,) in rows if done)
-            if not publisher.is_alive() and terminated >= 10:
-                break
             threading.Event().wait(0.2)  # the fault's rhythm, not a synchronisation
-    publisher.join()
 
     assert terminated >= 10, "the fault really happened"
     traffic.assert_stored_exactly(admin_database_url, sent)

@@ -39,6 +39,7 @@ from servers import (
     MosquittoServer,
     PostgresServer,
     apply_schema,
+    login_password,
     write_test_accounts,
 )
 from workers import MakeEnv, StartWorker, WorkerProcess
@@ -218,10 +219,10 @@ def replay_database_url(admin_database_url: str) -> str:
 
 
 def _login_url(admin_url: str, role: str) -> str:
-    """The admin URL with a test login role (its password is its name) instead of the superuser."""
+    """The admin URL with a test login role instead of the superuser."""
     parts = urlsplit(admin_url)
     host_port = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{quote(role)}:{quote(role)}@{host_port}"))
+    return urlunsplit(parts._replace(netloc=f"{quote(role)}:{quote(login_password(role))}@{host_port}"))
 
 
 @pytest.fixture(scope="session")
@@ -353,6 +354,11 @@ def start_worker(
     for worker in workers:
         if worker.is_running():
             worker.terminate(WORKER_STOP_TIMEOUT_S)
+    secrets = [urlsplit(url).password for url in (bridge_env("x")["DATABASE_URL"], mqtt_url)]
+    for worker in workers:
+        log = worker.log_text()
+        leaked = [secret for secret in secrets if secret and secret in log]
+        assert not leaked, f"worker {worker.client_id} wrote a password into its log"
     if _test_failed(request.node):
         for worker in workers:
             print(f"\n--- worker {worker.client_id} (exit code {worker.wait(0)}) log tail ---")
