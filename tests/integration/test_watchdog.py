@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import traffic
@@ -62,8 +63,10 @@ def start_watchdog(
         if watchdog.is_running():
             watchdog.terminate()
         print(f"--- watchdog log tail ---\n{watchdog.log_tail(60)}")  # pytest shows it only on failure
+    secrets = [discord.token, *(urlsplit(url).password for url in (mqtt_url, bridge_database_url))]
     for watchdog in started:
-        assert discord.token not in watchdog.log_text(), "the webhook token leaked into the log"
+        log = watchdog.log_text()
+        assert not [secret for secret in secrets if secret and secret in log], "a secret leaked into the log"
 
 
 def alerts_about(discord: DiscordStub, component: str) -> list[Post]:
