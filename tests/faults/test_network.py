@@ -118,6 +118,6 @@ def test_slow_link_cut_again_and_again_loses_nothing(
 
     assert cuts >= 4, "connections really were cut (a worker still reconnecting has none to cut)"
     assert all(worker.is_running() for worker in workers)
-    assert all(w.log_text().count("connected to broker") >= 3 for w in workers), "workers reconnected"
+    assert all(w.log_text().count("connected to broker as") >= 2 for w in workers), "every worker reconnected"
     measure("connections cut", cuts)
     measure("last cut → all stored", f"{settled_s:.1f} s")
