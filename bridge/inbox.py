@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.model import Parsed
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +55,28 @@ class Inbox:
         self._room_wait_s = room_wait_s
         self._stalled = False
         self.peak = 0  # most deliveries held at once
+        self.overflows = 0  # times it gave up waiting for room and went past the limit
 
     def put(self, delivery: Delivery) -> None:
         """Append a delivery, waiting for room while the inbox is full; called from the network thread."""
+        overflowed = False
         with self._lock:
             limit = self._limit
             if limit is not None:
                 if len(self._items) < limit:
                     self._stalled = False
                 elif not self._stalled:
-                    self._stalled = not self._room.wait_for(lambda: len(self._items) < limit, self._room_wait_s)
+                    overflowed = not self._room.wait_for(lambda: len(self._items) < limit, self._room_wait_s)
+                    self._stalled = overflowed
+                    self.overflows += overflowed
             self._items.append(delivery)
             self.peak = max(self.peak, len(self._items))
             self._ready.notify()
+        if overflowed:
+            logger.warning(
+                "%d messages wait and the writer took none for %.0f s (database unavailable?): "
+                "accepting what the broker already sent past the limit", limit, self._room_wait_s,
+            )
 
     def take(self, max_items: int, timeout_s: float) -> list[Delivery]:
         """Up to max_items deliveries, waiting at most timeout_s for the first."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 
 from bridge.inbox import Delivery, Inbox
@@ -50,16 +51,16 @@ def test_a_stuck_writer_holds_up_the_producer_only_once_then_the_inbox_accepts()
     # The writer is stuck (database down): one wait of room_wait_s, then no more
     # waiting, so the network thread keeps serving keepalives and heartbeats.
     inbox = Inbox(limit=2, room_wait_s=0.05)
-    producer = put_in_thread(inbox, 1, 2, 3, 4, 5)
-    producer.join(5)
-    assert not producer.is_alive()
-    assert len(inbox) == 5
+    started = time.monotonic()
+    for mid in range(1, 6):
+        inbox.put(delivery(mid))
+    assert time.monotonic() - started >= 0.05, "the first put past the limit waited for room"
+    assert (len(inbox), inbox.overflows) == (5, 1)
 
     # Once the writer catches up below the limit, the bound applies again.
     inbox.take(4, 0)
     inbox.put(delivery(6))
-    slow = put_in_thread(inbox, 7)
-    slow.join(0.02)
-    assert slow.is_alive(), "full again: the producer waits"
-    slow.join(5)
-    assert not slow.is_alive()
+    started = time.monotonic()
+    inbox.put(delivery(7))
+    assert time.monotonic() - started >= 0.05, "full again: the producer waited"
+    assert (len(inbox), inbox.overflows) == (3, 2)
