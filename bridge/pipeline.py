@@ -93,17 +93,18 @@ class Pipeline:
         Returns False when it gave up because the shutdown deadline passed: the
         batch is then left unacknowledged, so the broker keeps it.
         """
-        pending: list[Delivery] | None = batch
-        while pending:
+        # Deliveries of an earlier connection stay in the batch across retries:
+        # the broker may not have them any more (bridge/consumer.py, _on_connect).
+        while True:
             started = self._monotonic()
             try:
-                result = self._write(pending)
+                result = self._write(batch)
             except SinkUnavailable as exc:
-                pending = self._wait_to_retry(pending, exc, deadline)
+                if not self._wait_to_retry(batch, exc, deadline):
+                    return False
                 continue
-            self._committed(pending, result, self._monotonic() - started)
+            self._committed(batch, result, self._monotonic() - started)
             return True
-        return pending is not None
 
     def _write(self, batch: list[Delivery]) -> WriteResult:
         try:
@@ -144,7 +145,8 @@ class Pipeline:
 
     def _wait_to_retry(
         self, batch: list[Delivery], exc: SinkUnavailable, deadline: Callable[[], float | None]
-    ) -> list[Delivery] | None:
+    ) -> bool:
+        """Record the failure and sleep the backoff; False if that would pass the shutdown deadline."""
         self._stats.db_ok = False
         self._stats.db_errors += 1
         self._stats.in_flight = len(batch) + len(self._inbox)  # keeps growing up to Receive Maximum
@@ -156,13 +158,11 @@ class Pipeline:
                 "they stay unacknowledged in the broker session and will be redelivered",
                 len(batch), exc,
             )
-            return None
+            return False
         log = logger.warning if self._backoff.attempts <= 1 or self._backoff.attempts % 10 == 0 else logger.debug
         log("database unavailable (%s); retrying %d messages in %.2f s", exc, len(batch), delay)
         self._sleep(delay)
-        # Deliveries of an earlier connection stay in the batch: the broker may
-        # not have them any more (bridge/consumer.py, _on_connect).
-        return batch
+        return True
 
     def _committed(self, batch: Sequence[Delivery], result: WriteResult, seconds: float = 0.0) -> None:
         if self._observer is not None:
