@@ -55,7 +55,6 @@ class Inbox:
         self._room_wait_s = room_wait_s
         self._stalled = False
         self.peak = 0  # most deliveries held at once
-        self.overflows = 0  # times it gave up waiting for room and went past the limit
 
     def put(self, delivery: Delivery) -> None:
         """Append a delivery, waiting for room while the inbox is full; called from the network thread."""
@@ -68,7 +67,6 @@ class Inbox:
                 elif not self._stalled:
                     overflowed = not self._room.wait_for(lambda: len(self._items) < limit, self._room_wait_s)
                     self._stalled = overflowed
-                    self.overflows += overflowed
             self._items.append(delivery)
             self.peak = max(self.peak, len(self._items))
             self._ready.notify()
