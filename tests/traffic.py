@@ -99,6 +99,16 @@ def counts(admin_url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def wait_for_counts(admin_url: str, readings: int, rejected: int = 0, *, timeout: float = 60.0) -> None:
+    """Poll until the tables hold at least `readings` readings and `rejected` rejected messages."""
+
+    def arrived() -> bool:
+        have_readings, have_rejected = counts(admin_url)
+        return have_readings >= readings and have_rejected >= rejected
+
+    wait_until(arrived, timeout, interval=0.2, message=f"{readings} readings and {rejected} rejected messages stored")
+
+
 def assert_stored_exactly(admin_url: str, sent: Traffic, *, timeout: float = 90, redelivered: bool = False) -> None:
     """Wait until the tables hold what `sent` should leave, then check the exact sets, not just counts.
 
@@ -109,14 +119,7 @@ def assert_stored_exactly(admin_url: str, sent: Traffic, *, timeout: float = 90,
     table is exactly-once by its key, rejected_messages is at-least-once
     (docs/reliability.md).
     """
-    def arrived() -> bool:
-        readings, rejected = counts(admin_url)
-        return readings >= len(sent.expected) and rejected >= sent.invalid
-
-    wait_until(
-        arrived, timeout, interval=0.2,
-        message=f"{len(sent.expected)} readings and {sent.invalid} rejections stored",
-    )
+    wait_for_counts(admin_url, len(sent.expected), sent.invalid, timeout=timeout)
     assert stored_rows(admin_url) == sent.expected
     rejected = rejected_messages(admin_url)
     assert set(rejected) == sent.rejected

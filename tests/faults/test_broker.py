@@ -55,7 +55,7 @@ def test_broker_restarted_gracefully_mid_run_loses_nothing(
     with MqttTestClient.from_url(mqtt_url) as client:
         client.publish_many(second.messages)
     expected = first.expected | second.expected
-    wait_until(lambda: traffic.counts(admin_database_url)[0] >= len(expected), 60, message="every reading stored")
+    traffic.wait_for_counts(admin_database_url, len(expected))
 
     assert traffic.stored_rows(admin_database_url) == expected
     assert all(worker.is_running() for worker in workers)

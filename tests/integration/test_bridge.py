@@ -32,14 +32,6 @@ def summary_of(worker: WorkerProcess) -> Counter[str]:
     return Counter(dict(zip(names, map(int, matches[-1]), strict=True)))
 
 
-def wait_for_rows(admin_url: str, readings: int, rejected: int = 0, timeout: float = 60.0) -> None:
-    """Poll until the tables hold at least these counts."""
-    wait_until(
-        lambda: (now := traffic.counts(admin_url)) >= (readings, rejected) and now[1] >= rejected,
-        timeout, interval=0.2, message=f"{readings} readings and {rejected} rejected messages stored",
-    )
-
-
 @pytest.fixture
 def publisher(mqtt_url: str) -> Iterator[MqttTestClient]:
     """A connected test client for publishing readings."""
@@ -54,7 +46,7 @@ def test_three_workers_store_exactly_the_unique_valid_readings(
     sent = traffic.build(10_000, duplicate_share=0.20, invalid_share=0.05)
 
     publisher.publish_many(sent.messages)
-    wait_for_rows(admin_database_url, len(sent.expected), sent.invalid)
+    traffic.wait_for_counts(admin_database_url, len(sent.expected), sent.invalid)
 
     for worker in workers:
         assert worker.terminate(15) == 0
@@ -75,7 +67,7 @@ def test_rejected_messages_keep_raw_bytes_reason_and_worker(
     worker = start("solo")
     bad = [traffic.invalid(n) for n in range(8)]
     publisher.publish_many(bad)
-    wait_for_rows(admin_database_url, 0, len(bad))
+    traffic.wait_for_counts(admin_database_url, 0, len(bad))
 
     with psycopg.connect(admin_database_url) as conn:
         rows = conn.execute("SELECT topic, payload, reason, client_id FROM rejected_messages").fetchall()
@@ -99,7 +91,7 @@ def test_array_stores_valid_elements_and_rejects_each_bad_one_with_its_own_bytes
     bad_element = b'{"sensor_id": 1, "timestamp": "2026-01-01T00:00:00Z", "variable": "t", "value": true, "unit": "C"}'
     payload = b"[" + b", ".join([good[0][1], bad_element, good[1][1], good[2][1]]) + b"]"
     publisher.publish("sensors/1/readings", payload)
-    wait_for_rows(admin_database_url, 3, 1)
+    traffic.wait_for_counts(admin_database_url, 3, 1)
 
     assert traffic.stored_rows(admin_database_url) == {row for *_, row in good}
     with psycopg.connect(admin_database_url) as conn:
@@ -116,9 +108,9 @@ def test_conflicting_duplicate_keeps_the_stored_row_and_records_the_newcomer(
     changed = json.dumps({**json.loads(original), "value": row[3] + 1000}).encode()
     assert changed != original
     publisher.publish(topic, original)
-    wait_for_rows(admin_database_url, 1)
+    traffic.wait_for_counts(admin_database_url, 1)
     publisher.publish_many([(topic, changed), (topic, original)])
-    wait_for_rows(admin_database_url, 1, 1)
+    traffic.wait_for_counts(admin_database_url, 1, 1)
 
     assert worker.terminate(15) == 0
     assert traffic.stored_rows(admin_database_url) == {row}
