@@ -8,11 +8,9 @@ are made here with the openssl CLI and live only as long as the module.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +19,12 @@ from pathlib import Path
 import pytest
 import traffic
 from mqtt_client import MqttTestClient
-from processes import LOCALHOST, REPO_ROOT, find_binary, wait_until
+from processes import LOCALHOST, find_binary, wait_until
 from servers import MOSQUITTO_HINT, TEST_MQTT_PASSWORD, TEST_MQTT_USER, MosquittoServer, TlsFiles
 from watchdog_process import WatchdogProcess
 from workers import StartWorker
+
+from integration.test_simulator import simulate, simulator_env
 
 OPENSSL_HINT = "install Debian's `openssl` package (apt-get install -y openssl)"
 # Extensions a strict verifier (Python 3.13's VERIFY_X509_STRICT) insists on.
@@ -116,14 +116,6 @@ def listener_port_of(broker: MosquittoServer, client_id: str) -> int:
     return int(ports[-1])
 
 
-def run_module(module: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m module *args` from the repository root with only `env` (plus PATH)."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, env={"PATH": os.environ["PATH"], **env},
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-
-
 # --- the bridge ---------------------------------------------------------------------------------
 
 
@@ -200,19 +192,21 @@ def test_simulator_over_tls_is_verified_end_to_end(
     start: StartWorker, tls_broker: MosquittoServer, pki: Pki, admin_database_url: str
 ) -> None:
     start("simtls", mqtt_url=tls_broker.tls_url, mqtt_ca_file=pki.ca)
-    env = {"MQTT_URL": tls_broker.tls_url, "MQTT_CA_FILE": str(pki.ca), "DATABASE_URL": admin_database_url}
+    env = {**simulator_env(tls_broker.tls_url, admin_database_url), "MQTT_CA_FILE": str(pki.ca)}
 
-    result = run_module("simulator", ["--messages", "40", "--rate", "max", "--verify", "--verify-timeout", "30"], env)
+    result = simulate(["--messages", "40", "--rate", "max", "--verify", "--verify-timeout", "30"], env)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verdict: OK" in result.stdout
     assert traffic.counts(admin_database_url) == (40, 0)
 
 
-def test_simulator_with_another_ca_exits_2_naming_the_fix(tls_broker: MosquittoServer, pki: Pki) -> None:
-    env = {"MQTT_URL": tls_broker.tls_url, "MQTT_CA_FILE": str(pki.other_ca)}
+def test_simulator_with_another_ca_exits_2_naming_the_fix(
+    tls_broker: MosquittoServer, pki: Pki, admin_database_url: str
+) -> None:
+    env = {**simulator_env(tls_broker.tls_url, admin_database_url), "MQTT_CA_FILE": str(pki.other_ca)}
 
-    result = run_module("simulator", ["--messages", "5"], env)
+    result = simulate(["--messages", "5"], env)
 
     assert result.returncode == 2
     assert f"error: the broker at {LOCALHOST}:{tls_broker.tls_port} (MQTT_URL) presented a certificate" in result.stderr
