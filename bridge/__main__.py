@@ -13,19 +13,17 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
 
 import paho.mqtt.client as mqtt
-import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.backoff import Backoff
 from bridge.config import Settings
 from bridge.consumer import STATUS_OFFLINE, MqttConsumer, status_topic
-from bridge.errors import BridgeError, BrokerTlsError, ConfigError
+from bridge.database import Database
+from bridge.errors import BridgeError, BrokerTlsError, ConfigError, SinkMisconfigured, SinkUnavailable
 from bridge.health import check_health
 from bridge.heartbeat import Heartbeat
 from bridge.inbox import Inbox
@@ -34,14 +32,13 @@ from bridge.model import Limits, parse_message
 from bridge.pipeline import Pipeline
 from bridge.replay import build_parser as build_replay_parser
 from bridge.replay_command import run_replay
-from bridge.sink import STAGING_DDL, PostgresSink
+from bridge.sink import PostgresSink
 from bridge.stats import Stats
 from bridge.transport import apply_endpoint, check_broker_tls
 
 logger = logging.getLogger("bridge")
 
 RECONNECT_MAX_S = 30  # paho's default of 120 s leaves a worker idle long after the broker is back
-POOL_RECONNECT_TIMEOUT_S = 10.0  # psycopg_pool's own backoff is uncapped; give up early and retry
 
 
 class StartupError(BridgeError):
@@ -73,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_replay(settings, replay_options)
     try:
         return run_worker(settings)
-    except (StartupError, BrokerTlsError) as exc:
+    except (StartupError, BrokerTlsError, SinkMisconfigured) as exc:
         logger.error("cannot start: %s", exc)
         return 1
 
@@ -93,7 +90,7 @@ class Worker:
 
     stats: Stats
     inbox: Inbox
-    pool: ConnectionPool[Any]
+    sink: PostgresSink
     client: mqtt.Client
     consumer: MqttConsumer
     pipeline: Pipeline
@@ -101,12 +98,16 @@ class Worker:
 
 
 def build_worker(settings: Settings) -> Worker:
-    """Open the pool (failing fast) and wire the client, consumer, pipeline and heartbeat."""
+    """Wire the client, sink, consumer, pipeline and heartbeat; nothing connects yet."""
     # The inbox enforces Receive Maximum itself: some brokers overshoot it (bridge/inbox.py).
     stats, inbox = Stats(), Inbox(limit=settings.max_in_flight)
     now = functools.partial(datetime.now, UTC)
-    check_broker_tls(settings.mqtt())  # before the pool, so a failure leaves nothing to close
-    pool = open_pool(settings)
+    database = Database(
+        settings.database_url.get_secret_value(),
+        application_name=settings.client_id,
+        statement_timeout_ms=settings.statement_timeout_ms,
+    )
+    sink = PostgresSink(database, client_id=settings.client_id)
     client = build_client(settings)
     limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_future_s=settings.max_future_s)
     consumer = MqttConsumer(
@@ -122,7 +123,7 @@ def build_worker(settings: Settings) -> Worker:
         metrics.serve(settings.metrics_port)
         logger.info("metrics on :%d/metrics", settings.metrics_port)
     pipeline = Pipeline(
-        inbox, PostgresSink(pool, client_id=settings.client_id), consumer,
+        inbox, sink, consumer,
         observer=metrics,
         stats=stats,
         batch_size=settings.batch_size,
@@ -138,7 +139,7 @@ def build_worker(settings: Settings) -> Worker:
         health_path=settings.health_path,
         now=now,
     )
-    return Worker(stats, inbox, pool, client, consumer, pipeline, heartbeat)
+    return Worker(stats, inbox, sink, client, consumer, pipeline, heartbeat)
 
 
 def run_worker(settings: Settings) -> int:
@@ -146,8 +147,12 @@ def run_worker(settings: Settings) -> int:
     worker = build_worker(settings)
     stop, heartbeat_stop = threading.Event(), threading.Event()
     stopping_since: list[float] = []
+    # Before anything that waits: a SIGTERM during start-up must stop the worker
+    # (as PID 1 in a container, Python has no default handler for it).
     install_signal_handlers(stop, worker, stopping_since)
     grace_s = max(settings.shutdown_grace_s - 1.0, 0.1)  # keep a second to say goodbye
+    check_broker_tls(settings.mqtt())
+    check_database(worker)
     try:
         worker.client.loop_start()
         threading.Thread(target=worker.heartbeat.run, args=(heartbeat_stop,), name="heartbeat", daemon=True).start()
@@ -158,69 +163,24 @@ def run_worker(settings: Settings) -> int:
         heartbeat_stop.set()
         worker.heartbeat.beat()
         say_goodbye(worker.client, worker.consumer)
-        worker.pool.close()
+        worker.sink.close()
     logger.info("bridge %s stopped: %s", settings.client_id, worker.stats.summary())
     return 0
 
 
-def open_pool(settings: Settings) -> ConnectionPool[Any]:
-    """Open the connection pool, failing fast with a clear error if the database is unusable."""
-    conninfo = settings.database_url.get_secret_value()
-    pool: ConnectionPool[Any] = ConnectionPool(
-        conninfo,
-        min_size=1,
-        max_size=1,  # one writer thread, one connection
-        open=False,
-        name=f"bridge-{settings.client_id}",
-        check=ConnectionPool.check_connection,
-        configure=_configure_connection,
-        reconnect_timeout=POOL_RECONNECT_TIMEOUT_S,
-        reconnect_failed=lambda p: logger.warning("database still unreachable; will try again on the next batch"),
-        kwargs={
-            "application_name": settings.client_id,
-            "connect_timeout": 5,
-            "options": f"-c statement_timeout={settings.statement_timeout_ms}",
-        },
-    )
+def check_database(worker: Worker) -> None:
+    """Stop at once on what no waiting fixes; an unreachable database is an outage, waited out.
+
+    While it lasts the worker still connects to the broker, holds what it
+    receives unacknowledged (at most BRIDGE_MAX_IN_FLIGHT) and reports
+    db_ok=false in its heartbeat; the pipeline looks for the database on its
+    backoff schedule and resumes by itself.
+    """
     try:
-        pool.open(wait=True, timeout=settings.startup_timeout_s)
-        check_schema(pool)
-    except PoolTimeout:
-        pool.close()
-        raise StartupError(f"cannot connect to the database (DATABASE_URL): {_connect_error(conninfo)}") from None
-    except StartupError:
-        pool.close()
-        raise
-    return pool
-
-
-def _configure_connection(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(STAGING_DDL)
-    conn.commit()
-
-
-def _connect_error(conninfo: str) -> str:
-    """The server's own words for why a connection fails (they never contain the password)."""
-    try:
-        psycopg.connect(conninfo, connect_timeout=5).close()
-    except psycopg.Error as exc:
-        return str(exc).strip()
-    return "timed out"
-
-
-def check_schema(pool: ConnectionPool[Any]) -> None:
-    """Fail at start-up, not at the first batch, when schema.sql was not applied or grants are missing."""
-    query = (
-        "SELECT has_table_privilege('readings', 'INSERT'), "
-        "has_table_privilege('rejected_messages', 'INSERT')"
-    )
-    try:
-        with pool.connection() as conn:
-            row = conn.execute(query).fetchone()
-    except psycopg.errors.UndefinedTable as exc:
-        raise StartupError(f"{exc}: apply schema.sql to the database first") from None
-    if not row or not all(row):
-        raise StartupError("the database role may not insert into readings and rejected_messages: grant it iot_bridge")
+        worker.sink.check()
+    except SinkUnavailable as exc:
+        worker.stats.db_ok = False
+        logger.warning("database unavailable at start (%s); starting anyway, messages wait until it is back", exc)
 
 
 def build_client(settings: Settings) -> mqtt.Client:

@@ -32,6 +32,10 @@ class SinkUnavailable(SinkError):
     """The database is unreachable or timed out: retry the same batch later."""
 
 
+class SinkMisconfigured(SinkError):
+    """The database refuses us in a way no waiting fixes (credentials, schema, grants): stop, naming the fix."""
+
+
 class SinkRefused(SinkError):
     """The database refused the batch's data: retrying it unchanged would fail again."""
 

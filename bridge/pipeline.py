@@ -66,12 +66,15 @@ class Pipeline:
         self._monotonic = monotonic
         self._sleep = sleep
         self._observer = observer
+        self._probe_at = 0.0  # when to look for the database again while idle and it is down
 
     def run(self, stop: threading.Event, *, drain_deadline: Callable[[], float | None]) -> None:
         """Batch and store until `stop` is set and the inbox is drained (or the deadline passes)."""
         batch: list[Delivery] = []
         flush_at = 0.0
         while True:
+            if not batch and not self._stats.db_ok and not stop.is_set():
+                self._probe()
             wait_s = max(0.0, flush_at - self._monotonic()) if batch else self._flush_s
             wait_s = min(wait_s, MAX_WAIT_S)
             taken = self._inbox.take(self._batch_size - len(batch), 0.0 if stop.is_set() else wait_s)
@@ -86,6 +89,28 @@ class Pipeline:
                 batch = []
             elif stop.is_set() and not taken:
                 return
+
+    def _probe(self) -> None:
+        """While idle with the database down (it was down at start), look for it on the backoff schedule.
+
+        A pending batch is retried by flush(); without one, nobody else would
+        notice that the database is back and the heartbeat would go on saying
+        it is down.
+        """
+        if self._monotonic() < self._probe_at:
+            return
+        try:
+            self._sink.check()
+        except SinkUnavailable as exc:
+            self._stats.db_errors += 1
+            delay = self._backoff.next_delay()
+            self._probe_at = self._monotonic() + delay
+            log = logger.warning if self._backoff.attempts % 10 == 1 else logger.debug
+            log("database unavailable (%s); looking again in %.2f s", exc, delay)
+            return
+        logger.info("database available again after %d attempts", self._backoff.attempts)
+        self._backoff.reset()
+        self._stats.db_ok = True
 
     def flush(self, batch: list[Delivery], *, deadline: Callable[[], float | None] = lambda: None) -> bool:
         """Store one batch, retrying while the database is unavailable; ack it once committed.

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from bridge.config import Settings
+from bridge.database import describe_database
 from bridge.errors import SinkError
 from bridge.model import Limits
 from bridge.replay import criteria_from, replay_rejected
@@ -43,13 +44,3 @@ def run_replay(settings: Settings, options: argparse.Namespace) -> int:
         return 1
     print(summary.line(dry_run=options.dry_run))
     return 0
-
-
-def describe_database(conninfo: str) -> str:
-    """host:port/dbname of a conninfo or URL; never the password."""
-    try:
-        parts = psycopg.conninfo.conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError:
-        return "an unparseable DATABASE_URL"
-    host = parts.get("host") or "localhost"
-    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or parts.get('user') or ''}"

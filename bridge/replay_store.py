@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from bridge.errors import SinkRefused, SinkUnavailable
+from bridge.database import translate
 from bridge.model import Row
 from bridge.replay import Outcome, RejectedMessage
 
@@ -53,7 +53,7 @@ class PostgresReplayStore:
             try:
                 rows = self._conn.execute(_CANDIDATES, params).fetchall()
             except psycopg.Error as exc:
-                raise SinkUnavailable(f"cannot read rejected_messages: {str(exc).strip()}") from exc
+                raise translate(exc, doing="cannot read rejected_messages") from exc
             for id_, received_at, topic, payload, reason, replayed in rows:
                 yield RejectedMessage(id_, received_at, topic, bytes(payload), reason, replayed)
             if len(rows) < self._page_size:
@@ -70,9 +70,7 @@ class PostgresReplayStore:
                     stored = max(cur.rowcount, 0)
                 outcome = decide(stored)
                 cur.execute(_RECORD, (rejected_id, outcome.name, outcome.detail, outcome.readings_stored))
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            raise SinkRefused(str(exc).strip()) from exc
         except psycopg.Error as exc:
-            raise SinkUnavailable(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+            raise translate(exc) from exc
         logger.debug("rejected message %d replayed: %s", rejected_id, outcome.name)
         return outcome

@@ -12,7 +12,8 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from bridge.errors import SinkRefused, SinkUnavailable
+from bridge.database import Database, connect_failure, translate
+from bridge.errors import SinkMisconfigured, SinkUnavailable
 from bridge.inbox import Delivery
 from bridge.model import Row, split_array
 
@@ -48,10 +49,16 @@ _COPY_REJECTED = (
     "COPY rejected_messages (received_at, topic, payload, reason, client_id) FROM STDIN (FORMAT BINARY)"
 )
 _REJECTED_TYPES = ["timestamptz", "text", "bytea", "text", "text"]
+_PRIVILEGES = (
+    "SELECT has_table_privilege('readings', 'INSERT'), "
+    "has_table_privilege('rejected_messages', 'INSERT')"
+)
 
 
 class Sink(Protocol):
     """Where the pipeline stores batches."""
+
+    def check(self) -> None: ...
 
     def write(self, batch: Sequence[Delivery]) -> WriteResult: ...
 
@@ -84,25 +91,58 @@ class _Staged:
 
 
 class PostgresSink:
-    """Writes each batch with COPY into a staging table and one INSERT ... ON CONFLICT DO NOTHING."""
+    """Writes each batch with COPY into a staging table and one INSERT ... ON CONFLICT DO NOTHING.
 
-    def __init__(self, pool: ConnectionPool[Any], *, client_id: str, timeout_s: float = 5.0) -> None:
-        self._pool = pool
+    The pool is opened by the first successful check(): a database that is
+    down when the worker starts is an outage like any other, waited out with
+    the pipeline's backoff, while a refusal no waiting can fix (wrong
+    password, schema.sql not applied) is raised as SinkMisconfigured.
+    """
+
+    def __init__(self, database: Database, *, client_id: str, timeout_s: float = 5.0) -> None:
+        self._database = database
+        self._pool: ConnectionPool[Any] = database.pool(name=f"bridge-{client_id}", configure=configure_connection)
         self._client_id = client_id
         self._timeout_s = timeout_s
+        self._ready = False
+
+    def check(self) -> None:
+        """Connect once, check the schema and grants, open the pool; raise SinkUnavailable or SinkMisconfigured.
+
+        A direct connection (not the pool's) so that a failure carries the
+        server's own reason, which tells an outage from a misconfiguration.
+        """
+        if self._ready:
+            return
+        where = self._database.where
+        try:
+            with self._database.connect() as conn:
+                check_schema(conn)
+        except psycopg.OperationalError as exc:
+            raise connect_failure(exc, where=where) from None
+        except psycopg.Error as exc:
+            raise translate(exc, doing=f"checking the schema at {where}") from exc
+        try:
+            self._pool.open(wait=True, timeout=self._timeout_s)
+        except PoolTimeout as exc:
+            raise SinkUnavailable(f"no pooled connection to {where} within {self._timeout_s} s") from exc
+        self._ready = True
+
+    def close(self) -> None:
+        """Close the pool's connection."""
+        self._pool.close()
 
     def write(self, batch: Sequence[Delivery]) -> WriteResult:
-        """Store a batch in one transaction; raise SinkUnavailable or SinkRefused."""
+        """Store a batch in one transaction; raise SinkUnavailable, SinkRefused or SinkMisconfigured."""
+        self.check()
         staged = self._stage(batch)
         try:
             with self._pool.connection(timeout=self._timeout_s) as conn, conn.transaction():
                 return self._write(conn, staged)
         except PoolTimeout as exc:
             raise SinkUnavailable(f"no database connection within {self._timeout_s} s") from exc
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            raise SinkRefused(str(exc).strip()) from exc
         except psycopg.Error as exc:
-            raise SinkUnavailable(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+            raise translate(exc) from exc
 
     def _stage(self, batch: Sequence[Delivery]) -> _Staged:
         staged = _Staged()
@@ -144,6 +184,24 @@ class PostgresSink:
             f"this one has {row.value!r} {row.unit!r}. The stored reading was kept"
         )
         return (delivery.received_at, delivery.topic, _element(delivery, index), reason, self._client_id)
+
+
+def check_schema(conn: psycopg.Connection[Any]) -> None:
+    """Raise SinkMisconfigured when schema.sql was not applied or the role may not insert."""
+    try:
+        row = conn.execute(_PRIVILEGES).fetchone()
+    except psycopg.errors.UndefinedTable as exc:
+        raise SinkMisconfigured(f"{str(exc).strip()}: apply schema.sql to the database first") from None
+    if not row or not all(row):
+        raise SinkMisconfigured(
+            "the database role may not insert into readings and rejected_messages: grant it iot_bridge"
+        )
+
+
+def configure_connection(conn: psycopg.Connection[Any]) -> None:
+    """Create the session's staging table (the pool calls this for each new connection)."""
+    conn.execute(STAGING_DDL)
+    conn.commit()
 
 
 def _element(delivery: Delivery, index: int) -> bytes:

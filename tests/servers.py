@@ -187,6 +187,19 @@ class PostgresServer:
         """Last lines of the server log."""
         return read_tail(self._log_path, lines=lines)
 
+    def require_password(self, role: str) -> None:
+        """Make TCP logins of `role` check its password (the cluster trusts everyone else).
+
+        The line goes first in pg_hba.conf, where the first match wins; a reload applies it.
+        """
+        hba = self._data_dir / "pg_hba.conf"
+        line = f"host all {role} {LOCALHOST}/32 scram-sha-256\n"
+        text = hba.read_text(encoding="utf-8")
+        if line not in text:
+            hba.write_text(line + text, encoding="utf-8")
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
     def _initialise(self) -> None:
         """Run initdb into the temporary folder (as the `postgres` OS user when we are root)."""
         self._socket_dir.mkdir()

@@ -6,6 +6,8 @@ not just a count. Figures go to the end-of-run table (see conftest.measure).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,9 +16,9 @@ import traffic
 from discord_stub import DiscordStub
 from integration.test_watchdog import StartWatchdog, alerts_about, kinds
 from mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
-from processes import memory_kb, wait_until
+from processes import REPO_ROOT, memory_kb, wait_until
 from servers import PostgresServer
-from workers import StartWorker, WorkerProcess
+from workers import MakeEnv, StartWorker, WorkerProcess
 
 from faults.conftest import Measure
 
@@ -25,6 +27,7 @@ MAX_IN_FLIGHT = 300
 # What a worker may reach while the database is away: its resident set at
 # start (~50 MB, more under coverage) plus at most MAX_IN_FLIGHT messages.
 PEAK_RSS_LIMIT_MB = 120
+RESTART_OUTAGE_S = 10
 
 
 def _any_beat_says_database_down(client: MqttTestClient, workers: list[WorkerProcess]) -> bool:
@@ -136,3 +139,47 @@ def test_readings_locked_for_20_s_time_out_are_retried_and_lose_nothing(
     traffic.assert_stored_exactly(admin_database_url, sent)
     measure("statement timeouts retried (most by one worker)", timeouts)
     measure("lock released → all stored", f"{time.monotonic() - released_at:.1f} s")
+
+
+def test_worker_restarted_as_postgres_stops_waits_for_it_and_stores_everything_soon_after(
+    start: StartWorker, bridge_env: MakeEnv, mqtt_url: str, admin_database_url: str,
+    restartable_postgres: PostgresServer, mqtt_client: MqttTestClient, measure: Measure,
+) -> None:
+    # Overlapping faults: a worker restarts (deploy, crash) just as the database
+    # goes away. It must connect to the broker, hold its share unacknowledged and
+    # resume by itself: not exit because the database was down when it started.
+    workers = {name: start(name) for name in ("o1", "o2")}
+    sent = traffic.build(3000, duplicate_share=0.1, invalid_share=0.02)
+    before, during = sent.messages[:1000], sent.messages[1000:]
+    BackgroundPublisher(mqtt_url, before, chunk=100).join()
+    wait_until(lambda: traffic.counts(admin_database_url)[0] >= 500, 60, message="500 readings stored")
+
+    workers["o2"].kill()
+    restartable_postgres.stop("immediate")
+    stopped_at = time.monotonic()
+    workers["o2"] = start("o2")  # returns once it is subscribed (online), database or not
+    restarted = workers["o2"]
+    mqtt_client.subscribe(f"bridge/heartbeat/{restarted.client_id}")
+    publisher = BackgroundPublisher(mqtt_url, during, chunk=100)
+    wait_until(lambda: _any_beat_says_database_down(mqtt_client, [restarted]), 15,
+               message="the restarted worker's heartbeat: database down")
+    health = subprocess.run(
+        [sys.executable, "-m", "bridge", "health"], env=bridge_env(restarted.client_id),
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False,
+    )
+    publisher.join()
+    wait_until(lambda: not restarted.is_running() or time.monotonic() - stopped_at >= RESTART_OUTAGE_S,
+               RESTART_OUTAGE_S + 5, message=f"{RESTART_OUTAGE_S} s of outage")
+    assert restarted.is_running(), f"the worker gave up on the database:\n{restarted.log_tail()}"
+
+    restartable_postgres.start()
+    back_at = time.monotonic()
+    traffic.assert_stored_exactly(admin_database_url, sent, timeout=30, redelivered=True)
+    caught_up_s = time.monotonic() - back_at
+
+    assert health.returncode == 0 and "database UNAVAILABLE" in health.stdout, health.stdout + health.stderr
+    assert all(worker.is_running() for worker in workers.values())
+    assert caught_up_s < 10, "stored within a few seconds of the database's return"
+    assert "database unavailable at start" in restarted.log_text()
+    measure("outage", f"PostgreSQL stopped {RESTART_OUTAGE_S} s, a worker SIGKILLed and restarted as it stopped")
+    measure("database back → all stored", f"{caught_up_s:.1f} s (BRIDGE_DB_RETRY_MAX_S=5, the default)")

@@ -11,13 +11,15 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import traffic
 from mqtt_client import MqttTestClient, heartbeats_of
 from processes import REPO_ROOT, wait_until
-from workers import StartWorker, WorkerProcess
+from servers import PostgresServer
+from workers import MakeEnv, StartWorker, WorkerProcess
 
 SUMMARY = re.compile(
     r"stopped: received=(\d+) stored=(\d+) duplicates=(\d+) conflicts=(\d+) rejected=(\d+) in_flight=(\d+)"
@@ -191,17 +193,68 @@ def test_worker_killed_leaves_offline_will(
     )
 
 
-def test_unreachable_database_at_start_exits_1_with_a_clear_message(
-    start: StartWorker,
+def test_unreachable_database_at_start_is_an_outage_the_worker_waits_out(
+    start: StartWorker, mqtt_client: MqttTestClient, bridge_env: MakeEnv,
 ) -> None:
-    worker = start(
-        "nodb", ready=False, database_url="postgresql://bridge:secret-pw@127.0.0.1:1/nowhere",
-        bridge_startup_timeout_s=2,
+    worker = start("nodb", database_url="postgresql://bridge:secret-pw@127.0.0.1:1/nowhere")
+    mqtt_client.subscribe(f"bridge/heartbeat/{worker.client_id}")
+    wait_until(lambda: len(heartbeats_of(mqtt_client, {worker.client_id})) >= 3, 10,
+               message="three heartbeats from the worker waiting for its database")
+    beat = heartbeats_of(mqtt_client, {worker.client_id})[-1]
+    health = subprocess.run(
+        [sys.executable, "-m", "bridge", "health"], env=bridge_env(worker.client_id),
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False,
     )
+
+    assert worker.is_running()
+    assert beat["db_ok"] is False and beat["mqtt_connected"] is True
+    assert health.returncode == 0 and "database UNAVAILABLE" in health.stdout, health.stdout
+    assert worker.terminate(10) == 0, "SIGTERM stops a worker that waits for its database"
+    log = worker.log_text()
+    assert "database unavailable at start" in log and "127.0.0.1:1/nowhere" in log
+    assert "secret-pw" not in log
+
+
+MISCONFIGURED = {
+    # case: (role, password, database, what the message must say)
+    "unknown database": ("bridge_test", "bridge_test-secret-pw", "nosuchdb", "create that database"),
+    "unknown role": ("nosuch_role", "secret-pw", "postgres", "create that login role"),
+    "wrong password": ("pw_check_test", "wrong-secret-pw", "postgres", "check the user and password"),
+    "schema.sql not applied": ("bridge_test", "bridge_test-secret-pw", "noschema", "apply schema.sql"),
+    "role without grants": ("nogrants_test", "nogrants-secret-pw", "postgres", "grant it iot_bridge"),
+}
+
+
+@pytest.fixture(scope="module")
+def misconfigured_database(admin_database_url: str, postgres_server: PostgresServer | None) -> str:
+    """The test server with the pieces each MISCONFIGURED case lacks; skips on other backends."""
+    if postgres_server is None:
+        pytest.skip("changing pg_hba.conf needs the throwaway server, not TEST_DATABASE_URL or Docker")
+    with psycopg.connect(admin_database_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'noschema'").fetchone():
+            conn.execute("CREATE DATABASE noschema")
+        for role, password in (("pw_check_test", "right-secret-pw"), ("nogrants_test", "nogrants-secret-pw")):
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+            if role == "pw_check_test":
+                conn.execute(f"GRANT iot_bridge TO {role}")
+    postgres_server.require_password("pw_check_test")
+    return admin_database_url
+
+
+@pytest.mark.parametrize("case", MISCONFIGURED)
+def test_what_no_waiting_fixes_stops_the_worker_at_once_naming_the_fix(
+    start: StartWorker, misconfigured_database: str, case: str,
+) -> None:
+    role, password, dbname, fix = MISCONFIGURED[case]
+    host_port = urlsplit(misconfigured_database).netloc.rpartition("@")[2]
+    worker = start(case.replace(" ", "-").replace(".", ""), ready=False,
+                   database_url=f"postgresql://{role}:{password}@{host_port}/{dbname}")
+
     assert worker.wait(30) == 1
     log = worker.log_text()
-    assert "cannot connect to the database (DATABASE_URL)" in log
-    assert "secret-pw" not in log
+    assert "cannot start" in log and fix in log, log
+    assert password not in log
 
 
 def test_bad_setting_exits_2_naming_the_variable(start: StartWorker) -> None:

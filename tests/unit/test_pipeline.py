@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge.backoff import Backoff
-from bridge.errors import SinkRefused, SinkUnavailable
+from bridge.errors import SinkMisconfigured, SinkRefused, SinkUnavailable
 from bridge.inbox import Delivery, Inbox
 from bridge.model import Parsed, Rejection, Row
 from bridge.pipeline import MAX_WAIT_S, Pipeline
@@ -61,8 +61,13 @@ class FakeSink:
         refuse_rejections: int = 0,
         duplicate_mids: Sequence[int] = (),
         conflict_mids: Sequence[int] = (),
+        checks_unavailable: int = 0,
+        misconfigured: bool = False,
     ) -> None:
         self.clock = clock
+        self.checks_unavailable = checks_unavailable  # the first N checks fail as an outage
+        self.misconfigured = misconfigured  # every check fails as no waiting would fix
+        self.checked_at: list[float] = []
         self.events = events
         self.unavailable = unavailable  # the first N calls fail
         self.unavailable_calls = set(unavailable_calls)  # these call numbers fail
@@ -75,7 +80,16 @@ class FakeSink:
         self.committed: list[list[Delivery]] = []
         self.committed_at: list[float] = []
 
+    def check(self) -> None:
+        self.checked_at.append(self.clock.t)
+        if self.misconfigured:
+            raise SinkMisconfigured("relation \"readings\" does not exist: apply schema.sql")
+        if self.checks_unavailable > 0:
+            self.checks_unavailable -= 1
+            raise SinkUnavailable("connection refused")
+
     def write(self, batch: Sequence[Delivery]) -> WriteResult:
+        self.check()
         self.before_write()
         batch = list(batch)
         call = len(self.calls)
@@ -519,3 +533,46 @@ def test_stats_show_database_down_until_a_commit() -> None:
     assert harness.pipeline.flush([delivery(0)]) is True
     assert harness.stats.db_ok is True
     assert harness.stats.last_commit_at == T0
+
+
+# --- a database that was down at start ---------------------------------------------------------
+
+
+def test_idle_worker_looks_for_the_database_on_the_backoff_schedule_and_reports_it_back() -> None:
+    harness = Harness(arrivals=[], stop_at=5.0, checks_unavailable=3)
+    harness.stats.db_ok = False  # what check_database() sets when the first attempt fails
+
+    harness.run()
+
+    assert harness.stats.db_ok is True, "the database came back and nobody noticed"
+    # 0.1, 0.2, 0.4 s apart (Backoff without jitter), then the one that succeeds and no more.
+    assert harness.sink.checked_at == pytest.approx([0.0, 0.1, 0.3, 0.7], abs=FLUSH_S + 1e-9)
+    assert harness.stats.db_errors == 3
+
+
+def test_idle_worker_with_the_database_up_never_probes_it() -> None:
+    harness = Harness(arrivals=[], stop_at=2.0)
+
+    harness.run()
+
+    assert harness.sink.checked_at == []
+
+
+def test_messages_received_while_the_database_is_down_at_start_are_stored_once_it_is_back() -> None:
+    harness = Harness(arrivals=[(0.0, delivery(1)), (0.01, delivery(2))], checks_unavailable=4)
+    harness.stats.db_ok = False
+
+    harness.run()
+
+    assert harness.acker.acked == [1, 2]
+    assert harness.committed_mids() == [[1, 2]]
+    assert harness.stats.db_ok is True
+
+
+def test_a_misconfiguration_found_once_the_database_answers_stops_the_pipeline_without_acking() -> None:
+    harness = Harness(arrivals=[(0.0, delivery(1))], misconfigured=True)
+
+    with pytest.raises(SinkMisconfigured):
+        harness.run()
+
+    assert harness.acker.acked == []

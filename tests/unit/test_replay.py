@@ -25,7 +25,6 @@ from bridge.replay import (
     replay_rejected,
     topic_matches,
 )
-from bridge.replay_command import describe_database
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 RECEIVED_AT = NOW - timedelta(hours=1)
@@ -252,13 +251,6 @@ def test_parser_rejects_bad_options(argv: list[str], capsys: pytest.CaptureFixtu
         build_parser().parse_args(argv)
     assert caught.value.code == 2
     assert "error: argument" in capsys.readouterr().err
-
-
-def test_database_is_described_without_its_password() -> None:
-    described = describe_database("postgresql://bridge:s3cr3t@db.example:6543/sensors")
-
-    assert described == "db.example:6543/sensors"
-    assert "s3cr3t" not in described
 
 
 def test_unknown_options_of_other_commands_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
