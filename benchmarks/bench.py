@@ -231,7 +231,8 @@ def run(bench: Bench, args: argparse.Namespace) -> tuple[list[Result], float, li
         harness.stop_all(workers)
     notes = [
         f"publish->commit latency at {SEED_RATE} readings/s ({len(workers)} workers, {args.latency_seconds} s): "
-        f"p50 {latency['p50_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms",
+        f"p50 {latency['p50_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms, "
+        f"p99 {latency['p99_ms']:.1f} ms, max {latency['max_ms']:.1f} ms",
         f"worker peak RSS (VmHWM): live+latency {hwm / 1024:.1f} MB; "
         + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in bench.hwm_kb.items()),
     ]

@@ -39,19 +39,26 @@ def test_percentile_outside_0_100_is_refused(p: float) -> None:
 def test_latency_is_reported_in_milliseconds() -> None:
     latency = Latency.of([0.001 * n for n in range(1, 101)])
     assert latency.p50_ms == pytest.approx(50) and latency.p99_ms == pytest.approx(99)
-    assert latency.text() == "p50 50.0 ms, p95 95.0 ms, p99 99.0 ms"
-    assert Latency.of([]).text() == "p50 n/a, p95 n/a, p99 n/a"
+    assert latency.text() == "p50 50.0 ms, p95 95.0 ms, p99 99.0 ms, max 100.0 ms"
+    assert Latency.of([]).text() == "p50 n/a, p95 n/a, p99 n/a, max n/a"
+
+
+def test_the_worst_reading_is_reported_even_when_it_hides_below_p99() -> None:
+    latency = Latency.of([0.010] * 999 + [79.6])  # one reading stuck behind a worker that never came back
+
+    assert latency.p99_ms == pytest.approx(10)
+    assert latency.max_ms == pytest.approx(79_600)
 
 
 def summaries() -> tuple[PublishSummary, VerifySummary]:
     publish = PublishSummary(
         run_id="rabc", messages=5000, readings=4250, duplicates=500, invalid=250, published=5000,
         confirmed=5000, failed=0, resent=3, reconnects=1, elapsed_s=60.01, rate_msgs_per_s=83.3,
-        rate_readings_per_s=79.1, puback_latency=Latency(1.0, 2.5, 4.0),
+        rate_readings_per_s=79.1, puback_latency=Latency(1.0, 2.5, 4.0, 9.5),
     )
     verify = VerifySummary(
         expected=4250, found=4249, missing=1, unexpected=0, mismatched=0, rejected_expected=250,
-        rejected_found=250, waited_s=30.0, commit_latency=Latency(20.0, 40.0, 60.5), ok=False,
+        rejected_found=250, waited_s=30.0, commit_latency=Latency(20.0, 40.0, 60.5, 812.0), ok=False,
     )
     return publish, verify
 
@@ -61,10 +68,10 @@ def test_summary_text_names_every_figure() -> None:
     text = format_summary(publish, verify)
     assert "published 5000, confirmed 5000, failed 0, resent 3, reconnects 1" in text
     assert "achieved 83.3 messages/s (79.1 readings/s) over 60.01 s" in text
-    assert "publish->PUBACK latency: p50 1.0 ms, p95 2.5 ms, p99 4.0 ms" in text
+    assert "publish->PUBACK latency: p50 1.0 ms, p95 2.5 ms, p99 4.0 ms, max 9.5 ms" in text
     assert "verify: expected 4250, found 4249, missing 1, unexpected 0" in text
     assert "rejected: 250 stored, 250 expected" in text
-    assert "publish->commit latency: p50 20.0 ms, p95 40.0 ms, p99 60.5 ms" in text
+    assert "publish->commit latency: p50 20.0 ms, p95 40.0 ms, p99 60.5 ms, max 812.0 ms" in text
     assert text.endswith("verdict: FAILED")
     assert "verify" not in format_summary(publish, None)
 
@@ -73,7 +80,7 @@ def test_summary_json_has_the_same_numbers() -> None:
     publish, verify = summaries()
     data = json.loads(json.dumps(summary_json(publish, verify)))
     assert data["publish"]["confirmed"] == 5000
-    assert data["publish"]["puback_latency"] == {"p50_ms": 1.0, "p95_ms": 2.5, "p99_ms": 4.0}
+    assert data["publish"]["puback_latency"] == {"p50_ms": 1.0, "p95_ms": 2.5, "p99_ms": 4.0, "max_ms": 9.5}
     assert data["verify"]["missing"] == 1 and data["verify"]["ok"] is False
     assert summary_json(publish, None)["verify"] is None
 
