@@ -3,7 +3,7 @@
     python benchmarks/bench.py                      # full size, a few minutes
     python benchmarks/bench.py --messages 500 ...   # smoke size (the test suite runs this)
 
-Starts a throwaway PostgreSQL and Mosquitto (tests/servers.py), then measures:
+Starts a throwaway PostgreSQL and Mosquitto (devstack/servers.py), then measures:
 backlog drains (bare paho consumers = ceiling, bridge, naive INSERT+commit per
 message) on the same QoS 1 backlog, live throughput with the simulator
 publishing, publish->commit latency at the seed load, and worker memory.
@@ -26,15 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+import harness  # benchmarks/ is on sys.path: this script's own folder
 
-import harness  # noqa: E402
-from mqtt_client import MqttTestClient  # noqa: E402
-from processes import wait_until  # noqa: E402
-from servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema  # noqa: E402
-
-from simulator.readings import Kind, MessageFactory  # noqa: E402
+from devstack.mqtt_client import MqttTestClient
+from devstack.processes import REPO_ROOT, wait_until
+from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema
+from simulator.readings import Kind, MessageFactory
 
 SEED_RATE = 83  # readings/s: 5000 per minute
 
@@ -154,7 +151,7 @@ class Bench:
         """Run the simulator to completion (exit 0 required)."""
         env = {"MQTT_URL": self.mqtt, "DATABASE_URL": self.admin, "PATH": "/usr/bin:/bin"}
         command = [sys.executable, "-m", "simulator", "--progress", "none", *args]
-        subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=900, stdout=subprocess.DEVNULL)  # noqa: S603
+        subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, timeout=900, stdout=subprocess.DEVNULL)  # noqa: S603
 
 
 class MemorySampler:

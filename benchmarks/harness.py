@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Protocol
 
 import psycopg
-from mqtt_client import MqttTestClient
-from processes import REPO_ROOT, spawn, wait_until
-from workers import WorkerProcess
+
+from devstack.mqtt_client import MqttTestClient
+from devstack.processes import REPO_ROOT, spawn, wait_until
+from devstack.workers import WorkerProcess
 
 HERE = Path(__file__).resolve().parent
 

@@ -16,20 +16,17 @@ import argparse
 import random
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from discord_stub import DiscordStub
-from mqtt_client import MqttTestClient
-from processes import wait_until
-from servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password
-from watchdog_process import WatchdogProcess
-from workers import WorkerProcess
+from devstack.discord_stub import DiscordStub
+from devstack.mqtt_client import MqttTestClient
+from devstack.processes import wait_until
+from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password
+from devstack.watchdog_process import WatchdogProcess
+from devstack.workers import WorkerProcess
 
 WORKER = "bench-worker-1"
 

@@ -1,7 +1,9 @@
-"""Shared by the unit and integration tests.
+"""Shared by every test: the fixture plugins (psycopg's tests/fix_*.py pattern).
 
-Deliberately (almost) empty. Being a conftest.py in a folder without
-__init__.py, it puts tests/ on sys.path under pytest's default "prepend"
-import mode, which is what lets test modules `import servers` (the helpers in
-tests/servers.py) whether pytest runs as `python -m pytest` or as `pytest`.
+This folder has no __init__.py, so pytest's default "prepend" import mode puts
+it on sys.path: that is what lets pytest_plugins name the fix_* modules, and
+test modules import `from fix_measure import Measure`. The helpers those
+fixtures drive (servers, workers, traffic) are the `devstack` package.
 """
+
+pytest_plugins = ["fix_servers", "fix_watchdog", "fix_measure"]

@@ -16,15 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-import traffic
-from integration.test_simulator import simulator_env
-from mqtt_client import MqttTestClient, heartbeats_of
-from processes import REPO_ROOT, wait_until, wait_until_steady
-from proxy import TcpProxy
-from servers import MosquittoServer, PostgresServer
-from workers import StartWorker, WorkerProcess
+from fix_measure import Measure
 
-from faults.conftest import Measure
+from devstack import traffic
+from devstack.mqtt_client import MqttTestClient, heartbeats_of
+from devstack.processes import REPO_ROOT, wait_until, wait_until_steady
+from devstack.proxy import TcpProxy
+from devstack.servers import MosquittoServer, PostgresServer
+from devstack.simulator_process import simulator_env
+from devstack.workers import StartWorker, WorkerProcess
 
 
 def _saved_since(broker: MosquittoServer, since: float) -> bool:

@@ -12,15 +12,15 @@ import threading
 import time
 
 import psycopg
-import traffic
-from discord_stub import DiscordStub
-from integration.test_watchdog import StartWatchdog, alerts_about, kinds
-from mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
-from processes import REPO_ROOT, memory_kb, wait_until
-from servers import PostgresServer
-from workers import MakeEnv, StartWorker, WorkerProcess
+from fix_measure import Measure
+from fix_watchdog import StartWatchdog, alerts_about, kinds
 
-from faults.conftest import Measure
+from devstack import traffic
+from devstack.discord_stub import DiscordStub
+from devstack.mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
+from devstack.processes import REPO_ROOT, memory_kb, wait_until
+from devstack.servers import PostgresServer
+from devstack.workers import MakeEnv, StartWorker, WorkerProcess
 
 OUTAGE_S = 30
 MAX_IN_FLIGHT = 300

@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-import traffic
-from mqtt_client import BackgroundPublisher, MqttTestClient
-from proxy import TcpProxy
-from servers import MosquittoServer
-from workers import StartWorker
+from fix_measure import Measure
 
-from faults.conftest import Measure
+from devstack import traffic
+from devstack.mqtt_client import BackgroundPublisher, MqttTestClient
+from devstack.proxy import TcpProxy
+from devstack.servers import MosquittoServer
+from devstack.workers import StartWorker
 
 NETEM = "delay 20ms 10ms loss 3%"
 

@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 
 import psycopg
-import traffic
-from discord_stub import DiscordStub
-from integration.test_watchdog import StartWatchdog, alerts_about, kinds
-from mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
-from processes import REPO_ROOT, memory_kb, wait_until, wait_until_steady
-from workers import StartWorker
+from fix_measure import Measure
+from fix_watchdog import StartWatchdog, alerts_about, kinds
 
 from bridge.config import Settings
-from faults.conftest import Measure
+from devstack import traffic
+from devstack.discord_stub import DiscordStub
+from devstack.mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
+from devstack.processes import REPO_ROOT, memory_kb, wait_until, wait_until_steady
+from devstack.workers import StartWorker
 
 
 def test_worker_killed_mid_run_and_restarted_with_same_id_loses_nothing(
@@ -168,8 +168,6 @@ def test_exception_in_message_handling_is_rejected_and_the_rest_flow_on(
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
         "import bridge.model as model\n"
         "_real = model.parse_message\n"
         "def parse_message(topic, payload, **kwargs):\n"

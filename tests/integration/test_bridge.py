@@ -15,11 +15,12 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-import traffic
-from mqtt_client import MqttTestClient, heartbeats_of
-from processes import REPO_ROOT, wait_until
-from servers import PostgresServer
-from workers import MakeEnv, StartWorker, WorkerProcess
+
+from devstack import traffic
+from devstack.mqtt_client import MqttTestClient, heartbeats_of
+from devstack.processes import REPO_ROOT, wait_until
+from devstack.servers import PostgresServer
+from devstack.workers import MakeEnv, StartWorker, WorkerProcess
 
 SUMMARY = re.compile(
     r"stopped: received=(\d+) stored=(\d+) duplicates=(\d+) conflicts=(\d+) rejected=(\d+) in_flight=(\d+)"

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import traffic
-from mqtt_client import MqttTestClient, MqttTestError
-from processes import wait_until
-from servers import MosquittoServer
-from workers import StartWorker, WorkerProcess
 
-DEVICE = ("device-7", "device-7-pw")  # MQTT_TEST_ACCOUNTS in tests/servers.py
+from devstack import traffic
+from devstack.mqtt_client import MqttTestClient, MqttTestError
+from devstack.processes import wait_until
+from devstack.servers import MosquittoServer
+from devstack.workers import StartWorker, WorkerProcess
+
+DEVICE = ("device-7", "device-7-pw")  # MQTT_TEST_ACCOUNTS in devstack/servers.py
 BRIDGE = ("bridge", "bridge-pw")
 
 

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from processes import REPO_ROOT, free_port
+
+from devstack.processes import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import struct
-import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -22,15 +21,13 @@ from typing import Any
 
 import psycopg
 import pytest
-import traffic
-from mqtt_client import MqttTestClient, MqttTestError
-from processes import memory_kb, wait_until
-from workers import StartWorker, WorkerProcess
+from corpus import make_corpus
 
 from bridge.model import Limits, parse_message
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpus"))
-import make_corpus
+from devstack import traffic
+from devstack.mqtt_client import MqttTestClient, MqttTestError
+from devstack.processes import memory_kb, wait_until
+from devstack.workers import StartWorker, WorkerProcess
 
 FUZZ_MESSAGES = 400
 FIRST_FUZZ_SENSOR_ID = 910_001

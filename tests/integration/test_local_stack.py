@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from processes import REPO_ROOT
+
+from devstack.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

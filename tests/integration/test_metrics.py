@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import requests
-import traffic
-from mqtt_client import MqttTestClient
-from processes import free_port, wait_until
-from workers import StartWorker
+
+from devstack import traffic
+from devstack.mqtt_client import MqttTestClient
+from devstack.processes import free_port, wait_until
+from devstack.workers import StartWorker
 
 
 def scrape(port: int) -> str:

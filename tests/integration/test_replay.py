@@ -12,11 +12,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-import traffic
-from mqtt_client import MqttTestClient
-from processes import REPO_ROOT, wait_until
 from psycopg.errors import InsufficientPrivilege
-from workers import StartWorker
+
+from devstack import traffic
+from devstack.mqtt_client import MqttTestClient
+from devstack.processes import REPO_ROOT, wait_until
+from devstack.workers import StartWorker
 
 TOPIC = "sensors/7/readings"
 REPLAY_TIMEOUT_S = 60

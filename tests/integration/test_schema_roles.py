@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from processes import REPO_ROOT
 from psycopg.errors import InsufficientPrivilege
+
+from devstack.processes import REPO_ROOT
 
 ROLES = ("bridge", "watchdog", "reader")
 

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from mqtt_client import MqttTestClient
 from psycopg.errors import InsufficientPrivilege
-from servers import MosquittoServer, PostgresServer
+
+from devstack.mqtt_client import MqttTestClient
+from devstack.servers import MosquittoServer, PostgresServer
 
 INSERT_READING = (
     'INSERT INTO readings (sensor_id, "timestamp", variable, value, unit)'

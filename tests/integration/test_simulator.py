@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import traffic
-from processes import REPO_ROOT, free_port, wait_until
-from proxy import TcpProxy
-from workers import StartWorker
-
-
-def simulator_env(mqtt_url: str, database_url: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
-    return {**env, "MQTT_URL": mqtt_url, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
-
-
-def simulate(args: list[str], env: dict[str, str], *, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "simulator", "--progress", "lines", *args]
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+from devstack import traffic
+from devstack.processes import REPO_ROOT, free_port, wait_until
+from devstack.proxy import TcpProxy
+from devstack.simulator_process import simulate, simulator_env
+from devstack.workers import StartWorker
 
 
 def summary(path: Path) -> dict[str, Any]:

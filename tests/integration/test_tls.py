@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import traffic
-from mqtt_client import MqttTestClient
-from processes import LOCALHOST, find_binary, wait_until
-from servers import MOSQUITTO_HINT, TEST_MQTT_PASSWORD, TEST_MQTT_USER, MosquittoServer, TlsFiles
-from watchdog_process import WatchdogProcess
-from workers import StartWorker
 
-from integration.test_simulator import simulate, simulator_env
+from devstack import traffic
+from devstack.mqtt_client import MqttTestClient
+from devstack.processes import LOCALHOST, find_binary, wait_until
+from devstack.servers import MOSQUITTO_HINT, TEST_MQTT_PASSWORD, TEST_MQTT_USER, MosquittoServer, TlsFiles
+from devstack.simulator_process import simulate, simulator_env
+from devstack.watchdog_process import WatchdogProcess
+from devstack.workers import StartWorker
 
 OPENSSL_HINT = "install Debian's `openssl` package (apt-get install -y openssl)"
 # Extensions a strict verifier (Python 3.13's VERIFY_X509_STRICT) insists on.

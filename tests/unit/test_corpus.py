@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import math
 import struct
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from corpus import make_corpus
 
 from bridge.model import Limits, Parsed, Row, parse_message
 
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpus"
-sys.path.insert(0, str(CORPUS_DIR))
-import make_corpus  # noqa: E402
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LIMITS = Limits()  # the defaults a worker runs with: 65,536 bytes, 300 s

@@ -10,7 +10,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from servers import load_dynsec
+
+from devstack.servers import load_dynsec
 
 ENV = {
     "MQTT_BRIDGE_PASSWORD": "b-pw",

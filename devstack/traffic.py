@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from processes import wait_until
+
+from devstack.processes import wait_until
 
 BASE_AT = datetime(2026, 1, 1, tzinfo=UTC)
 VARIABLES = (("temperature", "°C"), ("humidity", "%"), ("pressure", "hPa"), ("co2", "ppm"))
@@ -79,7 +80,7 @@ def stored_rows(admin_url: str) -> set[Row]:
     """Every row of `readings` as (sensor_id, timestamp, variable, value, unit)."""
     with psycopg.connect(admin_url) as conn:
         rows = conn.execute('SELECT sensor_id, "timestamp", variable, value, unit FROM readings').fetchall()
-    return {tuple(row) for row in rows}  # type: ignore[misc]
+    return {(int(r[0]), r[1], str(r[2]), float(r[3]), str(r[4])) for r in rows}
 
 
 def rejected_messages(admin_url: str) -> list[tuple[str, bytes]]:

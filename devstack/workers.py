@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from processes import REPO_ROOT, read_tail, spawn
+from devstack.processes import REPO_ROOT, read_tail, spawn
 
 
 class MakeEnv(Protocol):

@@ -191,11 +191,6 @@ class MqttTestClient:
             self._lock.notify_all()
 
 
-# Variables a worker inherits from the test run; everything else (for example
-# a DATABASE_URL in the developer's shell) is left out so only the test's
-# settings apply. COV_CORE_/COVERAGE_ let pytest-cov measure the workers.
-
-
 class BackgroundPublisher:
     """Publishes messages in chunks from a thread, so a fault can land mid-run."""
 
@@ -225,6 +220,79 @@ class BackgroundPublisher:
         except BaseException as exc:
             self._errors.append(exc)
             raise
+
+
+class PacedPublisher:
+    """Publishes messages at a steady rate from a thread, one PUBACK at a time, noting when each was sent.
+
+    hold() disconnects it and release() lets it go on (after a broker restart,
+    say): the messages due meanwhile follow at once. `published_at[i]` is the
+    wall-clock time (time.time()) at which message i was handed to the broker.
+    """
+
+    def __init__(self, url: str, messages: list[tuple[str, bytes]], *, rate_per_s: float) -> None:
+        self._url = url
+        self._messages = messages
+        self._interval_s = 1.0 / rate_per_s
+        self.published_at: list[float | None] = [None] * len(messages)
+        self._open = threading.Event()
+        self._open.set()
+        self._idle = threading.Event()  # set while held and disconnected
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="paced-publisher", daemon=True)
+        self._thread.start()
+
+    @property
+    def sent(self) -> int:
+        """How many messages were published so far."""
+        return sum(1 for at in self.published_at if at is not None)
+
+    def hold(self, timeout: float = 30.0) -> None:
+        """Stop publishing and disconnect; return once disconnected."""
+        self._idle.clear()
+        self._open.clear()
+        if not self._idle.wait(timeout):
+            raise MqttTestError(f"publisher still busy {timeout} s after hold()")
+
+    def release(self) -> None:
+        """Connect again and go on publishing."""
+        self._open.set()
+
+    def join(self, timeout: float = 600.0) -> None:
+        """Wait until every message has its PUBACK; fail if publishing failed or hung."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._stop.set()
+            raise AssertionError(f"paced publisher did not finish within {timeout} s")
+        assert not self._errors, f"paced publisher failed: {self._errors!r}"
+
+    def _run(self) -> None:
+        client: MqttTestClient | None = None
+        due = time.monotonic()
+        try:
+            for index, (topic, payload) in enumerate(self._messages):
+                if not self._open.is_set():
+                    if client is not None:
+                        client.close()
+                        client = None
+                    self._idle.set()
+                    self._open.wait()
+                if self._stop.is_set():
+                    return
+                due = max(due + self._interval_s, time.monotonic() - 1.0)  # catch up, but not in one burst
+                self._stop.wait(max(0.0, due - time.monotonic()))
+                if client is None:
+                    client = MqttTestClient.from_url(self._url).connect()
+                self.published_at[index] = time.time()
+                client.publish(topic, payload, timeout=60)
+        except BaseException as exc:
+            self._errors.append(exc)
+            raise
+        finally:
+            if client is not None:
+                client.close()
+            self._idle.set()
 
 
 def heartbeats_of(client: MqttTestClient, client_ids: set[str]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
-from processes import LOCALHOST
+from devstack.processes import LOCALHOST
 
 WEBHOOK_PATH = "/api/webhooks/123456789/stub-secret-token-0123456789abcdef"
 
@@ -105,6 +105,8 @@ class DiscordStub:
                     body = json.loads(self.rfile.read(length) or b"{}")
                 except ValueError:
                     body = {"unparseable": True}
+                headers: dict[str, str]
+                answer: dict[str, Any] | None
                 if self.path != WEBHOOK_PATH:
                     status, answer, headers = 404, {"message": "Unknown Webhook", "code": 10015}, {}
                 else:

@@ -1,6 +1,6 @@
 """Throwaway PostgreSQL and Mosquitto servers on free ports on 127.0.0.1.
 
-A plain module (no pytest) used by the fixtures in tests/integration/conftest.py
+A plain module (no pytest) used by the fixtures in tests/fix_servers.py,
 and by the benchmarks. Each server keeps its files in its own temporary folder,
 so the tests never touch a server running on the machine.
 """
@@ -25,8 +25,9 @@ from typing import Literal
 from urllib.parse import quote
 
 import psycopg
-from mqtt_client import MqttTestClient, MqttTestError
-from processes import (
+
+from devstack.mqtt_client import MqttTestClient, MqttTestError
+from devstack.processes import (
     LOCALHOST,
     REPO_ROOT,
     START_TIMEOUT_S,

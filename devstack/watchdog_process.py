@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from processes import REPO_ROOT, read_tail, spawn, wait_until
-from workers import _worker_environ
+from devstack.processes import REPO_ROOT, read_tail, spawn, wait_until
+from devstack.workers import _worker_environ
 
 
 class WatchdogProcess:
@@ -50,10 +50,13 @@ class WatchdogProcess:
 
     def wait_until_all_ok(self, timeout: float = 30) -> dict[str, Any]:
         """Wait for a cycle in which every component is ok."""
-        return wait_until(
-            lambda: (h := self.health()).get("components") and set(h["components"].values()) == {"ok"} and h,
-            timeout, interval=0.1, message="a cycle with every component ok",
-        )
+
+        def all_ok() -> dict[str, Any]:
+            health = self.health()
+            components = health.get("components")
+            return health if components and set(components.values()) == {"ok"} else {}
+
+        return wait_until(all_ok, timeout, interval=0.1, message="a cycle with every component ok")
 
     def is_running(self) -> bool:
         """Whether the watchdog process is alive."""
