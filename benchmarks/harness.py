@@ -12,25 +12,17 @@ from typing import Protocol
 
 import psycopg
 
-from devstack.mqtt_client import MqttTestClient
-from devstack.processes import REPO_ROOT, spawn, wait_until
-from devstack.workers import WorkerProcess
+from devstack.processes import REPO_ROOT, read_tail, spawn, wait_until
+from devstack.workers import Member, WorkerProcess, start_online, worker_env
 
 HERE = Path(__file__).resolve().parent
 
 
-class Member(Protocol):
-    """One process of a consumer group."""
-
-    @property
-    def client_id(self) -> str: ...
+class GroupMember(Member, Protocol):
+    """One process of a consumer group: a bridge worker or a reference consumer."""
 
     @property
     def pid(self) -> int: ...
-
-    def start(self) -> None: ...
-
-    def is_running(self) -> bool: ...
 
     def terminate(self, timeout: float = ...) -> int: ...
 
@@ -74,6 +66,10 @@ class ConsumerProcess:
             self._process.kill()
             return self._process.wait()
 
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of its output."""
+        return read_tail(self._log, lines=lines)
+
     def count(self) -> int:
         """Messages it received so far."""
         try:
@@ -84,38 +80,23 @@ class ConsumerProcess:
 
 def bridge_worker(client_id: str, group: str, *, mqtt_url: str, database_url: str, tmp: Path) -> WorkerProcess:
     """A `python -m bridge` worker with the default settings and WARNING logs."""
-    env = {
-        "DATABASE_URL": database_url, "MQTT_URL": mqtt_url, "BRIDGE_CLIENT_ID": client_id,
-        "BRIDGE_SHARE_GROUP": group, "BRIDGE_LOG_LEVEL": "WARNING",
-        "BRIDGE_HEALTH_FILE": str(tmp / f"{client_id}.health"),
-    }
+    env = worker_env(client_id, database_url=database_url, mqtt_url=mqtt_url, share_group=group, health_dir=tmp,
+                     bridge_log_level="WARNING")
     return WorkerProcess(client_id, env, log_dir=tmp)
 
 
-def start_all(members: Sequence[Member], mqtt_url: str, timeout_s: float = 60.0) -> None:
+def start_all(members: Sequence[GroupMember], mqtt_url: str, timeout_s: float = 60.0) -> None:
     """Start every member and wait for its retained `online` (sent after its SUBACK)."""
-    with MqttTestClient.from_url(mqtt_url) as status:
-        for member in members:
-            topic = f"bridge/status/{member.client_id}"
-            status.publish(topic, b"", retain=True)
-            status.subscribe(topic)
-        for member in members:
-            member.start()
-
-        def online() -> bool:
-            seen = {m.topic for m in status.received() if m.payload == b"online"}
-            return all(f"bridge/status/{m.client_id}" in seen for m in members)
-
-        wait_until(online, timeout_s, message="every consumer online")
+    start_online(members, mqtt_url, timeout_s=timeout_s)
 
 
-def stop_all(members: Sequence[Member]) -> None:
+def stop_all(members: Sequence[GroupMember]) -> None:
     """SIGTERM every member and wait for it."""
     for member in members:
         member.terminate(30.0)
 
 
-def timed(members: Sequence[Member], done: Callable[[], bool], timeout_s: float) -> float:
+def timed(members: Sequence[GroupMember], done: Callable[[], bool], timeout_s: float) -> float:
     """Start the members and return the seconds until `done()` (polled every 20 ms)."""
     started = time.monotonic()
     for member in members:

@@ -26,7 +26,7 @@ from devstack.mqtt_client import MqttTestClient
 from devstack.processes import wait_until
 from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password
 from devstack.watchdog_process import WatchdogProcess
-from devstack.workers import WorkerProcess
+from devstack.workers import WorkerProcess, start_online, worker_env
 
 WORKER = "bench-worker-1"
 
@@ -53,19 +53,13 @@ class Stack:
         self.start_worker()
 
     def start_worker(self) -> None:
-        env = {
-            "DATABASE_URL": bridge_url(self.pg), "MQTT_URL": self.mq.url,
-            "BRIDGE_CLIENT_ID": WORKER, "BRIDGE_SHARE_GROUP": "bench", "BRIDGE_LOG_LEVEL": "WARNING",
-            "BRIDGE_HEALTH_FILE": str(self.tmp / "worker.health"),  # BRIDGE_HEARTBEAT_S stays at its 5 s default
-        }
+        # BRIDGE_HEARTBEAT_S stays at its 5 s default
+        env = worker_env(WORKER, database_url=bridge_url(self.pg), mqtt_url=self.mq.url, share_group="bench",
+                         health_dir=self.tmp, bridge_log_level="WARNING")
         self.worker = WorkerProcess(WORKER, env, log_dir=self.tmp)
-        topic = f"bridge/status/{WORKER}"
         with MqttTestClient.from_url(self.mq.url) as status:
-            status.publish(topic, b"", retain=True)  # forget the `offline` of the previous run
-            status.subscribe(topic)
             status.subscribe(f"bridge/heartbeat/{WORKER}", qos=0)
-            self.worker.start()
-            wait_until(lambda: any(m.payload == b"online" for m in status.received(topic)), 30, message="worker online")
+            start_online([self.worker], self.mq.url)
             # Its first heartbeat of its own: until then the watchdog sees its predecessor's.
             wait_until(lambda: any(not m.retain for m in status.received(f"bridge/heartbeat/{WORKER}")), 30,
                        message="a heartbeat from the new worker")

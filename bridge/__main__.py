@@ -157,6 +157,7 @@ def run_worker(settings: Settings) -> int:
         worker.client.loop_start()
         threading.Thread(target=worker.heartbeat.run, args=(heartbeat_stop,), name="heartbeat", daemon=True).start()
         wait_until_subscribed(worker.consumer, settings, stop)
+        worker.heartbeat.beat()  # says "connected" now, not an interval later (the health check waits for it)
         logger.info("bridge %s ready: %s -> PostgreSQL", settings.client_id, settings.subscription)
         worker.pipeline.run(stop, drain_deadline=lambda: stopping_since[0] + grace_s if stopping_since else None)
     finally:

@@ -18,6 +18,7 @@ import signal as signals
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -81,13 +82,19 @@ def login_password(role: str) -> str:
     return f"{role}-secret-pw"
 
 
-def apply_schema(admin_url: str) -> None:
-    """Run the project's schema.sql and create the test login roles (passwords: login_password)."""
+def apply_schema_file(admin_url: str) -> None:
+    """Run the project's schema.sql (idempotent) as the database owner."""
     schema = (REPO_ROOT / "schema.sql").read_text(encoding="utf-8")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         # Without parameters psycopg sends a simple query, which may hold
         # several statements (schema.sql also contains a DO $$ block).
         conn.execute(schema.encode())
+
+
+def apply_schema(admin_url: str) -> None:
+    """Run the project's schema.sql and create the test login roles (passwords: login_password)."""
+    apply_schema_file(admin_url)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         for role, group in ((BRIDGE_TEST_ROLE, "iot_bridge"), (REPLAY_TEST_ROLE, "iot_replay")):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             if exists:
@@ -98,20 +105,31 @@ def apply_schema(admin_url: str) -> None:
 
 
 class PostgresServer:
-    """A throwaway PostgreSQL cluster in a temporary folder, on a free port on 127.0.0.1."""
+    """A PostgreSQL cluster in its own folder, on a free port on 127.0.0.1.
 
-    def __init__(self) -> None:
+    By default a throwaway: a temporary folder, every login trusted, fsync
+    off. scripts/local-stack passes a `root` that outlives it, `durable=True`
+    and `host_auth="scram-sha-256"` (passwords over TCP; the superuser comes
+    in through the Unix socket in `root`/sock).
+    """
+
+    def __init__(
+        self, root: Path | None = None, *, port: int | None = None, durable: bool = False, host_auth: str = "trust",
+    ) -> None:
         initdb = find_binary("initdb", POSTGRES_HINT)
         self._initdb = initdb
         # Use the server that belongs to this initdb, not one of another version.
         sibling = initdb.resolve().parent / "postgres"
         self._postgres = sibling if sibling.exists() else find_binary("postgres", POSTGRES_HINT)
         self._account = service_account("postgres")
-        self._root = Path(tempfile.mkdtemp(prefix="bridge-test-pg-"))
+        self._root = root or Path(tempfile.mkdtemp(prefix="bridge-test-pg-"))
+        self._root.mkdir(parents=True, exist_ok=True)
         self._data_dir = self._root / "data"
         self._socket_dir = self._root / "sock"
         self._log_path = self._root / "postgres.log"
-        self._port = free_port()
+        self._port = port or free_port()
+        self._durable = durable
+        self._host_auth = host_auth
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -131,6 +149,15 @@ class PostgresServer:
             raise RuntimeError("PostgreSQL has not been started")
         return self._process.pid
 
+    @property
+    def log_path(self) -> Path:
+        """The server's log file."""
+        return self._log_path
+
+    def socket_url(self, dbname: str = "postgres") -> str:
+        """The superuser's URL through the Unix socket, which trusts local logins whatever `host_auth` is."""
+        return f"postgresql://postgres@/{quote(dbname, safe='')}?host={quote(str(self._socket_dir))}&port={self.port}"
+
     def url(
         self, user: str = "postgres", password: str | None = None, dbname: str = "postgres"
     ) -> str:
@@ -148,16 +175,17 @@ class PostgresServer:
         """Initialise the cluster on first use, start it and wait until it accepts connections."""
         if self.is_running():
             return
-        if not self._data_dir.exists():
+        if not (self._data_dir / "PG_VERSION").exists():
             self._initialise()
+        # Durability against OS crashes is useless for a throwaway; commits
+        # still reach the WAL (synchronous_commit=on), so a killed server
+        # keeps every committed row.
+        fast = [] if self._durable else ["-c", "fsync=off", "-c", "full_page_writes=off"]
         self._process = spawn(
             [
                 str(self._postgres), "-D", str(self._data_dir), "-p", str(self.port),
                 "-k", str(self._socket_dir), "-c", f"listen_addresses={LOCALHOST}",
-                # Durability against OS crashes is useless here; commits still
-                # reach the WAL (synchronous_commit=on), so a killed server
-                # keeps every committed row.
-                "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=on",
+                *fast, "-c", "synchronous_commit=on",
             ],
             log_path=self._log_path,
             account=self._account,
@@ -203,11 +231,11 @@ class PostgresServer:
 
     def _initialise(self) -> None:
         """Run initdb into the temporary folder (as the `postgres` OS user when we are root)."""
-        self._socket_dir.mkdir()
+        self._socket_dir.mkdir(exist_ok=True)
         chown(self._account, self._root, self._socket_dir)
         args = [
-            str(self._initdb), "-D", str(self._data_dir), "-A", "trust", "-U", "postgres",
-            "--no-sync", "-E", "UTF8", "--locale=C",
+            str(self._initdb), "-D", str(self._data_dir), "--auth-local=trust", f"--auth-host={self._host_auth}",
+            "-U", "postgres", "-E", "UTF8", "--locale=C", *([] if self._durable else ["--no-sync"]),
         ]
         init_log = self._root / "initdb.log"
         process = spawn(args, log_path=init_log, account=self._account, cwd=self._root)
@@ -217,7 +245,7 @@ class PostgresServer:
     def _accepts_connections(self) -> bool:
         """Whether a superuser connection succeeds right now."""
         try:
-            with psycopg.connect(self.url(), connect_timeout=2):
+            with psycopg.connect(self.socket_url(), connect_timeout=2):
                 return True
         except psycopg.OperationalError:
             return False
@@ -313,9 +341,13 @@ class TlsFiles:
 
 
 class MosquittoServer:
-    """A throwaway Mosquitto using the project's mosquitto.conf, on a free port on 127.0.0.1.
+    """A Mosquitto using the project's mosquitto.conf, on a free port on 127.0.0.1.
 
-    With `tls`, it also has the config's TLS listener (mqtts://) on a second free port.
+    By default a throwaway with the test accounts (write_test_accounts). With
+    `tls`, it also has the config's TLS listener (mqtts://) on a second free
+    port. scripts/local-stack passes a `root` that outlives it, its own
+    `accounts` writer (called only while the broker has no accounts file yet:
+    afterwards the broker owns it) and the account that proves it is ready.
     """
 
     def __init__(
@@ -323,19 +355,25 @@ class MosquittoServer:
         config_template: Path = REPO_ROOT / "mosquitto" / "mosquitto.conf",
         *,
         tls: TlsFiles | None = None,
+        root: Path | None = None,
+        port: int | None = None,
+        accounts: Callable[[Path], None] = write_test_accounts,
+        ready_account: tuple[str, str] = (TEST_MQTT_USER, TEST_MQTT_PASSWORD),
     ) -> None:
         self._binary = find_binary("mosquitto", MOSQUITTO_HINT)
         # Started as root, mosquitto drops privileges to the `mosquitto` user
         # before it writes its log and persistence files.
         account = service_account("mosquitto")
         template = config_template.read_text(encoding="utf-8")
-        self._root = Path(tempfile.mkdtemp(prefix="bridge-test-mqtt-"))
+        self._ready_account = ready_account
+        self._root = root or Path(tempfile.mkdtemp(prefix="bridge-test-mqtt-"))
+        self._root.mkdir(parents=True, exist_ok=True)
         self._data_dir = self._root / "data"
         self._log_path = self._root / "mosquitto.log"
         self._output_path = self._root / "mosquitto.out"
         self._config_path = self._root / "mosquitto.conf"
         self._dynsec_path = self._root / "dynamic-security.json"
-        self._port = free_port()
+        self._port = port or free_port()
         self._tls_port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         try:
@@ -347,11 +385,13 @@ class MosquittoServer:
                 self._tls_port = free_port()
                 config = enable_tls_listener(config, port=self._tls_port, files=self._copy_tls_files(tls, account))
         except RuntimeError:
-            shutil.rmtree(self._root)
+            if root is None:
+                shutil.rmtree(self._root)
             raise
         self._config_path.write_text(config, encoding="utf-8")
-        write_test_accounts(self._dynsec_path)
-        self._data_dir.mkdir()
+        if not self._dynsec_path.exists():
+            accounts(self._dynsec_path)
+        self._data_dir.mkdir(exist_ok=True)
         self._log_path.touch()
         chown(account, self._root, self._data_dir, self._log_path, self._dynsec_path)
 
@@ -392,6 +432,11 @@ class MosquittoServer:
     def url_as(self, username: str, password: str) -> str:
         """mqtt:// URL of the broker for one of the accounts in MQTT_TEST_ACCOUNTS."""
         return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        """The broker's log file (what it wrote before its logging started goes to mosquitto.out)."""
+        return self._log_path
 
     @property
     def persistence_file(self) -> Path:
@@ -457,7 +502,7 @@ class MosquittoServer:
         """Whether a TCP connect and an MQTT CONNECT/CONNACK round trip succeed right now."""
         try:
             socket.create_connection((self.host, self.port), timeout=1).close()
-            MqttTestClient.from_url(self.url).connect(timeout=2).close()
+            MqttTestClient.from_url(self.url_as(*self._ready_account)).connect(timeout=2).close()
         except (OSError, MqttTestError):
             return False
         return True

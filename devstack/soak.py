@@ -171,6 +171,10 @@ class Soak:
             sampler.join(5)
         return run
 
+    def workers(self) -> list[WorkerProcess]:
+        """The worker processes started last, live or not (for cleaning up)."""
+        return list(self._run.workers.values())
+
     def _act(self, action: str, publisher: PacedPublisher) -> None:
         run, stack = self._run, self._stack
         if action == "kill":

@@ -22,6 +22,13 @@ class WatchdogProcess:
         self.health_path = Path(env["WATCHDOG_HEALTH_FILE"])
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        """PID of the watchdog started last."""
+        if self._process is None:
+            raise RuntimeError("the watchdog has not been started")
+        return self._process.pid
+
     def start(self) -> None:
         """Start the watchdog in the background."""
         self._process = spawn([sys.executable, "-m", "watchdog"], log_path=self._log_path, env=self._env, cwd=REPO_ROOT)

@@ -7,11 +7,12 @@ import signal as signals
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from devstack.processes import REPO_ROOT, read_tail, spawn
+from devstack.mqtt_client import MqttTestClient
+from devstack.processes import REPO_ROOT, read_tail, spawn, wait_until
 
 
 class MakeEnv(Protocol):
@@ -29,6 +30,9 @@ class StartWorker(Protocol):
 
 
 
+# Variables a worker inherits from the test run; everything else (for example
+# a DATABASE_URL in the developer's shell) is left out so only the test's
+# settings apply. COV_CORE_/COVERAGE_ let pytest-cov measure the workers.
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV")
 _INHERITED_PREFIXES = ("PYTHON", "COV_CORE_", "COVERAGE_")
 
@@ -122,3 +126,64 @@ class WorkerProcess:
             raise RuntimeError(f"worker {self._client_id} has not been started")
         return self._process
 
+
+
+class Member(Protocol):
+    """A process that joins the share group and publishes `online` on bridge/status/<client_id> once subscribed."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    def start(self) -> None: ...
+
+    def is_running(self) -> bool: ...
+
+    def log_tail(self, lines: int = ...) -> str: ...
+
+
+def worker_env(
+    client_id: str, *, database_url: str, mqtt_url: str, share_group: str, health_dir: Path, **overrides: object
+) -> dict[str, str]:
+    """One bridge worker's environment; override keys are upper-cased (bridge_batch_size= sets BRIDGE_BATCH_SIZE)."""
+    env = {
+        "DATABASE_URL": database_url,
+        "MQTT_URL": mqtt_url,
+        "BRIDGE_CLIENT_ID": client_id,
+        "BRIDGE_SHARE_GROUP": share_group,
+        "BRIDGE_HEALTH_FILE": str(health_dir / f"health-{client_id}"),
+    }
+    env.update({key.upper(): str(value) for key, value in overrides.items()})
+    return env
+
+
+class NotOnline(RuntimeError):
+    """A worker exited, or stayed silent, before it published `online`."""
+
+
+def start_online(members: Sequence[Member], mqtt_url: str, *, timeout_s: float = 30.0) -> None:
+    """Start the members and wait for each one's retained `online` (published after its SUBACK).
+
+    The retained status of an earlier process with the same id is cleared
+    first, and the subscription made before the start, so an `online` cannot
+    be missed or mistaken for an old one. Raises NotOnline with the log tail.
+    """
+    topics = {member.client_id: f"bridge/status/{member.client_id}" for member in members}
+    with MqttTestClient.from_url(mqtt_url) as status:
+        for topic in topics.values():
+            status.publish(topic, b"", retain=True)
+            status.subscribe(topic)
+        for member in members:
+            member.start()
+
+        def online() -> bool:
+            for member in members:
+                if not member.is_running():
+                    raise NotOnline(f"{member.client_id} exited before it was online; log tail:\n{member.log_tail()}")
+            seen = {m.topic for m in status.received() if m.payload == b"online"}
+            return all(topic in seen for topic in topics.values())
+
+        try:
+            wait_until(online, timeout_s, message="every worker online")
+        except AssertionError as exc:
+            tails = "\n".join(f"--- {m.client_id} ---\n{m.log_tail()}" for m in members)
+            raise NotOnline(f"{exc}\n{tails}") from None

@@ -1,41 +1,62 @@
 """The whole stack from local binaries, without Docker: scripts/local-stack up|down|status.
 
-`up` starts Mosquitto (the project's config, authentication on), a throwaway
-PostgreSQL (schema.sql and the roles applied), three bridge workers and the
-watchdog, each detached, on free ports on 127.0.0.1; it returns once all are
-healthy and writes stack.env. `down` stops, by PID, what `up` started. State
-lives in .local/ (or LOCAL_STACK_DIR): data, logs, PID files, secrets.
+`up` starts Mosquitto (the project's config, authentication on), PostgreSQL
+(schema.sql and the login roles applied), three bridge workers and the
+watchdog, each detached, on free ports on 127.0.0.1; it says what it starts
+as it goes, returns once every part is healthy and prints what to do next.
+`down` stops, by PID, what `up` started; `status` shows each part's health.
+State lives in .local/ (or LOCAL_STACK_DIR): data, logs, PID files, and the
+generated passwords, kept across `down` and `up`. scripts/local-stack runs
+scripts/bootstrap first, so this file may assume .venv and the servers.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
-import importlib.util
+import functools
 import json
 import os
 import pwd
-import re
 import secrets
-import shutil
 import signal
 import socket
-import subprocess
+import stat
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
+from urllib.parse import quote
 
 import psycopg
+from psycopg import sql
 
-ROOT = Path(__file__).resolve().parent.parent
+from bridge.health import check_health as bridge_health
+from devstack.mqtt_client import MqttTestClient, MqttTestError
+from devstack.processes import REPO_ROOT, read_tail, service_account
+from devstack.servers import MosquittoServer, PostgresServer, apply_schema_file, load_dynsec
+from devstack.watchdog_process import WatchdogProcess
+from devstack.workers import WorkerProcess, worker_env
+from watchdog.runner import check_health as watchdog_health
+
 WORKERS = ("local-bridge-1", "local-bridge-2", "local-bridge-3")
 DEVICE_SENSOR_ID = 1
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+HEARTBEAT_S = 5.0  # the workers' default BRIDGE_HEARTBEAT_S
+WATCHDOG_INTERVAL_S = 10.0
 # Stop order: consumers first, servers last, so nothing is left waiting on a dead server.
 STOP_ORDER = ("watchdog", *WORKERS, "mosquitto", "postgres")
+PASSWORDS = ("mqtt_bridge", "mqtt_watchdog", "mqtt_simulator", f"mqtt_device_{DEVICE_SENSOR_ID}",
+             "db_bridge", "db_watchdog", "db_reader")
+LOOK_AT_READINGS = """psql "$DATABASE_URL" -c 'SELECT * FROM readings ORDER BY ingested_at DESC LIMIT 5'"""
+LOGIN_ROLES = (("bridge", "iot_bridge"), ("watchdog", "iot_watchdog"), ("reader", "iot_reader"))
+
+
+class StackError(Exception):
+    """A step failed; the message says what, where its log is, and its last lines."""
 
 
 @dataclass(frozen=True)
@@ -47,39 +68,50 @@ class Stack:
     passwords: dict[str, str]
 
     def pid_file(self, name: str) -> Path:
-        """The PID file of a component."""
+        """The PID file of a part."""
         return self.home / "pids" / f"{name}.pid"
 
     def log(self, name: str) -> Path:
-        """The log file of a component."""
-        return self.home / "logs" / f"{name}.log"
+        """The log file of a part."""
+        if name == "postgres":
+            return self.home / "postgres" / "postgres.log"
+        if name == "mosquitto":
+            return self.home / "mosquitto" / "mosquitto.log"
+        if name == "watchdog":
+            return self.home / "logs" / "local-watchdog.log"
+        return self.home / "logs" / f"worker-{name}.log"
+
+    def health_file(self, name: str) -> Path:
+        """Where a worker or the watchdog records its health."""
+        return self.home / "health" / f"health-{name}"
 
     def mqtt_url(self, user: str) -> str:
-        """The broker URL for one of the accounts."""
-        return f"mqtt://{user}:{self.passwords['mqtt_' + user.replace('-', '_')]}@127.0.0.1:{self.ports['mqtt']}"
+        """The broker URL for one of the accounts (generated passwords are URL-safe; quoted anyway)."""
+        password = quote(self.passwords["mqtt_" + user.replace("-", "_")], safe="")
+        return f"mqtt://{user}:{password}@127.0.0.1:{self.ports['mqtt']}"
 
-    def db_url(self, user: str, dbname: str = "sensors") -> str:
-        """The database URL for a login role; the superuser `postgres` comes in through the socket."""
-        if user == "postgres":
-            return f"postgresql://postgres@/{dbname}?host={self.home / 'postgres'}&port={self.ports['postgres']}"
-        return f"postgresql://{user}:{self.passwords['db_' + user]}@127.0.0.1:{self.ports['postgres']}/{dbname}"
+    def db_url(self, user: str) -> str:
+        """The database URL of a login role, over TCP with its password."""
+        password = quote(self.passwords["db_" + user], safe="")
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.ports['postgres']}/sensors"
 
 
 def load_stack(home: Path) -> Stack:
-    """Read the stack's ports and passwords, choosing them on the first call."""
+    """The stack's ports and passwords: chosen on the first `up`, then kept in state.json."""
     state = home / "state.json"
-    if state.exists():
-        data = json.loads(state.read_text())
-        return Stack(home, data["ports"], data["passwords"])
-    for folder in ("pids", "logs"):
-        (home / folder).mkdir(parents=True, exist_ok=True)
-    names = ("mqtt_bridge", "mqtt_watchdog", "mqtt_simulator", f"mqtt_device_{DEVICE_SENSOR_ID}",
-             "db_bridge", "db_watchdog", "db_reader")
-    stack = Stack(home, {"mqtt": free_port(), "postgres": free_port()},
-                  {name: secrets.token_urlsafe(18) for name in names})
-    state.write_text(json.dumps({"ports": stack.ports, "passwords": stack.passwords}))
+    data = json.loads(state.read_text()) if state.exists() else {"ports": {}, "passwords": {}}
+    ports, passwords = data["ports"], data["passwords"]
+    for name in PASSWORDS:
+        # token_urlsafe: letters, digits, - and _ only, so URLs need no escaping.
+        passwords.setdefault(name, secrets.token_urlsafe(18))
+    for name in ("mqtt", "postgres"):
+        ports.setdefault(name, free_port())
+    home.mkdir(parents=True, exist_ok=True)
+    for folder in ("pids", "logs", "health"):
+        (home / folder).mkdir(exist_ok=True)
+    state.write_text(json.dumps({"ports": ports, "passwords": passwords}))
     state.chmod(0o600)
-    return stack
+    return Stack(home, ports, passwords)
 
 
 def free_port() -> int:
@@ -89,179 +121,267 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def binary(name: str, package: str) -> str:
-    """A server binary from PATH, /usr/sbin or PostgreSQL's versioned folders."""
-    candidates = [shutil.which(name), f"/usr/sbin/{name}",
-                  *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise SystemExit(f"local-stack: {name} not found; install Debian's `{package}` package")
+def port_taken(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def account(name: str) -> pwd.struct_passwd | None:
-    """The OS user a server must run as when we are root (PostgreSQL refuses root)."""
-    return pwd.getpwnam(name) if os.geteuid() == 0 else None
+# --- processes by PID: a PID file holds the PID and the process's start time, so a
+# --- recycled PID (after a reboot, say) is never taken for ours.
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (field 22 of proc(5)); None if it is gone or a zombie not yet reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
-def chown_tree(user: pwd.struct_passwd | None, path: Path) -> None:
-    """Hand a folder to the server's OS user."""
-    if user is not None:
-        for folder, _, files in os.walk(path):
-            for entry in [folder, *(os.path.join(folder, f) for f in files)]:
-                os.chown(entry, user.pw_uid, user.pw_gid)
-
-
-def start(stack: Stack, name: str, args: list[str], *, env: dict[str, str] | None = None,
-          user: pwd.struct_passwd | None = None) -> None:
-    """Start a detached process (own session), logging to its file, and record its PID."""
-    with stack.log(name).open("ab") as log:
-        process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-            start_new_session=True, user=user.pw_uid if user else None, group=user.pw_gid if user else None,
-            extra_groups=[] if user else None,
-        )
-    stack.pid_file(name).write_text(str(process.pid))
+def record_pid(stack: Stack, name: str, pid: int) -> None:
+    """Remember the process `up` started for a part."""
+    stack.pid_file(name).write_text(f"{pid} {_start_time(pid)}\n")
 
 
 def running_pid(stack: Stack, name: str) -> int | None:
-    """The PID of a component if it is alive."""
+    """The PID of a part if the very process `up` started is alive."""
     try:
-        pid = int(stack.pid_file(name).read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+        pid_text, started = stack.pid_file(name).read_text().split()
+        pid = int(pid_text)
+    except (FileNotFoundError, ValueError):
         return None
-    return pid
+    return pid if _start_time(pid) == started else None
 
 
-def wait_for(what: str, check: object, stack: Stack, log_name: str) -> None:
-    """Poll `check` until true; exit with the log's tail when the deadline passes."""
+def stop(stack: Stack, name: str) -> bool:
+    """SIGTERM (SIGINT for PostgreSQL: its fast shutdown), then SIGKILL after STOP_TIMEOUT_S; True if it ran."""
+    pid = running_pid(stack, name)
+    if pid is not None:
+        os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while running_pid(stack, name) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if running_pid(stack, name) is not None:
+            os.kill(pid, signal.SIGKILL)
+    stack.pid_file(name).unlink(missing_ok=True)
+    return pid is not None
+
+
+# --- telling the person what happens
+
+
+@contextmanager
+def step(what: str, *, log: Path | None = None) -> Iterator[None]:
+    """Print `what ... ok` or `what ... failed` with the log's path and last lines."""
+    print(f"local-stack: {what} ...", end=" ", flush=True)
+    started = time.monotonic()
+    try:
+        yield
+    except (StackError, RuntimeError, OSError, psycopg.Error, AssertionError) as exc:
+        print("failed")
+        where = f"\n  its log: {log}\n  last lines:\n" + _indent(read_tail(log, lines=15)) if log else ""
+        raise StackError(f"{what} failed: {exc}{where}") from None
+    print(f"ok ({time.monotonic() - started:.1f} s)")
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.splitlines())
+
+
+def wait_until_healthy(stack: Stack, name: str, check: Callable[[], tuple[bool, str]]) -> None:
+    """Poll a health check until it passes; StackError if the process exits or the deadline passes."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not check():  # type: ignore[operator]
+    while True:
+        healthy, message = check()
+        if healthy:
+            return
+        if running_pid(stack, name) is None:
+            raise StackError(f"{name} exited ({message})")
         if time.monotonic() > deadline:
-            tail = "\n".join(stack.log(log_name).read_text(errors="replace").splitlines()[-20:])
-            raise SystemExit(f"local-stack: {what} not ready after {READY_TIMEOUT_S:.0f} s; {log_name} log:\n{tail}")
+            raise StackError(f"not healthy after {READY_TIMEOUT_S:.0f} s: {message}")
         time.sleep(0.2)
 
 
+# --- the parts
+
+
+def check_reachable(home: Path) -> None:
+    """As root, the servers run as `postgres` and `mosquitto`: they must be able to reach `home`."""
+    if os.geteuid() != 0:
+        return
+    for user in ("postgres", "mosquitto"):
+        account = service_account(user)
+        assert account is not None
+        for folder in (home, *home.parents):
+            if not _traversable(folder, account):
+                raise StackError(
+                    f"the servers run as the `{user}` user, which cannot enter {folder}; "
+                    "put the stack's state elsewhere, e.g. "
+                    "LOCAL_STACK_DIR=/var/tmp/iot-local-stack scripts/local-stack up"
+                )
+
+
+def _traversable(folder: Path, account: pwd.struct_passwd) -> bool:
+    if not folder.exists():
+        return True  # created by us below a folder checked on its own
+    mode = folder.stat()
+    if mode.st_uid == account.pw_uid:
+        return bool(mode.st_mode & stat.S_IXUSR)
+    if mode.st_gid == account.pw_gid:
+        return bool(mode.st_mode & stat.S_IXGRP)
+    return bool(mode.st_mode & stat.S_IXOTH)
+
+
+def postgres_server(stack: Stack) -> PostgresServer:
+    """The stack's PostgreSQL: durable, passwords required over TCP."""
+    return PostgresServer(stack.home / "postgres", port=stack.ports["postgres"], durable=True,
+                          host_auth="scram-sha-256")
+
+
 def start_postgres(stack: Stack) -> None:
-    """initdb on first use, start the server, apply schema.sql and the login roles."""
-    data, user = stack.home / "postgres", account("postgres")
-    if not (data / "PG_VERSION").exists():
-        data.mkdir(parents=True, exist_ok=True)
-        chown_tree(user, data)
-        initdb = [binary("initdb", "postgresql"), "-D", str(data), "--auth-local=trust",
-                  "--auth-host=scram-sha-256", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]
-        result = subprocess.run(initdb, capture_output=True, text=True, user=user.pw_uid if user else None, check=False)
-        if result.returncode != 0:
-            # Typically: run as root, and the `postgres` user cannot reach the folder.
-            raise SystemExit(f"local-stack: initdb failed in {data}:\n{result.stderr.strip()}")
-    start(stack, "postgres", [binary("postgres", "postgresql"), "-D", str(data), "-p", str(stack.ports["postgres"]),
-                              "-k", str(data), "-c", "listen_addresses=127.0.0.1"], user=user)
-    admin = stack.db_url("postgres", "postgres")
-    wait_for("PostgreSQL", lambda: _connects(admin), stack, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
+    """Start PostgreSQL (initdb on first use), then apply schema.sql and the login roles' passwords."""
+    server = postgres_server(stack)
+    server.start()
+    record_pid(stack, "postgres", server.pid)
+    prepare_database(server, stack)
+
+
+def prepare_database(server: PostgresServer, stack: Stack) -> None:
+    """schema.sql is idempotent: applied on every `up`, so a newer schema reaches an older database."""
+    with psycopg.connect(server.socket_url(), autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'sensors'").fetchone():
             conn.execute("CREATE DATABASE sensors")
-    with psycopg.connect(stack.db_url("postgres"), autocommit=True) as conn:
-        conn.execute((ROOT / "schema.sql").read_bytes())
-        for role, group in (("bridge", "iot_bridge"), ("watchdog", "iot_watchdog"), ("reader", "iot_reader")):
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
-                    psycopg.sql.Identifier(role), psycopg.sql.Literal(stack.passwords["db_" + role]),
-                    psycopg.sql.Identifier(group)))
+    apply_schema_file(server.socket_url("sensors"))
+    with psycopg.connect(server.socket_url("sensors"), autocommit=True) as conn:
+        for role, group in LOGIN_ROLES:
+            password = sql.Literal(stack.passwords["db_" + role])
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), password))
+            else:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), password))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
 
 
-def _connects(url: str) -> bool:
-    try:
-        psycopg.connect(url, connect_timeout=2).close()
-    except psycopg.OperationalError:
-        return False
-    return True
+def write_accounts(stack: Stack) -> Callable[[Path], None]:
+    """The broker's accounts from the stack's passwords (production hashing), written on first use."""
 
+    def write(path: Path) -> None:
+        env = {f"MQTT_{u.upper()}_PASSWORD": stack.passwords[f"mqtt_{u}"] for u in ("bridge", "watchdog", "simulator")}
+        env["MQTT_DEVICES"] = f"{DEVICE_SENSOR_ID}:{stack.passwords[f'mqtt_device_{DEVICE_SENSOR_ID}']}"
+        path.write_text(json.dumps(load_dynsec().build(env)))
+        path.chmod(0o600)
 
-def load_dynsec() -> ModuleType:
-    """mosquitto/dynsec.py, the account generator (a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("dynsec", ROOT / "mosquitto" / "dynsec.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return write
 
 
 def start_mosquitto(stack: Stack) -> None:
-    """Generate the accounts on first use, render the project's config for this machine, start."""
-    folder, user = stack.home / "mosquitto", account("mosquitto")
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    dynsec_file = folder / "dynamic-security.json"
-    if not dynsec_file.exists():
-        env = {f"MQTT_{u.upper()}_PASSWORD": stack.passwords[f"mqtt_{u}"] for u in ("bridge", "watchdog", "simulator")}
-        env["MQTT_DEVICES"] = f"{DEVICE_SENSOR_ID}:{stack.passwords[f'mqtt_device_{DEVICE_SENSOR_ID}']}"
-        dynsec_file.write_text(json.dumps(load_dynsec().build(env)))
-    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so"))
-    plugin = found[0] if found else "/usr/lib/mosquitto_dynamic_security.so"
-    config = (ROOT / "mosquitto" / "mosquitto.conf").read_text()
-    for pattern, line in ((r"listener\s+\d+", f"listener {stack.ports['mqtt']} 127.0.0.1"),
-                          (r"persistence_location\s+\S+", f"persistence_location {folder / 'data'}/"),
-                          (r"log_dest\s+stdout", f"log_dest file {folder / 'mosquitto.log'}"),
-                          (r"plugin\s+\S+", f"plugin {plugin}"),
-                          (r"plugin_opt_config_file\s+\S+", f"plugin_opt_config_file {dynsec_file}")):
-        config = re.sub(rf"^{pattern}[ \t]*$", line, config, count=1, flags=re.MULTILINE)
-    (folder / "mosquitto.conf").write_text(config)
-    (folder / "mosquitto.log").touch()
-    chown_tree(user, folder)
-    start(stack, "mosquitto", [binary("mosquitto", "mosquitto"), "-c", str(folder / "mosquitto.conf")])
-    wait_for("Mosquitto", lambda: _port_open(stack.ports["mqtt"]), stack, "mosquitto")
+    """Start Mosquitto with the project's config rendered for this folder and port."""
+    server = MosquittoServer(root=stack.home / "mosquitto", port=stack.ports["mqtt"], accounts=write_accounts(stack),
+                             ready_account=("watchdog", stack.passwords["mqtt_watchdog"]))
+    server.start()
+    record_pid(stack, "mosquitto", server.pid)
 
 
-def _port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
+def worker(stack: Stack, client_id: str) -> WorkerProcess:
+    """One bridge worker, logging to .local/logs."""
+    env = worker_env(client_id, database_url=stack.db_url("bridge"), mqtt_url=stack.mqtt_url("bridge"),
+                     share_group="bridge", health_dir=stack.home / "health")
+    return WorkerProcess(client_id, env, log_dir=stack.home / "logs")
 
 
-def app_env(stack: Stack, extra: dict[str, str]) -> dict[str, str]:
-    """A minimal environment for the bridge and watchdog processes."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV", "PYTHONPATH")
-    return {**{k: v for k, v in os.environ.items() if k in keep}, "PYTHONUNBUFFERED": "1", **extra}
-
-
-def worker_env(stack: Stack, client_id: str) -> dict[str, str]:
-    """The environment of one bridge worker."""
-    return app_env(stack, {"DATABASE_URL": stack.db_url("bridge"), "MQTT_URL": stack.mqtt_url("bridge"),
-                           "BRIDGE_CLIENT_ID": client_id,
-                           "BRIDGE_HEALTH_FILE": str(stack.home / f"{client_id}.health")})
-
-
-def watchdog_env(stack: Stack) -> dict[str, str]:
-    """The environment of the watchdog (alerts go to its log unless DISCORD_WEBHOOK_URL is set)."""
-    extra = {"DATABASE_URL": stack.db_url("watchdog"), "MQTT_URL": stack.mqtt_url("watchdog"),
-             "WATCHDOG_BRIDGE_WORKERS": ",".join(WORKERS), "WATCHDOG_CLIENT_ID": "local-watchdog",
-             "WATCHDOG_HEALTH_FILE": str(stack.home / "watchdog.health")}
+def watchdog(stack: Stack) -> WatchdogProcess:
+    """The watchdog: alerts go to its log, or to Discord when DISCORD_WEBHOOK_URL is set for `up`."""
+    env = {"DATABASE_URL": stack.db_url("watchdog"), "MQTT_URL": stack.mqtt_url("watchdog"),
+           "WATCHDOG_BRIDGE_WORKERS": ",".join(WORKERS), "WATCHDOG_CLIENT_ID": "local-watchdog",
+           "WATCHDOG_HEALTH_FILE": str(stack.health_file("watchdog"))}
     if os.environ.get("DISCORD_WEBHOOK_URL"):
-        extra["DISCORD_WEBHOOK_URL"] = os.environ["DISCORD_WEBHOOK_URL"]
-    return app_env(stack, extra)
+        env["DISCORD_WEBHOOK_URL"] = os.environ["DISCORD_WEBHOOK_URL"]
+    return WatchdogProcess(env, folder=stack.home / "logs")
 
 
-def healthy(module: str, env: dict[str, str]) -> bool:
-    """Whether `python -m <module> health` exits 0 with this environment."""
-    result = subprocess.run([sys.executable, "-m", module, "health"], env=env, cwd=ROOT,
-                            capture_output=True, timeout=30, check=False)
-    return result.returncode == 0
+# --- health, as `status` shows it
+
+
+def health(stack: Stack, name: str) -> tuple[bool, str]:
+    """(healthy, what it says) for one part."""
+    now = datetime.now(UTC)
+    if name == "postgres":
+        return _database_health(stack)
+    if name == "mosquitto":
+        return _broker_health(stack)
+    if name == "watchdog":
+        max_age_s = 3 * WATCHDOG_INTERVAL_S + 10
+        return watchdog_health(str(stack.health_file("watchdog")), now=now, max_age_s=max_age_s)
+    return bridge_health(str(stack.health_file(name)), now=now, max_age_s=3 * HEARTBEAT_S)
+
+
+def _database_health(stack: Stack) -> tuple[bool, str]:
+    try:
+        with psycopg.connect(stack.db_url("watchdog"), connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return False, f"no connection: {' '.join(str(exc).split())}"
+    return True, f"accepting connections on 127.0.0.1:{stack.ports['postgres']}"
+
+
+def _broker_health(stack: Stack) -> tuple[bool, str]:
+    try:
+        MqttTestClient.from_url(stack.mqtt_url("watchdog")).connect(timeout=3).close()
+    except (OSError, MqttTestError) as exc:
+        return False, f"no MQTT connection: {exc}"
+    return True, f"accepting MQTT clients on 127.0.0.1:{stack.ports['mqtt']} (passwords required)"
+
+
+# --- the commands
+
+
+def up(stack: Stack) -> int:
+    """Start whatever is not running, wait until everything is healthy, say what to do next."""
+    if all(running_pid(stack, name) for name in STOP_ORDER):
+        print("local-stack: the stack is already up; nothing changed (scripts/local-stack status shows its health)")
+        return 0
+    check_reachable(stack.home)
+    for name, port_name in (("postgres", "postgres"), ("mosquitto", "mqtt")):
+        if running_pid(stack, name) is None and port_taken(stack.ports[port_name]):
+            raise StackError(
+                f"port {stack.ports[port_name]} (saved for {name} in {stack.home / 'state.json'}) is taken by "
+                f"another program; stop it, or remove the \"{port_name}\" port from state.json to choose a new one"
+            )
+    if running_pid(stack, "postgres") is None:
+        with step(f"starting PostgreSQL on 127.0.0.1:{stack.ports['postgres']}", log=stack.log("postgres")):
+            start_postgres(stack)
+    if running_pid(stack, "mosquitto") is None:
+        with step(f"starting Mosquitto on 127.0.0.1:{stack.ports['mqtt']}", log=stack.log("mosquitto")):
+            start_mosquitto(stack)
+    for client_id in WORKERS:
+        if running_pid(stack, client_id) is None:
+            with step(f"starting bridge worker {client_id}", log=stack.log(client_id)):
+                stack.health_file(client_id).unlink(missing_ok=True)  # an earlier run's is no news of this one
+                process = worker(stack, client_id)
+                process.start()
+                record_pid(stack, client_id, process.pid)
+                wait_until_healthy(stack, client_id, functools.partial(health, stack, client_id))
+    if running_pid(stack, "watchdog") is None:
+        with step("starting the watchdog", log=stack.log("watchdog")):
+            stack.health_file("watchdog").unlink(missing_ok=True)
+            watcher = watchdog(stack)
+            watcher.start()
+            record_pid(stack, "watchdog", watcher.pid)
+            wait_until_healthy(stack, "watchdog", lambda: health(stack, "watchdog"))
+    print_next_steps(stack, write_stack_env(stack))
+    return 0
 
 
 def write_stack_env(stack: Stack) -> Path:
-    """What a tester needs to talk to the stack (source it, or pass it to the simulator)."""
-    device = f"device-{DEVICE_SENSOR_ID}"
+    """What a tester needs to talk to the stack: source it, or pass it to the simulator."""
     lines = {
         "MQTT_URL": stack.mqtt_url("simulator"),
-        "MQTT_DEVICE_URL": stack.mqtt_url(device),
+        "MQTT_DEVICE_URL": stack.mqtt_url(f"device-{DEVICE_SENSOR_ID}"),
         "MQTT_DEVICE_SENSOR_ID": str(DEVICE_SENSOR_ID),
         "DATABASE_URL": stack.db_url("reader"),
         "BRIDGE_DATABASE_URL": stack.db_url("bridge"),
-        "ADMIN_DATABASE_URL": stack.db_url("postgres"),
+        "ADMIN_DATABASE_URL": postgres_server(stack).socket_url("sensors"),
     }
     path = stack.home / "stack.env"
     path.write_text("".join(f"{key}={value}\n" for key, value in lines.items()))
@@ -269,61 +389,85 @@ def write_stack_env(stack: Stack) -> Path:
     return path
 
 
-def up(stack: Stack) -> int:
-    """Start whatever is not running, then wait until everything is healthy."""
-    if running_pid(stack, "postgres") is None:
-        start_postgres(stack)
-    if running_pid(stack, "mosquitto") is None:
-        start_mosquitto(stack)
-    for client_id in WORKERS:
-        if running_pid(stack, client_id) is None:
-            start(stack, client_id, [sys.executable, "-m", "bridge"], env=worker_env(stack, client_id))
-    if running_pid(stack, "watchdog") is None:
-        start(stack, "watchdog", [sys.executable, "-m", "watchdog"], env=watchdog_env(stack))
-    for client_id in WORKERS:
-        wait_for(f"bridge worker {client_id}", lambda c=client_id: healthy("bridge", worker_env(stack, c)),
-                 stack, client_id)
-    wait_for("watchdog", lambda: healthy("watchdog", watchdog_env(stack)), stack, "watchdog")
-    path = write_stack_env(stack)
-    print(f"local stack up: broker 127.0.0.1:{stack.ports['mqtt']}, PostgreSQL 127.0.0.1:{stack.ports['postgres']}")
-    print(f"  settings for the simulator and psql: {path}")
-    print(f"  try: set -a; . {path}; set +a; python -m simulator --messages 500 --duration 5 --verify")
-    return 0
+def print_next_steps(stack: Stack, env_file: Path) -> None:
+    """The short "what now" after `up`; each `$` line can be pasted as it is (passwords stay in the file)."""
+    env = _shown(env_file)
+    # In the shell's single quotes: close them around "$(date ...)" so the timestamp is now.
+    now = "'\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"'"
+    reading = f'{{"sensor_id": {DEVICE_SENSOR_ID}, "timestamp": "{now}", "variable": "temperature", ' \
+              '"value": 21.5, "unit": "C"}'
+    print(f"""
+The stack is up: Mosquitto on 127.0.0.1:{stack.ports['mqtt']}, PostgreSQL on 127.0.0.1:{stack.ports['postgres']},
+three bridge workers and the watchdog. Its settings and passwords are in {env}. What now:
+
+  Load the settings into your shell (the passwords are never printed):
+  $ set -a; . {env}; set +a
+  Publish one reading as device {DEVICE_SENSOR_ID}, the way a sensor would:
+  $ mosquitto_pub -L "$MQTT_DEVICE_URL/sensors/{DEVICE_SENSOR_ID}/readings" -q 1 -m '{reading}'
+  Look at the stored readings:
+  $ {LOOK_AT_READINGS}
+  Send 500 readings in 5 s and check that every one arrived:
+  $ .venv/bin/python -m simulator --messages 500 --duration 5 --verify
+  Alerts: the watchdog writes them to {_shown(stack.log('watchdog'))}
+  (set DISCORD_WEBHOOK_URL before `up` to post them to a Discord channel).
+  Each part's health:
+  $ scripts/local-stack status
+  Stop everything (data and passwords are kept for the next `up`):
+  $ scripts/local-stack down
+""")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the checkout when it is inside it (what the person typed commands from)."""
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def down(stack: Stack) -> int:
     """Stop everything `up` started, by PID, consumers first."""
+    running = [name for name in STOP_ORDER if running_pid(stack, name) is not None]
+    for name in running:
+        with step(f"stopping {name}", log=stack.log(name)):
+            stop(stack, name)
+    if not running:
+        print("local-stack: nothing was running")
     for name in STOP_ORDER:
-        pid = running_pid(stack, name)
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            while running_pid(stack, name) is not None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if running_pid(stack, name) is not None:
-                os.kill(pid, signal.SIGKILL)
         stack.pid_file(name).unlink(missing_ok=True)
-    print("local stack down")
     return 0
 
 
 def status(stack: Stack) -> int:
-    """Print each component's state; exit 0 only when all are running."""
-    alive = {name: running_pid(stack, name) for name in reversed(STOP_ORDER)}
-    for name, pid in alive.items():
-        print(f"{name:16} {'running, pid ' + str(pid) if pid else 'stopped'}")
-    return 0 if all(alive.values()) else 1
+    """Each part's process and health; exit 0 only when every part runs and is healthy."""
+    all_well = True
+    for name in reversed(STOP_ORDER):
+        pid = running_pid(stack, name)
+        if pid is None:
+            all_well = False
+            print(f"{name:16} stopped")
+            continue
+        healthy, message = health(stack, name)
+        all_well &= healthy
+        print(f"{name:16} {'healthy  ' if healthy else 'UNHEALTHY'} pid {pid}: {message}")
+    return 0 if all_well else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch up, down or status."""
+    """Dispatch up, down or status; a failure is one message, never a traceback."""
     parser = argparse.ArgumentParser(prog="scripts/local-stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status"])
     args = parser.parse_args(argv)
-    home = Path(os.environ.get("LOCAL_STACK_DIR") or ROOT / ".local").resolve()
-    stack = load_stack(home)
-    return {"up": up, "down": down, "status": status}[args.command](stack)
+    home = Path(os.environ.get("LOCAL_STACK_DIR") or REPO_ROOT / ".local").resolve()
+    try:
+        stack = load_stack(home)
+        return {"up": up, "down": down, "status": status}[args.command](stack)
+    except StackError as exc:
+        print(f"local-stack: {exc}", file=sys.stderr)
+        if args.command == "up":
+            print("local-stack: what did start keeps running; scripts/local-stack down stops it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 
 from devstack.mqtt_client import MqttTestClient
-from devstack.processes import REPO_ROOT, find_binary, wait_until
+from devstack.processes import REPO_ROOT, find_binary
 from devstack.servers import (
     BRIDGE_TEST_ROLE,
     MOSQUITTO_HINT,
@@ -43,7 +43,7 @@ from devstack.servers import (
     login_password,
     write_test_accounts,
 )
-from devstack.workers import MakeEnv, StartWorker, WorkerProcess
+from devstack.workers import MakeEnv, NotOnline, StartWorker, WorkerProcess, start_online, worker_env
 
 WORKER_READY_TIMEOUT_S = 30.0
 WORKER_STOP_TIMEOUT_S = 10.0
@@ -283,36 +283,12 @@ def bridge_env(
     """
 
     def make_env(client_id: str, /, **overrides: object) -> dict[str, str]:
-        env = {
-            "DATABASE_URL": bridge_database_url,
-            "MQTT_URL": mqtt_url,
-            "BRIDGE_CLIENT_ID": client_id,
-            "BRIDGE_SHARE_GROUP": share_group,
-            "BRIDGE_HEARTBEAT_S": "1",
-            "BRIDGE_LOG_LEVEL": "INFO",
-            "BRIDGE_HEALTH_FILE": str(tmp_path / f"health-{client_id}"),
-        }
-        env.update({key.upper(): str(value) for key, value in overrides.items()})
-        return env
+        return worker_env(
+            client_id, database_url=bridge_database_url, mqtt_url=mqtt_url, share_group=share_group,
+            health_dir=tmp_path, bridge_heartbeat_s=1, bridge_log_level="INFO", **overrides,
+        )
 
     return make_env
-
-
-def _wait_until_online(worker: WorkerProcess, status: MqttTestClient, topic: str) -> None:
-    """Wait for `online` on the worker's status topic; fail at once if the worker exits."""
-
-    def online() -> bool:
-        if not worker.is_running():
-            pytest.fail(
-                f"worker {worker.client_id} exited with code {worker.wait(0)} before it was ready; "
-                f"log tail:\n{worker.log_tail()}"
-            )
-        return any(message.payload == b"online" for message in status.received(topic))
-
-    try:
-        wait_until(online, WORKER_READY_TIMEOUT_S, message=f"worker {worker.client_id} online")
-    except AssertionError as exc:
-        pytest.fail(f"{exc}; log tail:\n{worker.log_tail()}")
 
 
 @pytest.fixture
@@ -330,16 +306,14 @@ def start_worker(
 
     def start(client_id: str, /, *, ready: bool = True, **env_overrides: object) -> WorkerProcess:
         worker = WorkerProcess(client_id, bridge_env(client_id, **env_overrides), log_dir=tmp_path)
-        topic = f"bridge/status/{client_id}"
-        with MqttTestClient.from_url(mqtt_url) as status:
-            # Forget a retained status from an earlier worker with this client id,
-            # then listen before the worker starts so its `online` cannot be missed.
-            status.publish(topic, b"", retain=True)
-            status.subscribe(topic)
-            workers.append(worker)
+        workers.append(worker)
+        if not ready:
             worker.start()
-            if ready:
-                _wait_until_online(worker, status, topic)
+            return worker
+        try:
+            start_online([worker], mqtt_url, timeout_s=WORKER_READY_TIMEOUT_S)
+        except NotOnline as exc:
+            pytest.fail(str(exc))
         return worker
 
     yield start

@@ -1,9 +1,15 @@
-"""scripts/local-stack: the dockerless stack comes up healthy, carries readings, and goes away."""
+"""scripts/local-stack: the first command of a newcomer, and the dockerless stack's whole life.
+
+The newcomer test clones the committed HEAD into an empty folder (no .venv,
+no .local), runs `scripts/local-stack up` there as the first command, follows
+the instructions it prints, and takes the stack down again.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -12,19 +18,21 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from devstack.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
+# What a newcomer's shell has: no virtual environment, no coverage, no test settings.
+_NEWCOMER_ENV = ("HOME", "LANG", "LC_ALL", "TERM", "TMPDIR")
 
-def local_stack(command: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LOCAL_STACK_DIR": str(home), "PYTHON": sys.executable}
-    return subprocess.run(
-        [str(REPO_ROOT / "scripts" / "local-stack"), command], env=env, cwd=REPO_ROOT,
-        capture_output=True, text=True, timeout=180, check=False,
-    )
+
+def run(
+    command: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -32,43 +40,141 @@ def read_env(path: Path) -> dict[str, str]:
 
 
 def port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def processes_under(folder: Path) -> list[str]:
+    """Command lines of live processes started from, or naming, `folder`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (str(folder) in cmdline or cwd.startswith(str(folder))):
+            found.append(cmdline)
+    return found
+
+
+def pasted(output: str, starts_with: str) -> str:
+    """The `$ ...` line of up's "what now" that starts with `starts_with`, as a person would paste it."""
+    lines = [line.strip()[2:] for line in output.splitlines() if line.strip().startswith(f"$ {starts_with}")]
+    assert len(lines) == 1, f"one '$ {starts_with}' line expected in:\n{output}"
+    return lines[0]
 
 
 @pytest.fixture
-def home() -> Iterator[Path]:
-    """The stack's state folder; under /tmp and traversable, since PostgreSQL runs as `postgres` under root."""
-    folder = Path(tempfile.mkdtemp(prefix="local-stack-test-"))
-    folder.chmod(0o755)
-    yield folder / "stack"
-    shutil.rmtree(folder, ignore_errors=True)
+def folder() -> Iterator[Path]:
+    """An empty folder the servers' own OS users can enter (PostgreSQL runs as `postgres` under root)."""
+    path = Path(tempfile.mkdtemp(prefix="local-stack-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
-def test_up_simulate_verify_down(home: Path) -> None:
+@pytest.fixture
+def clone(folder: Path) -> Path:
+    """The repository's committed HEAD, cloned as a newcomer would: no .venv, no .local."""
+    target = folder / "iot-sensors-bridge"
+    subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(target)], check=True, timeout=120)
+    return target
+
+
+def newcomer_env() -> dict[str, str]:
+    """PATH without any virtual environment's bin folder; nothing else of the test run."""
+    venv_bins = {str(Path(sys.prefix) / "bin"), os.environ.get("VIRTUAL_ENV", "") + "/bin"}
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p not in venv_bins)
+    return {**{k: v for k, v in os.environ.items() if k in _NEWCOMER_ENV}, "PATH": path}
+
+
+def test_newcomer_first_command_brings_the_stack_up_and_its_instructions_work(clone: Path) -> None:
+    env = newcomer_env()
+    stack_dir = clone / ".local"
     try:
-        up = local_stack("up", home)
+        up = run(["scripts/local-stack", "up"], cwd=clone, env=env, timeout=600)
         assert up.returncode == 0, up.stdout + up.stderr
-        env = read_env(home / "stack.env")
-        names = {"MQTT_URL", "MQTT_DEVICE_URL", "MQTT_DEVICE_SENSOR_ID", "DATABASE_URL", "BRIDGE_DATABASE_URL"}
-        assert names <= set(env)
-        assert local_stack("status", home).returncode == 0
+        assert "Traceback" not in up.stdout + up.stderr
+        for part in ("PostgreSQL", "Mosquitto", "bridge worker local-bridge-1", "the watchdog"):
+            assert re.search(rf"starting {part}.* \.\.\. ok", up.stdout), up.stdout
+        stack_env = read_env(stack_dir / "stack.env")
+        assert all(secret not in up.stdout + up.stderr for key, secret in stack_env.items() if "URL" in key), \
+            "passwords stay in .local/stack.env, never on the screen"
 
-        simulator = subprocess.run(
-            [sys.executable, "-m", "simulator", "--messages", "300", "--duration", "3", "--duplicates", "0.1",
-             "--invalid", "0.05", "--verify", "--verify-timeout", "60", "--progress", "none", "--json", "-"],
-            env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
-        )
+        shell = f"{pasted(up.stdout, 'set -a')}\n{pasted(up.stdout, 'mosquitto_pub')}\n"
+        published = run(["bash", "-c", shell], cwd=clone, env=env)
+        assert published.returncode == 0, published.stdout + published.stderr
+        simulator = run([str(clone / ".venv/bin/python"), "-m", "simulator", "--messages", "500", "--duration", "5",
+                         "--verify", "--progress", "none", "--json", "-"], cwd=clone, env={**env, **stack_env})
         assert simulator.returncode == 0, simulator.stdout + simulator.stderr
         summary = json.loads(simulator.stdout[simulator.stdout.index("{"):])
-        assert summary["verify"]["missing"] == 0
+        looked = run(["bash", "-c", f"{pasted(up.stdout, 'set -a')}\n{pasted(up.stdout, 'psql')}"], cwd=clone, env=env)
+        status = run(["scripts/local-stack", "status"], cwd=clone, env=env)
     finally:
-        down = local_stack("down", home)
+        down = run(["scripts/local-stack", "down"], cwd=clone, env=env)
+
+    assert summary["verify"]["missing"] == 0 and summary["verify"]["found"] == 500
+    assert looked.returncode == 0 and "temperature" in looked.stdout, looked.stdout + looked.stderr
+    assert status.returncode == 0 and status.stdout.count("healthy ") == 6, status.stdout
     assert down.returncode == 0, down.stdout + down.stderr
-    ports = json.loads((home / "state.json").read_text())["ports"]
-    assert not any(port_open(port) for port in ports.values()), "every port is free after down"
-    assert local_stack("status", home).returncode == 1
-    assert not list((home / "pids").glob("*.pid"))
+    ports = json.loads((stack_dir / "state.json").read_text())["ports"]
+    assert not [port for port in ports.values() if port_open(port)], "every port is free after down"
+    assert processes_under(clone) == [], "no process is left after down"
+
+
+def test_second_up_changes_nothing_and_up_after_down_keeps_data_and_passwords(folder: Path) -> None:
+    env = {**os.environ, "LOCAL_STACK_DIR": str(folder / "stack")}
+    stack_dir = folder / "stack"
+    try:
+        first = run(["scripts/local-stack", "up"], cwd=REPO_ROOT, env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        pids = {p.name: p.read_text() for p in (stack_dir / "pids").iterdir()}
+        again = run(["scripts/local-stack", "up"], cwd=REPO_ROOT, env=env)
+        assert again.returncode == 0 and "already up; nothing changed" in again.stdout, again.stdout + again.stderr
+        assert {p.name: p.read_text() for p in (stack_dir / "pids").iterdir()} == pids
+        before = read_env(stack_dir / "stack.env")
+        with psycopg.connect(before["ADMIN_DATABASE_URL"], autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS kept_across_restarts (n int)")
+
+        assert run(["scripts/local-stack", "down"], cwd=REPO_ROOT, env=env).returncode == 0
+        stopped = run(["scripts/local-stack", "status"], cwd=REPO_ROOT, env=env)
+        assert stopped.returncode == 1 and stopped.stdout.count("stopped") == 6, stopped.stdout
+        back = run(["scripts/local-stack", "up"], cwd=REPO_ROOT, env=env)
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert read_env(stack_dir / "stack.env") == before, "same ports and passwords"
+        with psycopg.connect(before["DATABASE_URL"]) as conn:  # the reader role, with the same password
+            assert conn.execute("SELECT count(*) FROM readings").fetchone() is not None
+        with psycopg.connect(before["ADMIN_DATABASE_URL"]) as conn:
+            assert conn.execute("SELECT to_regclass('kept_across_restarts')").fetchone() == ("kept_across_restarts",)
+    finally:
+        down = run(["scripts/local-stack", "down"], cwd=REPO_ROOT, env=env)
+    assert down.returncode == 0 and "stopping postgres ... ok" in down.stdout, down.stdout + down.stderr
+    assert not list((stack_dir / "pids").glob("*.pid"))
+
+
+def _can_hide_folders() -> bool:
+    return os.geteuid() == 0 and shutil.which("unshare") is not None and run(
+        ["unshare", "--mount", "true"], cwd=Path("/"), env=dict(os.environ)).returncode == 0
+
+
+@pytest.mark.skipif(not _can_hide_folders(), reason="hiding the installed servers needs root and unshare --mount")
+def test_up_without_the_servers_and_without_root_names_the_command_to_run(clone: Path, folder: Path) -> None:
+    # A machine without Debian's mosquitto and postgresql, and a user who is not
+    # root: their folders are hidden in a private mount namespace, and the
+    # script runs as `nobody` with a PATH that has no server on it.
+    empty = folder / "empty"
+    empty.mkdir()
+    hide = " && ".join(f"mount --bind {empty} {path}" for path in ("/usr/sbin", "/usr/lib/postgresql")
+                       if Path(path).exists())
+    script = (f"{hide} && exec setpriv --reuid=65534 --regid=65534 --clear-groups "
+              f"env -i PATH=/usr/bin:/bin HOME=/tmp {clone}/scripts/local-stack up")
+    result = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], cwd=clone, env={})
+
+    assert result.returncode != 0
+    problems = [line for line in result.stderr.splitlines() if "apt-get install" in line]
+    assert problems == ["missing Debian packages: mosquitto postgresql; "
+                        "install them with: sudo apt-get install -y mosquitto postgresql"], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (clone / ".local").exists() and not (clone / ".venv").exists(), "nothing was started or created"
