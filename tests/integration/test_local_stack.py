@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devstack.processes import REPO_ROOT
+from devstack.processes import REPO_ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -106,17 +106,19 @@ def test_newcomer_first_command_brings_the_stack_up_and_its_instructions_work(cl
         shell = f"{pasted(up.stdout, 'set -a')}\n{pasted(up.stdout, 'mosquitto_pub')}\n"
         published = run(["bash", "-c", shell], cwd=clone, env=env)
         assert published.returncode == 0, published.stdout + published.stderr
+        look = ["bash", "-c", f"{pasted(up.stdout, 'set -a')}\n{pasted(up.stdout, 'psql')}"]
+        looked = wait_until(lambda: (r := run(look, cwd=clone, env=env)).returncode == 0 and "temperature" in r.stdout,
+                            30, interval=0.5, message="the published reading shown by the psql line")
         simulator = run([str(clone / ".venv/bin/python"), "-m", "simulator", "--messages", "500", "--duration", "5",
                          "--verify", "--progress", "none", "--json", "-"], cwd=clone, env={**env, **stack_env})
         assert simulator.returncode == 0, simulator.stdout + simulator.stderr
         summary = json.loads(simulator.stdout[simulator.stdout.index("{"):])
-        looked = run(["bash", "-c", f"{pasted(up.stdout, 'set -a')}\n{pasted(up.stdout, 'psql')}"], cwd=clone, env=env)
         status = run(["scripts/local-stack", "status"], cwd=clone, env=env)
     finally:
         down = run(["scripts/local-stack", "down"], cwd=clone, env=env)
 
     assert summary["verify"]["missing"] == 0 and summary["verify"]["found"] == 500
-    assert looked.returncode == 0 and "temperature" in looked.stdout, looked.stdout + looked.stderr
+    assert looked
     assert status.returncode == 0 and status.stdout.count("healthy ") == 6, status.stdout
     assert down.returncode == 0, down.stdout + down.stderr
     ports = json.loads((stack_dir / "state.json").read_text())["ports"]
