@@ -50,6 +50,51 @@ CREATE TABLE IF NOT EXISTS rejected_messages (
 CREATE INDEX IF NOT EXISTS rejected_messages_received_at_idx
     ON rejected_messages (received_at);
 
+-- reason_code: why, as one word of a closed set (README, "Rejection codes";
+-- iotcommon/contract.py RejectionCode), next to the human reason. Added to an
+-- older database once: its rows get the code their reason words, or
+-- 'unknown'. The default keeps a worker of the previous release, which does
+-- not send the column, working during a rolling upgrade.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'rejected_messages'
+                     AND column_name = 'reason_code') THEN
+        ALTER TABLE rejected_messages ADD COLUMN reason_code text NOT NULL DEFAULT 'unknown';
+        UPDATE rejected_messages SET reason_code = CASE
+            WHEN reason LIKE 'conflict:%' THEN 'conflict'
+            WHEN reason LIKE 'database refused%' THEN 'database_refused'
+            WHEN reason LIKE 'internal error%' THEN 'internal_error'
+            WHEN reason LIKE 'topic:%' THEN 'bad_topic'
+            WHEN reason LIKE 'payload is empty%' THEN 'empty_payload'
+            WHEN reason LIKE '%bytes; the limit is BRIDGE_MAX_PAYLOAD_BYTES%' THEN 'payload_too_large'
+            WHEN reason LIKE '%not valid UTF-8%' THEN 'not_utf8'
+            WHEN reason LIKE '%not valid JSON%' THEN 'not_json'
+            WHEN reason LIKE '%must be a JSON object%' THEN 'not_object_or_array'
+            WHEN reason LIKE 'payload is an empty array%' THEN 'empty_array'
+            WHEN reason LIKE 'payload is an array of % readings; the limit is%' THEN 'array_too_long'
+            WHEN reason LIKE '%does not match the topic''s sensor id%' THEN 'topic_mismatch'
+            WHEN reason LIKE '%is required%' THEN 'missing_field'
+            WHEN reason LIKE '%in the future; the limit is%' THEN 'future_timestamp'
+            WHEN reason LIKE '%should have timezone info%' THEN 'naive_timestamp'
+            WHEN reason LIKE '%control characters%' THEN 'invalid_text'
+            WHEN reason LIKE '%finite number%' THEN 'not_finite'
+            WHEN reason LIKE '%should be greater than%' OR reason LIKE '%should be less than%'
+                 OR reason LIKE '%should have at least%' OR reason LIKE '%should have at most%' THEN 'out_of_range'
+            WHEN reason LIKE 'timestamp:%' OR reason LIKE 'element %: timestamp:%' THEN 'bad_timestamp'
+            WHEN reason LIKE '%should be a valid%' THEN 'wrong_type'
+            ELSE 'unknown'
+        END;
+    END IF;
+END
+$$;
+
+CREATE INDEX IF NOT EXISTS rejected_messages_code_received_at_idx
+    ON rejected_messages (reason_code, received_at);
+
+COMMENT ON COLUMN rejected_messages.reason_code IS
+    'Why, from a closed set (README, "Rejection codes"); reason says it in words.';
+
 COMMENT ON TABLE rejected_messages IS
     'Messages the bridge refused, with the raw payload and a reason naming the field and rule.';
 
@@ -103,7 +148,7 @@ $$;
 REVOKE ALL ON readings, rejected_messages, rejected_replays FROM iot_replay;
 GRANT INSERT ON readings TO iot_replay;
 GRANT SELECT (sensor_id, "timestamp", variable, value, unit) ON readings TO iot_replay;
-GRANT SELECT (id, received_at, topic, payload, reason) ON rejected_messages TO iot_replay;
+GRANT SELECT (id, received_at, topic, payload, reason, reason_code) ON rejected_messages TO iot_replay;
 GRANT SELECT, INSERT ON rejected_replays TO iot_replay;
 
 -- The watchdog only connects and runs SELECT 1: CONNECT on the database is

@@ -21,20 +21,22 @@ from paho.mqtt.properties import Properties
 
 from bridge.backoff import Backoff
 from bridge.config import Settings
-from bridge.consumer import STATUS_OFFLINE, MqttConsumer, status_topic
+from bridge.consumer import MqttConsumer
 from bridge.database import Database
 from bridge.errors import BridgeError, BrokerTlsError, ConfigError, SinkMisconfigured, SinkUnavailable
 from bridge.health import check_health
 from bridge.heartbeat import Heartbeat
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
-from bridge.model import Limits, parse_message
+from bridge.model import Limits
 from bridge.pipeline import Pipeline
-from bridge.replay import build_parser as build_replay_parser
+from bridge.replay_command import build_parser as build_replay_parser
 from bridge.replay_command import run_replay
 from bridge.sink import PostgresSink
 from bridge.stats import Stats
 from bridge.transport import apply_endpoint, check_broker_tls
+from bridge.validation import parse_message
+from iotcommon.contract import WorkerStatus, status_topic
 
 logger = logging.getLogger("bridge")
 
@@ -194,7 +196,9 @@ def build_client(settings: Settings) -> mqtt.Client:
         manual_ack=True,
     )
     apply_endpoint(client, endpoint)
-    client.will_set(status_topic(settings.client_id), STATUS_OFFLINE, qos=1, retain=True)
+    # The Last Will says "crashed", not "offline": a watchdog can tell a crash
+    # (or a frozen worker, or a lost link) from a clean stop.
+    client.will_set(status_topic(settings.client_id), WorkerStatus.CRASHED.value, qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = settings.session_expiry_s
@@ -242,7 +246,7 @@ def install_signal_handlers(stop: threading.Event, worker: Worker, stopping_sinc
 def say_goodbye(client: mqtt.Client, consumer: MqttConsumer) -> None:
     """Publish the retained offline status, then disconnect; the broker keeps our session."""
     if client.is_connected():
-        info = consumer.publish_status(STATUS_OFFLINE)
+        info = consumer.publish_status(WorkerStatus.OFFLINE)
         try:
             info.wait_for_publish(timeout=2.0)
         except (RuntimeError, ValueError):

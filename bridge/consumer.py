@@ -8,15 +8,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from bridge.inbox import Delivery, Inbox
-from bridge.model import Parsed, Rejection
+from bridge.inbox import Inbox
+from bridge.model import Delivery, Parsed, Rejection
 from bridge.stats import Stats
+from iotcommon.contract import RejectionCode, WorkerStatus, status_topic
 
 logger = logging.getLogger(__name__)
 
 SESSION_TAKEN_OVER = 142  # MQTT v5 reason code: another client connected with our id
-STATUS_ONLINE = "online"
-STATUS_OFFLINE = "offline"
 
 
 class MqttClient(Protocol):
@@ -36,11 +35,6 @@ class MqttClient(Protocol):
 
 
 Parser = Callable[[str, bytes, datetime], Parsed]
-
-
-def status_topic(client_id: str) -> str:
-    """The retained online/offline topic of a worker (its Last Will goes there too)."""
-    return f"bridge/status/{client_id}"
 
 
 class MqttConsumer:
@@ -97,9 +91,9 @@ class MqttConsumer:
         """Leave further messages unacknowledged: the broker keeps them for our next session."""
         self._accepting = False
 
-    def publish_status(self, status: str) -> Any:
-        """Publish the retained online/offline status."""
-        return self._client.publish(status_topic(self._client_id), status, qos=1, retain=True)
+    def publish_status(self, status: WorkerStatus) -> Any:
+        """Publish the retained status (online, or offline when stopping cleanly)."""
+        return self._client.publish(status_topic(self._client_id), status.value, qos=1, retain=True)
 
     def _on_pre_connect(self, client: Any, userdata: Any) -> None:
         with self._lock:
@@ -135,7 +129,7 @@ class MqttConsumer:
             logger.error("broker refused subscription of %s to %s: %s", self._client_id, self._subscription, failed[0])
             return
         logger.info("%s subscribed to %s", self._client_id, self._subscription)
-        self.publish_status(STATUS_ONLINE)
+        self.publish_status(WorkerStatus.ONLINE)
         self.ready.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
@@ -162,7 +156,7 @@ class MqttConsumer:
             self._stats.handler_errors += 1
             logger.exception("bug while validating a message on %s; storing it as rejected", topic)
             reason = f"internal error while validating ({type(exc).__name__}: {exc}); please report this"
-            return Parsed(rejections=(Rejection(payload, reason),))
+            return Parsed(rejections=(Rejection(payload, RejectionCode.INTERNAL_ERROR, reason),))
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         with self._lock:

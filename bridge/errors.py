@@ -16,14 +16,6 @@ class ConfigError(BridgeError):
         self.problem = problem
 
 
-class InvalidMessage(BridgeError):
-    """A message or array element breaks the message contract."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class SinkError(BridgeError):
     """The database could not store a batch."""
 

@@ -8,13 +8,20 @@ import tempfile
 from datetime import datetime
 from typing import Any
 
+from iotcommon.contract import Heartbeat
+
 
 def write_health(path: str, snapshot: dict[str, Any]) -> None:
     """Atomically replace the health file with the latest snapshot."""
+    write_health_text(path, json.dumps(snapshot))
+
+
+def write_health_text(path: str, text: str) -> None:
+    """Atomically replace the health file with `text` (JSON)."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".health-")
     with os.fdopen(fd, "w") as handle:
-        json.dump(snapshot, handle)
+        handle.write(text)
     os.replace(tmp, path)
 
 
@@ -32,11 +39,12 @@ def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, s
     """(healthy, explanation): the worker wrote recently and is connected to the broker."""
     try:
         data, age_s = read_health(path, now=now)
-    except ValueError as exc:
-        return False, str(exc)
+        beat = Heartbeat.model_validate(data)
+    except ValueError as exc:  # pydantic's ValidationError is one too
+        return False, f"unusable health file {path}: {' '.join(str(exc).split())[:200]}"
     if age_s > max_age_s:
         return False, f"last heartbeat {age_s:.0f} s ago (limit {max_age_s:.0f} s): worker stuck or stopped"
-    if not data.get("mqtt_connected"):
+    if not beat.mqtt_connected:
         return False, "worker is not connected to the broker"
-    database = "database ok" if data.get("db_ok") else "database UNAVAILABLE (retrying)"
-    return True, f"healthy: heartbeat {age_s:.1f} s ago, {database}, in flight {data.get('in_flight')}"
+    database = "database ok" if beat.db_ok else "database UNAVAILABLE (retrying)"
+    return True, f"healthy: heartbeat {age_s:.1f} s ago, {database}, in flight {beat.in_flight}"

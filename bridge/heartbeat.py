@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from bridge.health import write_health
+from bridge.health import write_health_text
 from bridge.stats import Stats
+from iotcommon.contract import Heartbeat as HeartbeatPayload
+from iotcommon.contract import heartbeat_topic
 
 logger = logging.getLogger(__name__)
-
-
-def heartbeat_topic(client_id: str) -> str:
-    """Where a worker publishes its heartbeat."""
-    return f"bridge/heartbeat/{client_id}"
 
 
 class Heartbeat:
@@ -46,15 +42,16 @@ class Heartbeat:
             if stop.wait(self._interval_s):
                 return
 
-    def beat(self) -> dict[str, object]:
-        """Publish one heartbeat and refresh the health file; never raises."""
-        snapshot = {"client_id": self._client_id, "at": self._now().isoformat(), **self._stats.snapshot()}
+    def beat(self) -> HeartbeatPayload:
+        """Publish one heartbeat and refresh the health file (the same JSON); never raises."""
+        payload = self._stats.heartbeat(client_id=self._client_id, at=self._now())
+        text = payload.model_dump_json()
         try:
-            self._publish(heartbeat_topic(self._client_id), json.dumps(snapshot))
+            self._publish(heartbeat_topic(self._client_id), text)
         except Exception:
             logger.exception("could not publish heartbeat of %s", self._client_id)
         try:
-            write_health(self._health_path, snapshot)
+            write_health_text(self._health_path, text)
         except OSError:
             logger.exception("could not write health file %s", self._health_path)
-        return snapshot
+        return payload

@@ -5,25 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from dataclasses import dataclass
-from datetime import datetime
 
-from bridge.model import Parsed
+from bridge.model import Delivery
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One received MQTT message, validated, waiting to be stored and acknowledged."""
-
-    mid: int
-    qos: int
-    generation: int  # which connection it arrived on; acks never cross connections
-    topic: str
-    payload: bytes
-    received_at: datetime
-    parsed: Parsed
 
 
 class Inbox:

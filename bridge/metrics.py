@@ -2,34 +2,20 @@
 
 Counters are read from Stats when Prometheus scrapes (a custom collector), so
 the message path pays nothing for them; only the per-batch histograms and the
-rejection reasons are recorded as batches commit.
+rejections by code are recorded as batches commit.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bridge.inbox import Delivery
+from bridge.model import Delivery
 from bridge.stats import Stats
-
-_FIELD = re.compile(r"^(?:element \d+: )?([a-z_]+)")
-# Reasons start with the field or the subject they are about; anything else is "other".
-_KNOWN = {"sensor_id", "timestamp", "variable", "value", "unit", "payload", "topic", "conflict", "database",
-          "internal", "element"}
-
-
-def reason_label(reason: str) -> str:
-    """A small, fixed set of labels from a rejection reason: the field it names."""
-    match = _FIELD.match(reason)
-    label = match.group(1) if match else "other"
-    if label in _KNOWN:
-        return label
-    return "element" if reason.startswith("element") else "other"
+from iotcommon.contract import RejectionCode
 
 
 class StatsCollector(Collector):
@@ -71,7 +57,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self._rejected = Counter(
-            "bridge_rejected_by_reason", "rejected messages by the field the reason names", ["reason"],
+            "bridge_rejected_by_code", "rejected messages (or array elements) by reason code", ["code"],
             registry=self.registry,
         )
 
@@ -81,12 +67,12 @@ class Metrics:
         self._commit_seconds.observe(seconds)
         for delivery in batch:
             for rejection in delivery.parsed.rejections:
-                self._rejected.labels(reason_label(rejection.reason)).inc()
+                self._rejected.labels(rejection.code.value).inc()
 
     def observe_conflicts(self, count: int) -> None:
         """Conflicting duplicates are rejected by the database step, not by validation."""
         if count:
-            self._rejected.labels("conflict").inc(count)
+            self._rejected.labels(RejectionCode.CONFLICT.value).inc(count)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from other hosts
         """Start the HTTP endpoint in a daemon thread."""

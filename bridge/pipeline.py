@@ -11,10 +11,11 @@ from typing import Protocol
 
 from bridge.backoff import Backoff
 from bridge.errors import SinkRefused, SinkUnavailable
-from bridge.inbox import Delivery, Inbox
-from bridge.model import Parsed, Rejection
+from bridge.inbox import Inbox
+from bridge.model import Delivery, Parsed, Rejection
 from bridge.sink import Sink, WriteResult
 from bridge.stats import Stats
+from iotcommon.contract import RejectionCode
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class Pipeline:
 def _as_refused(delivery: Delivery, error: str) -> Delivery:
     """The same delivery with every reading turned into a rejection naming the database error."""
     reason = f"database refused the message: {error}"
-    rejections = (Rejection(delivery.payload, reason), *delivery.parsed.rejections)
+    rejections = (Rejection(delivery.payload, RejectionCode.DATABASE_REFUSED, reason), *delivery.parsed.rejections)
     parsed = Parsed(rejections=rejections)
     return Delivery(
         delivery.mid, delivery.qos, delivery.generation, delivery.topic,

@@ -8,22 +8,21 @@ rejected_replays in the same transaction as the readings it stored.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import NamedTuple, Protocol
 
 from bridge.errors import SinkRefused
-from bridge.model import Limits, Rejection, Row, parse_message
+from bridge.model import Limits, Rejection, Row
+from bridge.validation import parse_message
+from iotcommon.contract import RejectionCode
 
 STORED = "stored"
 DUPLICATE = "duplicate"
 STILL_INVALID = "still invalid"
 PARTLY_STORED = "partly stored"
-# The sink words a conflicting duplicate this way (bridge/sink.py, PostgresSink._conflict).
-CONFLICT_PREFIX = "conflict:"
 
 
 class RejectedMessage(NamedTuple):
@@ -34,6 +33,7 @@ class RejectedMessage(NamedTuple):
     topic: str
     payload: bytes
     reason: str
+    code: RejectionCode = RejectionCode.UNKNOWN
     replayed: bool = False
 
 
@@ -44,6 +44,7 @@ class Criteria:
     since: datetime | None = None
     until: datetime | None = None
     reason: str | None = None
+    codes: frozenset[RejectionCode] = frozenset()  # empty: any code
     topic: str | None = None
     limit: int | None = None
     again: bool = False
@@ -134,7 +135,7 @@ def select(message: RejectedMessage, criteria: Criteria) -> Selection:
     # A conflict's key is already stored with another value: no rule change can
     # store it (ON CONFLICT DO NOTHING keeps the first), so replaying it would only
     # record a misleading 'duplicate'. Resolving a conflict is a human decision.
-    if message.reason.startswith(CONFLICT_PREFIX):
+    if message.code is RejectionCode.CONFLICT:
         return Selection.CONFLICT
     if message.replayed and not criteria.again:
         return Selection.REPLAYED
@@ -146,6 +147,7 @@ def _matches(message: RejectedMessage, criteria: Criteria) -> bool:
         (criteria.since is None or message.received_at >= criteria.since)
         and (criteria.until is None or message.received_at < criteria.until)
         and (criteria.reason is None or criteria.reason in message.reason)
+        and (not criteria.codes or message.code in criteria.codes)
         and (criteria.topic is None or topic_matches(criteria.topic, message.topic))
     )
 
@@ -217,45 +219,3 @@ def _count(summary: ReplaySummary, plan: Plan, outcome: Outcome, *, dry_run: boo
         return  # whether a key is already stored is found out only by writing
     summary.stored += outcome.readings_stored
     summary.duplicates += len(plan.rows) - outcome.readings_stored
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The options of `python -m bridge replay-rejected`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bridge replay-rejected",
-        description="Re-validate rejected messages under the current settings and store those now valid.",
-    )
-    parser.add_argument("--since", type=parse_instant, help="received at or after (ISO 8601; no offset = UTC)")
-    parser.add_argument("--until", type=parse_instant, help="received before (ISO 8601; no offset = UTC)")
-    parser.add_argument("--reason", help="only rejections whose reason contains this text")
-    parser.add_argument("--topic", help="only this topic, or an MQTT filter such as sensors/+/readings")
-    parser.add_argument("--limit", type=_positive, help="replay at most N rejected messages (oldest first)")
-    parser.add_argument("--again", action="store_true", help="also replay messages replayed before")
-    parser.add_argument("--dry-run", action="store_true", help="print what would happen; write nothing")
-    return parser
-
-
-def criteria_from(args: argparse.Namespace) -> Criteria:
-    """Criteria from parsed command-line options."""
-    return Criteria(
-        since=args.since, until=args.until, reason=args.reason, topic=args.topic, limit=args.limit, again=args.again
-    )
-
-
-def parse_instant(text: str) -> datetime:
-    """An ISO 8601 instant; an operator typing a bare date or time means UTC."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value

@@ -1,4 +1,4 @@
-"""`python -m bridge replay-rejected`: wire settings, a database connection and the replay together."""
+"""`python -m bridge replay-rejected`: its options, and the wiring of settings, a connection and the replay."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from bridge.config import Settings
 from bridge.database import describe_database
 from bridge.errors import SinkError
 from bridge.model import Limits
-from bridge.replay import criteria_from, replay_rejected
+from bridge.replay import Criteria, replay_rejected
 from bridge.replay_store import PostgresReplayStore
+from iotcommon.contract import RejectionCode
 
 CONNECT_TIMEOUT_S = 5
 
@@ -44,3 +45,48 @@ def run_replay(settings: Settings, options: argparse.Namespace) -> int:
         return 1
     print(summary.line(dry_run=options.dry_run))
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m bridge replay-rejected`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge replay-rejected",
+        description="Re-validate rejected messages under the current settings and store those now valid.",
+    )
+    parser.add_argument("--since", type=parse_instant, help="received at or after (ISO 8601; no offset = UTC)")
+    parser.add_argument("--until", type=parse_instant, help="received before (ISO 8601; no offset = UTC)")
+    parser.add_argument("--reason", help="only rejections whose reason contains this text")
+    parser.add_argument("--code", action="append", choices=[code.value for code in RejectionCode], metavar="CODE",
+                        help="only rejections with this reason code (README, \"Rejection codes\"); repeatable")
+    parser.add_argument("--topic", help="only this topic, or an MQTT filter such as sensors/+/readings")
+    parser.add_argument("--limit", type=_positive, help="replay at most N rejected messages (oldest first)")
+    parser.add_argument("--again", action="store_true", help="also replay messages replayed before")
+    parser.add_argument("--dry-run", action="store_true", help="print what would happen; write nothing")
+    return parser
+
+
+def criteria_from(args: argparse.Namespace) -> Criteria:
+    """Criteria from parsed command-line options."""
+    return Criteria(
+        since=args.since, until=args.until, reason=args.reason, topic=args.topic, limit=args.limit, again=args.again,
+        codes=frozenset(RejectionCode(code) for code in args.code or ()),
+    )
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant; an operator typing a bare date or time means UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value

@@ -12,6 +12,7 @@ import psycopg
 from bridge.database import translate
 from bridge.model import Row
 from bridge.replay import Outcome, RejectedMessage
+from iotcommon.contract import RejectionCode
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ PAGE_SIZE = 500
 # Keyset pages by id: each page is a short statement, so replay never holds a
 # long-running snapshot while it commits row by row.
 _CANDIDATES = """
-SELECT m.id, m.received_at, m.topic, m.payload, m.reason,
+SELECT m.id, m.received_at, m.topic, m.payload, m.reason, m.reason_code,
        EXISTS (SELECT 1 FROM rejected_replays r WHERE r.rejected_id = m.id)
 FROM rejected_messages m
 WHERE m.id > %(after)s
@@ -54,8 +55,8 @@ class PostgresReplayStore:
                 rows = self._conn.execute(_CANDIDATES, params).fetchall()
             except psycopg.Error as exc:
                 raise translate(exc, doing="cannot read rejected_messages") from exc
-            for id_, received_at, topic, payload, reason, replayed in rows:
-                yield RejectedMessage(id_, received_at, topic, bytes(payload), reason, replayed)
+            for id_, received_at, topic, payload, reason, code, replayed in rows:
+                yield RejectedMessage(id_, received_at, topic, bytes(payload), reason, _code(code), replayed)
             if len(rows) < self._page_size:
                 return
             after = rows[-1][0]
@@ -74,3 +75,11 @@ class PostgresReplayStore:
             raise translate(exc) from exc
         logger.debug("rejected message %d replayed: %s", rejected_id, outcome.name)
         return outcome
+
+
+def _code(text: str) -> RejectionCode:
+    """The stored code; a code this release does not know (written by a newer one) reads as unknown."""
+    try:
+        return RejectionCode(text)
+    except ValueError:
+        return RejectionCode.UNKNOWN

@@ -14,8 +14,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.database import Database, connect_failure, translate
 from bridge.errors import SinkMisconfigured, SinkUnavailable
-from bridge.inbox import Delivery
-from bridge.model import Row, split_array
+from bridge.model import Delivery, Row
+from iotcommon.contract import RejectionCode
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ WHERE s.value IS DISTINCT FROM r.value OR s.unit IS DISTINCT FROM r.unit
 ORDER BY s.seq
 """
 _COPY_REJECTED = (
-    "COPY rejected_messages (received_at, topic, payload, reason, client_id) FROM STDIN (FORMAT BINARY)"
+    "COPY rejected_messages (received_at, topic, payload, reason_code, reason, client_id) FROM STDIN (FORMAT BINARY)"
 )
-_REJECTED_TYPES = ["timestamptz", "text", "bytea", "text", "text"]
+_REJECTED_TYPES = ["timestamptz", "text", "bytea", "text", "text", "text"]
 _PRIVILEGES = (
     "SELECT has_table_privilege('readings', 'INSERT'), "
     "has_table_privilege('rejected_messages', 'INSERT')"
@@ -80,7 +80,7 @@ class WriteResult:
         self.rejected += other.rejected
 
 
-_RejectedRow = tuple[datetime, str, bytes, str, str]
+_RejectedRow = tuple[datetime, str, bytes, str, str, str]
 
 
 @dataclass(slots=True)
@@ -152,9 +152,10 @@ class PostgresSink:
                 staged.rows.append((len(staged.rows), *row))
                 staged.origins.append((delivery, index, row))
             for rejection in parsed.rejections:
-                staged.rejected.append(
-                    (delivery.received_at, delivery.topic, rejection.payload, rejection.reason, self._client_id)
-                )
+                staged.rejected.append((
+                    delivery.received_at, delivery.topic, rejection.payload, rejection.code.value, rejection.reason,
+                    self._client_id,
+                ))
         return staged
 
     def _write(self, conn: psycopg.Connection[Any], staged: _Staged) -> WriteResult:
@@ -183,7 +184,10 @@ class PostgresSink:
             f"{row.timestamp.isoformat()} is already stored with value {value!r} {unit!r}; "
             f"this one has {row.value!r} {row.unit!r}. The stored reading was kept"
         )
-        return (delivery.received_at, delivery.topic, _element(delivery, index), reason, self._client_id)
+        return (
+            delivery.received_at, delivery.topic, delivery.raw_reading(index), RejectionCode.CONFLICT.value, reason,
+            self._client_id,
+        )
 
 
 def check_schema(conn: psycopg.Connection[Any]) -> None:
@@ -202,13 +206,6 @@ def configure_connection(conn: psycopg.Connection[Any]) -> None:
     """Create the session's staging table (the pool calls this for each new connection)."""
     conn.execute(STAGING_DDL)
     conn.commit()
-
-
-def _element(delivery: Delivery, index: int) -> bytes:
-    """The raw bytes of array element `index`, or the whole payload for a single object."""
-    if delivery.payload.lstrip().startswith(b"["):
-        return split_array(delivery.payload)[index]
-    return delivery.payload
 
 
 def _copy(cur: psycopg.Cursor[Any], statement: str, types: list[str], rows: Sequence[Sequence[object]]) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+
+from iotcommon.contract import Heartbeat
 
 
 @dataclass(slots=True)
@@ -25,11 +26,9 @@ class Stats:
     db_ok: bool = True
     mqtt_connected: bool = False
 
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-ready copy of the counters."""
-        data = asdict(self)
-        data["last_commit_at"] = self.last_commit_at.isoformat() if self.last_commit_at else None
-        return data
+    def heartbeat(self, *, client_id: str, at: datetime) -> Heartbeat:
+        """The counters as the contract's heartbeat, stamped `at`."""
+        return Heartbeat(client_id=client_id, at=at, **asdict(self))
 
     def summary(self) -> str:
         """The one-line summary logged at shutdown."""

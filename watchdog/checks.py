@@ -6,11 +6,11 @@ functions turn them into Results, and the state machine decides what to alert.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+
+from iotcommon.contract import Heartbeat, WorkerStatus
 
 BROKER = "broker"
 DATABASE = "database"
@@ -49,9 +49,10 @@ class WorkerView:
     """What the retained bridge/status and bridge/heartbeat topics say about one worker."""
 
     client_id: str
-    status: str | None = None
-    heartbeat: dict[str, Any] | None = None
+    status: WorkerStatus | None = None
+    heartbeat: Heartbeat | None = None
     heartbeat_at: datetime | None = None  # when it was sent (retained) or received (live)
+    malformed: str | None = None  # why its last heartbeat could not be read, if it could not
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,22 +79,10 @@ def probe_result(component: str, error: str | None, *, ok_detail: str) -> Result
     return Result(component, Status.DOWN, error)
 
 
-def parse_heartbeat(payload: bytes) -> dict[str, Any] | None:
-    """The heartbeat JSON object, or None when the payload is empty (cleared) or not one."""
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def heartbeat_sent_at(heartbeat: dict[str, Any]) -> datetime | None:
-    """The worker's own timestamp of a heartbeat, if it is a valid aware ISO 8601 string."""
-    try:
-        at = datetime.fromisoformat(str(heartbeat["at"]))
-    except (KeyError, ValueError):
-        return None
-    return at if at.tzinfo is not None else None
+_GONE = {
+    WorkerStatus.OFFLINE: "stopped cleanly (status offline)",
+    WorkerStatus.CRASHED: "crashed (Last Will: it died, froze, or lost its connection without saying goodbye)",
+}
 
 
 def judge_worker(
@@ -108,47 +97,45 @@ def judge_worker(
             is a consequence, not a second outage to page about.
     """
     name = view.client_id
-    if view.status == "offline":
-        return Result(name, Status.DOWN, "status is offline (stopped, or its Last Will after a crash)")
+    if view.status in _GONE:
+        return Result(name, Status.DOWN, _GONE[view.status])
     age_s = (now - view.heartbeat_at).total_seconds() if view.heartbeat_at else None
     if age_s is None or age_s > rules.heartbeat_timeout_s:
-        if listening_s < rules.heartbeat_timeout_s:
-            return Result(name, Status.UNKNOWN, "waiting for its first heartbeat since we subscribed")
-        if age_s is None and view.status == "online":
-            return Result(name, Status.DOWN, "status online but no heartbeat on bridge/heartbeat/ (hung at start?)")
-        if age_s is None:
-            return Result(name, Status.DOWN, "never seen: no status or heartbeat on the broker")
-        detail = f"no heartbeat for {age_s:.0f} s (limit {rules.heartbeat_timeout_s:.0f} s)"
-        return Result(name, Status.DOWN, detail, confirmed=True)
-    return _judge_heartbeat(name, view.heartbeat or {}, age_s, now=now, database_down=database_down, rules=rules)
+        return _judge_silent(view, age_s, listening_s=listening_s, rules=rules)
+    if view.malformed is not None or view.heartbeat is None:
+        # Alive (it speaks), but what it says cannot be read: another version? Not a pass, not a crash.
+        return Result(name, Status.DEGRADED, f"heartbeat not readable: {view.malformed or 'empty'}")
+    return _judge_heartbeat(name, view.heartbeat, age_s, now=now, database_down=database_down, rules=rules)
+
+
+def _judge_silent(view: WorkerView, age_s: float | None, *, listening_s: float, rules: WorkerRules) -> Result:
+    """A worker with no fresh heartbeat: not judged yet, never seen, or silent for too long."""
+    name = view.client_id
+    if listening_s < rules.heartbeat_timeout_s:
+        return Result(name, Status.UNKNOWN, "waiting for its first heartbeat since we subscribed")
+    if age_s is None and view.status is WorkerStatus.ONLINE:
+        return Result(name, Status.DOWN, "status online but no heartbeat on bridge/heartbeat/ (hung at start?)")
+    if age_s is None:
+        return Result(name, Status.DOWN, "never seen: no status or heartbeat on the broker")
+    detail = f"no heartbeat for {age_s:.0f} s (limit {rules.heartbeat_timeout_s:.0f} s)"
+    return Result(name, Status.DOWN, detail, confirmed=True)
 
 
 def _judge_heartbeat(
-    name: str, beat: dict[str, Any], age_s: float, *, now: datetime, database_down: bool, rules: WorkerRules
+    name: str, beat: Heartbeat, age_s: float, *, now: datetime, database_down: bool, rules: WorkerRules
 ) -> Result:
-    in_flight = beat.get("in_flight") if isinstance(beat.get("in_flight"), int) else 0
+    in_flight = beat.in_flight
     # `mqtt_connected: false` is not judged: a heartbeat that reached us was sent
     # over a live connection (the bridge's first beat is queued before it connects).
-    if beat.get("db_ok") is False:
+    if not beat.db_ok:
         if database_down:
             return Result(name, Status.OK, f"waiting for the database, {in_flight} messages in flight")
         return Result(name, Status.DEGRADED, f"reports the database unreachable, {in_flight} messages in flight")
-    stalled_s = _stalled_s(beat, now)
+    # None: it never committed, so there is nothing to compare with yet.
+    stalled_s = (now - beat.last_commit_at).total_seconds() if beat.last_commit_at else None
     if in_flight and stalled_s is not None and stalled_s > rules.stall_s and not database_down:
         return Result(name, Status.DEGRADED, f"{in_flight} messages in flight and no commit for {stalled_s:.0f} s")
     return Result(name, Status.OK, f"heartbeat {age_s:.1f} s ago, {in_flight} in flight")
-
-
-def _stalled_s(beat: dict[str, Any], now: datetime) -> float | None:
-    """Seconds since the last commit; None if it never committed (nothing to compare with yet)."""
-    raw = beat.get("last_commit_at")
-    if not isinstance(raw, str):
-        return None
-    try:
-        committed_at = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    return (now - committed_at).total_seconds() if committed_at.tzinfo else None
 
 
 def judge_worker_count(alive: list[str], *, min_workers: int, broker_ok: bool) -> Result:
@@ -164,7 +151,7 @@ def judge_worker_count(alive: list[str], *, min_workers: int, broker_ok: bool) -
 
 def is_alive(view: WorkerView, *, now: datetime, rules: WorkerRules) -> bool:
     """Online (or status unknown) with a heartbeat younger than the timeout."""
-    if view.status == "offline" or view.heartbeat_at is None:
+    if view.status in _GONE or view.heartbeat_at is None:
         return False
     return (now - view.heartbeat_at).total_seconds() <= rules.heartbeat_timeout_s
 

@@ -14,12 +14,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from watchdog.checks import WorkerView, heartbeat_sent_at, parse_heartbeat
+from iotcommon.contract import (
+    HEARTBEAT_PREFIX,
+    STATUS_PREFIX,
+    Heartbeat,
+    MalformedHeartbeat,
+    WorkerStatus,
+    client_id_of,
+    parse_heartbeat,
+)
+from watchdog.checks import WorkerView
 
 logger = logging.getLogger(__name__)
-
-STATUS_PREFIX = "bridge/status/"
-HEARTBEAT_PREFIX = "bridge/heartbeat/"
 # Mosquitto 2.0 publishes it (retained) every sys_interval (10 s by default), when it changed.
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 
@@ -159,12 +165,11 @@ class BrokerWatcher:
     def _record(self, topic: str, payload: bytes, *, retained: bool) -> None:
         now = self._now()
         with self._lock:
-            if topic.startswith(STATUS_PREFIX):
-                name = topic.removeprefix(STATUS_PREFIX)
-                status = payload.decode("utf-8", "replace") or None
+            if (name := client_id_of(topic, STATUS_PREFIX)) is not None:
+                status = WorkerStatus.parse(payload)
                 self._views[name] = replace(self._views.get(name, WorkerView(name)), status=status)
-            elif topic.startswith(HEARTBEAT_PREFIX):
-                self._record_heartbeat(topic.removeprefix(HEARTBEAT_PREFIX), payload, retained=retained, now=now)
+            elif (name := client_id_of(topic, HEARTBEAT_PREFIX)) is not None:
+                self._record_heartbeat(name, payload, retained=retained, now=now)
             elif topic == DROPPED_TOPIC:
                 self._dropped = int(payload)
             else:
@@ -172,9 +177,19 @@ class BrokerWatcher:
                 self._lock.notify_all()
 
     def _record_heartbeat(self, name: str, payload: bytes, *, retained: bool, now: datetime) -> None:
-        beat = parse_heartbeat(payload)
-        # A live heartbeat is as fresh as its arrival, whatever the worker's
-        # clock says; a retained one is as old as the worker says it is.
-        sent_at = heartbeat_sent_at(beat) if beat and retained else None
-        at = (min(sent_at, now) if sent_at else None) if retained else (now if beat else None)
-        self._views[name] = replace(self._views.get(name, WorkerView(name)), heartbeat=beat, heartbeat_at=at)
+        try:
+            beat, malformed = parse_heartbeat(payload), None
+        except MalformedHeartbeat as exc:
+            beat, malformed = None, str(exc)
+            logger.warning("unreadable heartbeat from %s: %s", name, malformed)
+        heard_at = _heard_at(beat, payload, retained, now)
+        view = self._views.get(name, WorkerView(name))
+        self._views[name] = replace(view, heartbeat=beat, heartbeat_at=heard_at, malformed=malformed)
+
+
+def _heard_at(beat: Heartbeat | None, payload: bytes, retained: bool, now: datetime) -> datetime | None:
+    """When a heartbeat counts as sent: a live one when it arrived, whatever the worker's clock says;
+    a retained one when the worker says (an unreadable retained one: unknown, so not fresh)."""
+    if retained:
+        return min(beat.at, now) if beat else None
+    return now if payload else None

@@ -63,9 +63,11 @@ class Corpus:
         return self._next_id
 
     def add(self, name: str, payload: bytes | Callable[[], bytes], *, rows: list[list[Any]] | None = None,
-            reasons: list[str] | None = None, topic: str | None = None, note: str = "",
-            broker_refuses: bool = False) -> None:
-        """Add one case: either `rows` stored or one rejection per entry of `reasons`."""
+            reasons: list[str] | None = None, codes: list[str] | None = None, topic: str | None = None,
+            note: str = "", broker_refuses: bool = False) -> None:
+        """Add one case: either `rows` stored or one rejection per entry of `reasons`, with its code in `codes`."""
+        if len(codes or []) != len(reasons or []):
+            raise ValueError(f"case {name}: one code per reason")
         entry: dict[str, Any] = {
             "name": name,
             "file": f"cases/{name}.bin",
@@ -74,6 +76,7 @@ class Corpus:
             "stored": rows or [],
             "rejected": len(reasons or []),
             "reasons": reasons or [],
+            "codes": codes or [],
         }
         if callable(payload):
             entry["generated"] = True
@@ -93,14 +96,15 @@ def build() -> Corpus:
     c = Corpus()
     valid = raw_reading(c.sid()).encode()
     # --- truncated and malformed JSON
-    c.add("truncated_json", valid[:-5], reasons=[NOT_JSON])
-    c.add("truncated_in_string", raw_reading(c.sid()).encode()[:40], reasons=[NOT_JSON])
-    c.add("trailing_garbage", raw_reading(c.sid()).encode() + b" garbage", reasons=[NOT_JSON])
-    c.add("two_objects", (raw_reading(c.sid()) * 2).encode(), reasons=[NOT_JSON])
-    c.add("bom_prefix", b"\xef\xbb\xbf" + raw_reading(c.sid()).encode(), reasons=[NOT_JSON],
+    c.add("truncated_json", valid[:-5], reasons=[NOT_JSON], codes=["not_json"])
+    c.add("truncated_in_string", raw_reading(c.sid()).encode()[:40], reasons=[NOT_JSON], codes=["not_json"])
+    c.add("trailing_garbage", raw_reading(c.sid()).encode() + b" garbage", reasons=[NOT_JSON], codes=["not_json"])
+    c.add("two_objects", (raw_reading(c.sid()) * 2).encode(), reasons=[NOT_JSON], codes=["not_json"])
+    c.add("bom_prefix", b"\xef\xbb\xbf" + raw_reading(c.sid()).encode(), reasons=[NOT_JSON], codes=["not_json"],
           note="a UTF-8 byte order mark is not JSON whitespace")
-    c.add("single_quotes", raw_reading(c.sid()).replace('"', "'").encode(), reasons=[NOT_JSON])
-    c.add("nan_literal", raw_reading(c.sid(), value="NaN").encode(), reasons=["value: Input should be a finite"])
+    c.add("single_quotes", raw_reading(c.sid()).replace('"', "'").encode(), reasons=[NOT_JSON], codes=["not_json"])
+    c.add("nan_literal", raw_reading(c.sid(), value="NaN").encode(), reasons=["value: Input should be a finite"],
+          codes=["not_finite"])
     # --- invalid UTF-8
     for name, bad in (
         ("utf8_lone_continuation", b"\x80"),
@@ -111,141 +115,156 @@ def build() -> Corpus:
         ("utf8_latin1", b"caf\xe9"),
         ("utf8_above_u10ffff", b"\xf4\x90\x80\x80"),
     ):
-        c.add(name, raw_reading(c.sid(), variable='"@"').encode().replace(b"@", bad), reasons=[NOT_UTF8])
+        c.add(name, raw_reading(c.sid(), variable='"@"').encode().replace(b"@", bad), reasons=[NOT_UTF8],
+              codes=["not_utf8"])
     # --- deep nesting (10,000 levels)
-    c.add("deep_arrays", b"[" * 10_000 + b"]" * 10_000, reasons=[NOT_JSON])
-    c.add("deep_objects", b'{"a":' * 10_000 + b"1" + b"}" * 10_000, reasons=[NOT_JSON])
+    c.add("deep_arrays", b"[" * 10_000 + b"]" * 10_000, reasons=[NOT_JSON], codes=["not_json"])
+    c.add("deep_objects", b'{"a":' * 10_000 + b"1" + b"}" * 10_000, reasons=[NOT_JSON], codes=["not_json"])
     c.add("deep_in_extra_field", raw_reading(c.sid(), extra="[" * 10_000 + "]" * 10_000).encode(),
-          reasons=[NOT_JSON], note="unknown fields are ignored, but they must still parse")
+          reasons=[NOT_JSON], codes=["not_json"], note="unknown fields are ignored, but they must still parse")
     c.add("deep_array_element", f"[{raw_reading(c.sid())}, {'[' * 10_000}{']' * 10_000}]".encode(),
-          reasons=[NOT_JSON])
+          reasons=[NOT_JSON], codes=["not_json"])
     # --- huge numbers
-    c.add("value_1e400", raw_reading(c.sid(), value="1e400").encode(), reasons=["value: Input should be a finite"])
+    c.add("value_1e400", raw_reading(c.sid(), value="1e400").encode(), reasons=["value: Input should be a finite"],
+          codes=["not_finite"])
     c.add("value_minus_1e400", raw_reading(c.sid(), value="-1e400").encode(),
-          reasons=["value: Input should be a finite"])
+          reasons=["value: Input should be a finite"], codes=["not_finite"])
     c.add("value_10e1000_integer", raw_reading(c.sid(), value="1" + "0" * 1000).encode(),
-          reasons=["value: Input should be a finite"])
+          reasons=["value: Input should be a finite"], codes=["not_finite"])
     c.add("sensor_id_10e1000", raw_reading(c.sid(), sensor_id="1" + "0" * 1000).encode(),
-          reasons=["sensor_id: Input should be less than or equal to 2147483647"])
+          reasons=["sensor_id: Input should be less than or equal to 2147483647"], codes=["out_of_range"])
     c.add("sensor_id_5000_digits", raw_reading(c.sid(), sensor_id="1" + "0" * 5000).encode(), reasons=[NOT_JSON],
+          codes=["not_json"],
           note="the JSON parser refuses integers this long before any field rule")
     c.add("sensor_id_2_pow_31", raw_reading(c.sid(), sensor_id="2147483648").encode(),
-          reasons=["sensor_id: Input should be less than or equal to 2147483647"])
+          reasons=["sensor_id: Input should be less than or equal to 2147483647"], codes=["out_of_range"])
     sid = c.sid()
     c.add("value_underflow_1e-400", raw_reading(sid, value="1e-400").encode(), rows=[stored(sid, value="0.0")],
           note="an underflowing literal is the float 0.0, as in every JSON parser")
     sid = c.sid()
     c.add("value_max_double", raw_reading(sid, value="1.7976931348623157e308").encode(),
           rows=[stored(sid, value="1.7976931348623157e+308")])
-    c.add("value_2e308", raw_reading(c.sid(), value="2e308").encode(), reasons=["value: Input should be a finite"])
+    c.add("value_2e308", raw_reading(c.sid(), value="2e308").encode(), reasons=["value: Input should be a finite"],
+          codes=["not_finite"])
     sid = c.sid()
     c.add("negative_zero", raw_reading(sid, value="-0.0").encode(), rows=[stored(sid, value="-0.0")])
     sid = c.sid()
     c.add("negative_zero_integer", raw_reading(sid, value="-0").encode(), rows=[stored(sid, value="0.0")])
     # --- NUL bytes
-    c.add("nul_raw_in_string", raw_reading(c.sid(), variable='"a\x00b"').encode(), reasons=[NOT_JSON])
+    c.add("nul_raw_in_string", raw_reading(c.sid(), variable='"a\x00b"').encode(), reasons=[NOT_JSON],
+          codes=["not_json"])
     c.add("nul_escaped_variable", raw_reading(c.sid(), variable='"a\\u0000b"').encode(),
-          reasons=["variable: must not contain control characters"])
+          reasons=["variable: must not contain control characters"], codes=["invalid_text"])
     c.add("nul_escaped_unit", raw_reading(c.sid(), unit='"\\u0000"').encode(),
-          reasons=["unit: must not contain control characters"])
-    c.add("nul_after_payload", raw_reading(c.sid()).encode() + b"\x00", reasons=[NOT_JSON])
-    c.add("nul_only", b"\x00", reasons=[NOT_JSON])
+          reasons=["unit: must not contain control characters"], codes=["invalid_text"])
+    c.add("nul_after_payload", raw_reading(c.sid()).encode() + b"\x00", reasons=[NOT_JSON], codes=["not_json"])
+    c.add("nul_only", b"\x00", reasons=[NOT_JSON], codes=["not_json"])
     # --- SQL text: valid by the contract, stored verbatim
     sid = c.sid()
     c.add("sql_in_variable_and_unit", raw_reading(sid, variable=json.dumps(SQL), unit=json.dumps(SQL)).encode(),
           rows=[stored(sid, variable=SQL, unit=SQL)])
     c.add("sql_as_sensor_id", raw_reading(c.sid(), sensor_id=json.dumps("1; " + SQL)).encode(),
-          reasons=["sensor_id: Input should be a valid integer"])
+          reasons=["sensor_id: Input should be a valid integer"], codes=["wrong_type"])
     # --- size limits
     sid = c.sid()
     c.add("payload_1mb", lambda sid=sid: raw_reading(sid, extra=json.dumps("x" * 1_048_576)).encode(),
-          reasons=[TOO_BIG], broker_refuses=True,
+          reasons=[TOO_BIG], codes=["payload_too_large"], broker_refuses=True,
           note="over the broker's max_packet_size: the broker disconnects the publisher")
     sid = c.sid()
     c.add("payload_100kb", lambda sid=sid: raw_reading(sid, extra=json.dumps("x" * 100_000)).encode(),
-          reasons=[TOO_BIG],
+          reasons=[TOO_BIG], codes=["payload_too_large"],
           note="between BRIDGE_MAX_PAYLOAD_BYTES and the broker's limit: the bridge's own check")
     sid = c.sid()
     c.add("array_10000_readings",
           lambda sid=sid: ("[" + ", ".join(raw_reading(sid, variable=f'"v{n}"') for n in range(10_000)) + "]").encode(),
-          reasons=[TOO_BIG], broker_refuses=True,
+          reasons=[TOO_BIG], codes=["payload_too_large"], broker_refuses=True,
           note="over the byte limit too (about 1 MB): the byte limit is checked first; the broker refuses it")
     c.add("array_10000_numbers", ("[" + ",".join("1" * 10_000) + "]").encode(),
-          reasons=["payload is an array of 10000 readings; the limit is 1000"])
+          reasons=["payload is an array of 10000 readings; the limit is 1000"], codes=["array_too_long"])
     c.add("array_1001_objects", ("[" + ",".join(["{}"] * 1001) + "]").encode(),
-          reasons=["payload is an array of 1001 readings; the limit is 1000"])
+          reasons=["payload is an array of 1001 readings; the limit is 1000"], codes=["array_too_long"])
     c.add("variable_60000_chars", raw_reading(c.sid(), variable=json.dumps("x" * 60_000)).encode(),
-          reasons=["variable: String should have at most 64 characters"])
+          reasons=["variable: String should have at most 64 characters"], codes=["out_of_range"])
     c.add("unit_33_chars", raw_reading(c.sid(), unit=json.dumps("u" * 33)).encode(),
-          reasons=["unit: String should have at most 32 characters"])
+          reasons=["unit: String should have at most 32 characters"], codes=["out_of_range"])
     sid = c.sid()
     c.add("variable_64_emoji", raw_reading(sid, variable=json.dumps("\U0001f600" * 64, ensure_ascii=False)).encode(),
           rows=[stored(sid, variable="\U0001f600" * 64)], note="the limit counts characters, not bytes")
     # --- wrong types in every field, and missing fields
+    # (raw JSON text, the code it is rejected with): a string that is not a time is
+    # bad_timestamp, a time without offset naive_timestamp, an empty variable out_of_range.
     wrong = {
-        "sensor_id": ('"5"', "5.0", "true", "null", "[5]", '{"id": 5}'),
-        "timestamp": ("1717243200", "null", "true", '"2025-06-01T12:00:00"', '"yesterday"', '"2025-06-01"', "[]"),
-        "variable": ("1", "null", '""', '["t"]', "false"),
-        "value": ('"1.5"', "true", "null", "{}", "[1.5]"),
-        "unit": ("1", "null", "false", '["C"]'),
+        "sensor_id": [(text, "wrong_type") for text in ('"5"', "5.0", "true", "null", "[5]", '{"id": 5}')],
+        "timestamp": [("1717243200", "wrong_type"), ("null", "wrong_type"), ("true", "wrong_type"),
+                      ('"2025-06-01T12:00:00"', "naive_timestamp"), ('"yesterday"', "bad_timestamp"),
+                      ('"2025-06-01"', "bad_timestamp"), ("[]", "wrong_type")],
+        "variable": [("1", "wrong_type"), ("null", "wrong_type"), ('""', "out_of_range"), ('["t"]', "wrong_type"),
+                     ("false", "wrong_type")],
+        "value": [(text, "wrong_type") for text in ('"1.5"', "true", "null", "{}", "[1.5]")],
+        "unit": [(text, "wrong_type") for text in ("1", "null", "false", '["C"]')],
     }
-    for field, texts in wrong.items():
-        for n, text in enumerate(texts):
-            c.add(f"wrong_type_{field}_{n}", raw_reading(c.sid(), **{field: text}).encode(), reasons=[f"{field}: "])
+    for field, cases in wrong.items():
+        for n, (text, code) in enumerate(cases):
+            c.add(f"wrong_type_{field}_{n}", raw_reading(c.sid(), **{field: text}).encode(), reasons=[f"{field}: "],
+                  codes=[code])
         c.add(f"missing_{field}", raw_reading(c.sid(), **{field: "<absent>"}).encode(),
-              reasons=[f"{field}: is required"])
+              reasons=[f"{field}: is required"], codes=["missing_field"])
     for n, text in enumerate(("null", '"reading"', "42", "true", '""')):
-        c.add(f"not_an_object_{n}", text.encode(), reasons=[NOT_OBJECT])
-    c.add("empty_payload", b"", reasons=["payload is empty"])
-    c.add("whitespace_payload", b" \n\t ", reasons=["payload is empty"])
+        c.add(f"not_an_object_{n}", text.encode(), reasons=[NOT_OBJECT], codes=["not_object_or_array"])
+    c.add("empty_payload", b"", reasons=["payload is empty"], codes=["empty_payload"])
+    c.add("whitespace_payload", b" \n\t ", reasons=["payload is empty"], codes=["empty_payload"])
     # --- duplicate keys: the last one wins, as in Python's json
     sid = c.sid()
     c.add("duplicate_key_last_valid", raw_reading(sid, value='"x", "value": 2.5').encode(),
           rows=[stored(sid, value="2.5")], note="RFC 8259 leaves duplicate names to the parser; last wins")
     c.add("duplicate_key_last_invalid", raw_reading(c.sid(), value='2.5, "value": "x"').encode(),
-          reasons=["value: Input should be a valid number"])
+          reasons=["value: Input should be a valid number"], codes=["wrong_type"])
     # --- arrays
-    c.add("empty_array", b"[]", reasons=["payload is an empty array"])
-    c.add("empty_array_spaced", b" [ \n ] ", reasons=["payload is an empty array"])
+    c.add("empty_array", b"[]", reasons=["payload is an empty array"], codes=["empty_array"])
+    c.add("empty_array_spaced", b" [ \n ] ", reasons=["payload is an empty array"], codes=["empty_array"])
     c.add("array_of_non_objects", b'[1, "x", null, true, []]',
-          reasons=[f"element {n}: {NOT_OBJECT}" for n in range(5)])
+          reasons=[f"element {n}: {NOT_OBJECT}" for n in range(5)], codes=["not_object_or_array"] * 5)
     sid = c.sid()
     elements = (raw_reading(sid), "1", raw_reading(sid, variable='"u"', value="true"), raw_reading(sid, variable='"w"'))
     c.add("array_mixed", ("[" + ", ".join(elements) + "]").encode(),
           rows=[stored(sid), stored(sid, variable="w")],
-          reasons=[f"element 1: {NOT_OBJECT}", "element 2: value: Input should be a valid number"])
-    c.add("array_trailing_comma", f"[{raw_reading(c.sid())},]".encode(), reasons=[NOT_JSON])
+          reasons=[f"element 1: {NOT_OBJECT}", "element 2: value: Input should be a valid number"],
+              codes=["not_object_or_array", "wrong_type"])
+    c.add("array_trailing_comma", f"[{raw_reading(c.sid())},]".encode(), reasons=[NOT_JSON], codes=["not_json"])
     # --- surrogates and long strings
-    c.add("lone_high_surrogate", raw_reading(c.sid(), variable='"\\ud800"').encode(), reasons=[NOT_JSON])
-    c.add("lone_low_surrogate", raw_reading(c.sid(), variable='"x\\udc00"').encode(), reasons=[NOT_JSON])
+    c.add("lone_high_surrogate", raw_reading(c.sid(), variable='"\\ud800"').encode(), reasons=[NOT_JSON],
+          codes=["not_json"])
+    c.add("lone_low_surrogate", raw_reading(c.sid(), variable='"x\\udc00"').encode(), reasons=[NOT_JSON],
+          codes=["not_json"])
     sid = c.sid()
     c.add("escaped_surrogate_pair", raw_reading(sid, variable='"\\ud83d\\ude00"').encode(),
           rows=[stored(sid, variable="\U0001f600")])
     # --- timestamps
-    for name, text, ok in (
-        ("offset_plus_14", "2025-06-01T12:00:00+14:00", True),
-        ("offset_minus_12", "2025-06-01T12:00:00-12:00", True),
-        ("offset_plus_05_45", "2025-06-01T12:00:00.5+05:45", True),
-        ("offset_plus_24", "2025-06-01T12:00:00+24:00", False),
-        ("leap_second", "2016-12-31T23:59:60Z", False),
-        ("year_0001", "0001-01-01T00:00:00Z", True),
-        ("year_0001_plus_1h", "0001-01-01T00:00:00+01:00", True),
-        ("year_9999", "9999-12-31T23:59:59Z", False),
-        ("microseconds", "2025-06-01T12:00:00.000001Z", True),
-        ("month_13", "2025-13-01T12:00:00Z", False),
-        ("february_30", "2025-02-30T12:00:00Z", False),
+    for name, text, code in (  # code None: stored
+        ("offset_plus_14", "2025-06-01T12:00:00+14:00", None),
+        ("offset_minus_12", "2025-06-01T12:00:00-12:00", None),
+        ("offset_plus_05_45", "2025-06-01T12:00:00.5+05:45", None),
+        ("offset_plus_24", "2025-06-01T12:00:00+24:00", "bad_timestamp"),
+        ("leap_second", "2016-12-31T23:59:60Z", "bad_timestamp"),
+        ("year_0001", "0001-01-01T00:00:00Z", None),
+        ("year_0001_plus_1h", "0001-01-01T00:00:00+01:00", None),
+        ("year_9999", "9999-12-31T23:59:59Z", "future_timestamp"),
+        ("microseconds", "2025-06-01T12:00:00.000001Z", None),
+        ("month_13", "2025-13-01T12:00:00Z", "bad_timestamp"),
+        ("february_30", "2025-02-30T12:00:00Z", "bad_timestamp"),
     ):
         sid = c.sid()
         payload = raw_reading(sid, timestamp=json.dumps(text)).encode()
-        if ok:
+        if code is None:
             c.add(f"timestamp_{name}", payload, rows=[stored(sid, timestamp=text)])
         else:
-            c.add(f"timestamp_{name}", payload, reasons=["timestamp: "])
+            c.add(f"timestamp_{name}", payload, reasons=["timestamp: "], codes=[code])
     # --- topics
     sid = c.sid()
-    c.add("topic_leading_zero", raw_reading(sid).encode(), topic=f"sensors/0{sid}/readings", reasons=["topic: "])
+    c.add("topic_leading_zero", raw_reading(sid).encode(), topic=f"sensors/0{sid}/readings", reasons=["topic: "],
+          codes=["bad_topic"])
     c.add("topic_sensor_mismatch", raw_reading(c.sid() + 1).encode(),
-          reasons=["does not match the topic's sensor id"])
+          reasons=["does not match the topic's sensor id"], codes=["topic_mismatch"])
     sid = c.sid()
     c.add("extra_fields_ignored", raw_reading(sid, extra='{"nested": [1, 2, {"x": null}]}', more='"y"').encode(),
           rows=[stored(sid)])

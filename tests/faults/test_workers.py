@@ -168,7 +168,7 @@ def test_exception_in_message_handling_is_rejected_and_the_rest_flow_on(
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(
-        "import bridge.model as model\n"
+        "import bridge.validation as model\n"
         "_real = model.parse_message\n"
         "def parse_message(topic, payload, **kwargs):\n"
         "    if b'BOOM' in payload:\n"

@@ -181,7 +181,7 @@ def test_status_heartbeat_and_health_command(
     )
 
 
-def test_worker_killed_leaves_offline_will(
+def test_worker_killed_leaves_its_crashed_will(
     start: StartWorker, mqtt_client: MqttTestClient
 ) -> None:
     worker = start("will", bridge_keepalive_s=5)
@@ -189,8 +189,8 @@ def test_worker_killed_leaves_offline_will(
     mqtt_client.subscribe(topic)
     worker.kill()
     wait_until(
-        lambda: [m.payload for m in mqtt_client.received(topic)][-1:] == [b"offline"],
-        20, message="Last Will 'offline' published by the broker",
+        lambda: [m.payload for m in mqtt_client.received(topic)][-1:] == [b"crashed"],
+        20, message="Last Will 'crashed' published by the broker",
     )
 
 

@@ -23,7 +23,8 @@ import psycopg
 import pytest
 from corpus import make_corpus
 
-from bridge.model import Limits, parse_message
+from bridge.model import Limits
+from bridge.validation import parse_message
 from devstack import traffic
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.processes import memory_kb, wait_until
@@ -117,16 +118,17 @@ def expected_outcome(messages: list[Message]) -> tuple[set[tuple[Any, ...]], Cou
     return rows, rejected
 
 
-def stored(admin_url: str) -> tuple[set[tuple[Any, ...]], Counter[Message], list[tuple[str, str]]]:
-    """(readings with exact microseconds and float bits, Counter of (topic, payload), [(topic, reason)])."""
+def stored(admin_url: str) -> tuple[set[tuple[Any, ...]], Counter[Message], list[tuple[str, str, str]]]:
+    """(readings with exact microseconds and float bits, Counter of (topic, payload), [(topic, reason, code)])."""
     with psycopg.connect(admin_url) as conn:
         readings = conn.execute(
             'SELECT sensor_id, (extract(epoch FROM "timestamp") * 1000000)::bigint, variable, float8send(value), unit '
             "FROM readings"
         ).fetchall()
-        rejected = conn.execute("SELECT topic, payload, reason FROM rejected_messages").fetchall()
+        rejected = conn.execute("SELECT topic, payload, reason, reason_code FROM rejected_messages").fetchall()
     rows = {(s, t, v, bytes(bits), u) for s, t, v, bits, u in readings}
-    return rows, Counter((topic, bytes(payload)) for topic, payload, _ in rejected), [(t, r) for t, _, r in rejected]
+    counted = Counter((topic, bytes(payload)) for topic, payload, _, _ in rejected)
+    return rows, counted, [(t, r, c) for t, _, r, c in rejected]
 
 
 def publish_and_wait(client: MqttTestClient, admin_url: str, messages: list[Message],
@@ -178,15 +180,16 @@ def test_hostile_and_random_messages_end_as_exactly_the_expected_rows(
     stored_rows, stored_rejected, reasons = stored(admin_database_url)
     assert stored_rows == rows
     assert stored_rejected == rejected
-    assert not [r for _, r in reasons if "internal error" in r], "parse_message raised in the worker"
-    by_topic: dict[str, list[str]] = {}
-    for topic, reason in reasons:
-        by_topic.setdefault(topic, []).append(reason)
+    assert not [r for _, r, _ in reasons if "internal error" in r], "parse_message raised in the worker"
+    by_topic: dict[str, list[tuple[str, str]]] = {}
+    for topic, reason, code in reasons:
+        by_topic.setdefault(topic, []).append((reason, code))
     for entry, _ in corpus:
         got = by_topic.get(entry["topic"], [])
         assert len(got) == (0 if entry.get("broker_refuses") else entry["rejected"]), entry["name"]
-        for expected in entry["reasons"] if got else []:
-            assert any(expected in reason for reason in got), (entry["name"], expected, got)
+        for expected, code in zip(entry["reasons"], entry["codes"], strict=True) if got else []:
+            assert any(expected in reason and stored_code == code for reason, stored_code in got), (
+                entry["name"], expected, code, got)
     assert any("DROP TABLE" in row[2] for row in stored_rows), "SQL text stored verbatim, the table still there"
     assert worker.is_running(), f"worker exited:\n{worker.log_tail()}"
     assert max(rss_after) < MAX_RSS_KB, (rss_at_start, rss_after)

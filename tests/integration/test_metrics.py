@@ -32,5 +32,5 @@ def test_worker_metrics_count_stored_and_rejected(
     assert "bridge_rejected_total 10.0" in text
     assert "bridge_database_up 1.0" in text
     assert "bridge_in_flight 0.0" in text
-    assert 'bridge_rejected_by_reason_total{reason="payload"}' in text
+    assert 'bridge_rejected_by_code_total{code="not_json"}' in text
     assert "bridge_commit_seconds_count" in text

@@ -76,9 +76,23 @@ def test_sigkilled_worker_is_named_down_and_recovers_on_restart(
 
     print(f"SIGKILLed worker detection with a 1 s interval: {detection_s:.1f} s")
     assert kinds(alerts_about(discord, worker.client_id)) == ["DOWN", "RECOVERED"]
-    assert "offline" in alerts_about(discord, worker.client_id)[0].content
+    assert "crashed (Last Will" in alerts_about(discord, worker.client_id)[0].content
     assert kinds(alerts_about(discord, "workers")) == ["DOWN", "RECOVERED"]
     assert len(discord.accepted()) == 4
+
+
+def test_a_worker_stopped_cleanly_is_told_apart_from_a_crash(
+    start: Callable[..., WorkerProcess], start_watchdog: StartWatchdog, discord: DiscordStub
+) -> None:
+    worker = start("ws")
+    watchdog = start_watchdog(WATCHDOG_BRIDGE_WORKERS=worker.client_id)
+    watchdog.wait_until_all_ok()
+
+    assert worker.terminate(10) == 0
+    wait_until(lambda: alerts_about(discord, worker.client_id), 30, message=f"a DOWN alert for {worker.client_id}")
+
+    content = alerts_about(discord, worker.client_id)[0].content
+    assert "stopped cleanly" in content and "crashed" not in content
 
 
 def test_healthy_stack_under_load_sends_no_alert_for_30_s(

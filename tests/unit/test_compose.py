@@ -109,7 +109,7 @@ def test_observability_profile_scrapes_every_worker_and_provisions_the_dashboard
     assert f"watchdog:{services(compose)['watchdog']['environment']['WATCHDOG_METRICS_PORT']}" in targets
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/iot-bridge.json").read_text())
     exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
-    for metric in ("bridge_readings_stored_total", "bridge_rejected_by_reason_total", "bridge_commit_seconds_bucket",
+    for metric in ("bridge_readings_stored_total", "bridge_rejected_by_code_total", "bridge_commit_seconds_bucket",
                    "bridge_in_flight", "bridge_database_up", "watchdog_component_up"):
         assert metric in exprs
 

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
+from fakes import FakeClock
 from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from bridge.consumer import MqttConsumer, status_topic
-from bridge.inbox import Delivery, Inbox
-from bridge.model import Parsed, Rejection, Row
+from bridge.consumer import MqttConsumer
+from bridge.inbox import Inbox
+from bridge.model import Delivery, Parsed, Rejection, Row
 from bridge.stats import Stats
+from iotcommon.contract import RejectionCode, WorkerStatus
 
 SUBSCRIPTION = "$share/bridge/sensors/+/readings"
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 class FakeClient:
@@ -67,15 +68,6 @@ class FakeClient:
         self.on_disconnect(self, None, DisconnectFlags(is_disconnect_packet_from_server=True), code, None)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> datetime:
-        self.t += timedelta(milliseconds=1)
-        return self.t
-
-
 class Harness:
     def __init__(self, *, parse: Any = None, inbox: Inbox | None = None) -> None:
         self.client = FakeClient()
@@ -89,7 +81,7 @@ class Harness:
             subscription=SUBSCRIPTION,
             parse=parse or self._parse,
             stats=self.stats,
-            now=Clock(),
+            now=FakeClock(step_s=0.001).now,  # each message a millisecond after the one before
         )
 
     def _parse(self, topic: str, payload: bytes, at: datetime) -> Parsed:
@@ -164,9 +156,8 @@ def test_successful_connect_clears_an_earlier_refusal(harness: Harness) -> None:
     assert harness.consumer.refused is None
 
 
-def test_status_topic_and_publish_status(harness: Harness) -> None:
-    assert status_topic("w9") == "bridge/status/w9"
-    assert harness.consumer.publish_status("offline") == "info-1"
+def test_publish_status_is_retained_at_qos_1_on_the_status_topic(harness: Harness) -> None:
+    assert harness.consumer.publish_status(WorkerStatus.OFFLINE) == "info-1"
     assert harness.client.published == [("bridge/status/w1", "offline", 1, True)]
 
 
@@ -202,7 +193,9 @@ def test_bug_in_the_parser_stays_inside_on_message(caplog: pytest.LogCaptureFixt
 
     (queued,) = harness.queued()
     assert queued.parsed.rows == ()
-    assert queued.parsed.rejections == (Rejection(b"raw bytes", queued.parsed.rejections[0].reason),)
+    assert queued.parsed.rejections == (
+        Rejection(b"raw bytes", RejectionCode.INTERNAL_ERROR, queued.parsed.rejections[0].reason),
+    )
     assert "internal error" in queued.parsed.rejections[0].reason
     assert "KeyError" in queued.parsed.rejections[0].reason
     assert harness.stats.handler_errors == 1

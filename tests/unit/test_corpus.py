@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from corpus import make_corpus
 
-from bridge.model import Limits, Parsed, Row, parse_message
+from bridge.model import Limits, Parsed, Row
+from bridge.validation import parse_message
+from iotcommon.contract import RejectionCode
 
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpus"
 
@@ -51,6 +53,14 @@ def test_the_committed_index_and_files_match_the_generator(tmp_path: Path) -> No
             assert (tmp_path / entry["file"]).read_bytes() == (CORPUS_DIR / entry["file"]).read_bytes(), entry["name"]
 
 
+def test_every_rejecting_case_states_a_code_and_the_codes_cover_validation() -> None:
+    assert all(len(entry["codes"]) == entry["rejected"] for entry in ENTRIES)
+    used = {code for entry in ENTRIES for code in entry["codes"]}
+    # The codes the database step and bugs give are covered by the sink's and the consumer's tests.
+    assert used == {code.value for code in RejectionCode} - {
+        "conflict", "database_refused", "internal_error", "unknown"}
+
+
 def test_the_corpus_covers_the_hostile_kinds_and_stays_small() -> None:
     names = {entry["name"] for entry in ENTRIES}
     for kind in ("truncated", "utf8_", "deep_", "1e400", "10e1000", "nul_", "sql_", "1mb", "10000", "wrong_type_",
@@ -75,8 +85,9 @@ def test_corpus_case(entry: dict[str, Any], payloads: dict[str, bytes]) -> None:
     assert len(parsed.rejections) == entry["rejected"]
     for actual, stored in zip(parsed.rows, entry["stored"], strict=True):
         assert same_row(actual, expected_row(stored)), (actual, stored)
-    for rejection, reason in zip(parsed.rejections, entry["reasons"], strict=True):
+    for rejection, reason, code in zip(parsed.rejections, entry["reasons"], entry["codes"], strict=True):
         assert reason in rejection.reason, (rejection.reason, reason)
+        assert rejection.code == code, (rejection.reason, code)
     if parsed.rows or any(r.reason.startswith("element ") for r in parsed.rejections):
         assert_elements_are_exact_slices(payload, parsed)
     else:

@@ -11,7 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.model import MAX_ARRAY_LEN, Limits, Parsed, Row, parse_message
+from bridge.model import MAX_ARRAY_LEN, Limits, Parsed, Row
+from bridge.validation import parse_message
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LIMITS = Limits()

@@ -5,18 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 
 import pytest
+from fakes import delivery
 
-from bridge.inbox import Delivery, Inbox
-from bridge.model import Parsed
-
-AT = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def delivery(mid: int, generation: int = 1) -> Delivery:
-    return Delivery(mid, 1, generation, "sensors/1/readings", b"{}", AT, Parsed())
+from bridge.inbox import Inbox
+from bridge.model import Delivery
 
 
 def put_in_thread(inbox: Inbox, *mids: int) -> threading.Thread:
@@ -75,3 +69,52 @@ def test_a_stuck_writer_holds_up_the_producer_only_once_then_the_inbox_accepts(
 def overflow_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The inbox's warnings that it went past its limit."""
     return [r.getMessage() for r in caplog.records if "past the limit" in r.getMessage()]
+
+
+def test_inbox_is_first_in_first_out() -> None:
+    inbox = Inbox()
+    for mid in range(5):
+        inbox.put(delivery(mid))
+
+    assert len(inbox) == 5
+    assert [d.mid for d in inbox.take(3, 0.0)] == [0, 1, 2]
+    assert [d.mid for d in inbox.take(10, 0.0)] == [3, 4]
+    assert len(inbox) == 0
+
+
+def test_inbox_take_zero_items_takes_nothing() -> None:
+    inbox = Inbox()
+    inbox.put(delivery(1))
+
+    assert inbox.take(0, 0.0) == []
+    assert len(inbox) == 1
+
+
+def test_inbox_take_on_empty_inbox_times_out_empty() -> None:
+    assert Inbox().take(10, 0.0) == []
+
+
+def test_inbox_take_wakes_when_a_delivery_arrives() -> None:
+    inbox = Inbox()
+    producer = threading.Thread(target=inbox.put, args=(delivery(9),))
+
+    producer.start()
+    taken = inbox.take(10, 30.0)  # returns as soon as the put lands, long before the timeout
+    producer.join()
+
+    assert [d.mid for d in taken] == [9]
+
+
+def test_inbox_wake_ends_a_waiting_take_early() -> None:
+    inbox = Inbox()
+    results: list[list[Delivery]] = []
+    taker = threading.Thread(target=lambda: results.append(inbox.take(10, 30.0)))
+    taker.start()
+
+    deadline = time.monotonic() + 5.0
+    while taker.is_alive() and time.monotonic() < deadline:
+        inbox.wake()  # repeated: the first call may come before take() waits
+        taker.join(0.01)
+
+    assert not taker.is_alive(), "wake() did not end take()"
+    assert results == [[]]

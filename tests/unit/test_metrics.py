@@ -1,41 +1,17 @@
-"""bridge.metrics: counters read from Stats at scrape time, per-batch histograms, reason labels."""
+"""bridge.metrics: counters read from Stats at scrape time, per-batch histograms, rejections by code."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
+from fakes import delivery
 from prometheus_client import generate_latest
 
-from bridge.inbox import Delivery
-from bridge.metrics import Metrics, reason_label
-from bridge.model import Parsed, Rejection
+from bridge.metrics import Metrics
 from bridge.stats import Stats
+from iotcommon.contract import RejectionCode
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    "reason, label",
-    [
-        ("value: Input should be a finite number (got NaN)", "value"),
-        ("element 3: timestamp: is required", "timestamp"),
-        ("payload is not valid JSON: expected value", "payload"),
-        ("topic: 'x' does not match sensors/<sensor_id>/readings", "topic"),
-        ("conflict: a reading for sensor 1 ...", "conflict"),
-        ("database refused the message: ...", "database"),
-        ("internal error while validating (KeyError: 'x')", "internal"),
-        ("element 2: must be a JSON object (got 5)", "element"),
-        ("Something unforeseen", "other"),
-    ],
-)
-def test_reason_labels_are_the_field_named(reason: str, label: str) -> None:
-    assert reason_label(reason) == label
-
-
-def delivery(rejections: tuple[str, ...] = ()) -> Delivery:
-    parsed = Parsed(rejections=tuple(Rejection(b"x", reason) for reason in rejections))
-    return Delivery(1, 1, 1, "sensors/1/readings", b"x", AT, parsed)
 
 
 def scrape(metrics: Metrics) -> str:
@@ -57,7 +33,8 @@ def test_counters_come_from_stats_at_scrape_time() -> None:
 
 def test_commits_feed_histograms_and_reasons() -> None:
     metrics = Metrics(Stats())
-    batch = [delivery(("value: bad",)), delivery(("value: bad", "element 1: unit: x")), delivery()]
+    not_finite, too_long = RejectionCode.NOT_FINITE, RejectionCode.OUT_OF_RANGE
+    batch = [delivery(1, rows=0, rejections=[not_finite]), delivery(2, rejections=[not_finite, too_long]), delivery(3)]
     metrics.observe_commit(batch, 0.02)
     metrics.observe_conflicts(2)
     metrics.observe_conflicts(0)
@@ -65,9 +42,9 @@ def test_commits_feed_histograms_and_reasons() -> None:
     assert "bridge_batch_size_count 1.0" in text
     assert "bridge_batch_size_sum 3.0" in text
     assert 'bridge_commit_seconds_bucket{le="0.025"} 1.0' in text
-    assert 'bridge_rejected_by_reason_total{reason="value"} 2.0' in text
-    assert 'bridge_rejected_by_reason_total{reason="unit"} 1.0' in text
-    assert 'bridge_rejected_by_reason_total{reason="conflict"} 2.0' in text
+    assert 'bridge_rejected_by_code_total{code="not_finite"} 2.0' in text
+    assert 'bridge_rejected_by_code_total{code="out_of_range"} 1.0' in text
+    assert 'bridge_rejected_by_code_total{code="conflict"} 2.0' in text
 
 
 def test_watchdog_collector_reports_each_check() -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from bridge.model import MAX_ARRAY_LEN, Limits, Parsed, Row, parse_message, split_array
+from bridge.model import MAX_ARRAY_LEN, Limits, Parsed, Row, split_array
+from bridge.validation import parse_message
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TOPIC = "sensors/5/readings"
@@ -510,7 +511,7 @@ def test_array_that_cannot_be_split_is_rejected_whole(monkeypatch: pytest.Monkey
     def refuse(payload: bytes) -> list[bytes]:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr("bridge.model.split_array", refuse)
+    monkeypatch.setattr("bridge.validation.split_array", refuse)
     payload = encode([reading(), reading(value="bad")])
 
     reason = only_reason(parse(payload), payload)

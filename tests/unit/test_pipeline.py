@@ -6,41 +6,20 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
+from fakes import T0, FakeClock, delivery
 
 from bridge.backoff import Backoff
 from bridge.errors import SinkMisconfigured, SinkRefused, SinkUnavailable
-from bridge.inbox import Delivery, Inbox
-from bridge.model import Parsed, Rejection, Row
+from bridge.inbox import Inbox
+from bridge.model import Delivery
 from bridge.pipeline import MAX_WAIT_S, Pipeline
 from bridge.sink import WriteResult
 from bridge.stats import Stats
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 FLUSH_S = 0.05
-
-
-class FakeClock:
-    """A monotonic clock that only moves when someone sleeps or waits on it."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.sleeps: list[float] = []
-        self.on_sleep: Callable[[float], None] = lambda seconds: None
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        assert len(self.sleeps) < 1000, "the pipeline keeps retrying: it would never stop"
-        self.sleeps.append(seconds)
-        self.on_sleep(seconds)
-        self.t += seconds
-
-    def now(self) -> datetime:
-        return T0 + timedelta(seconds=self.t)
 
 
 class FakeSink:
@@ -172,16 +151,6 @@ class ScriptedInbox:
 
     def __len__(self) -> int:
         return self._arrived()
-
-
-def delivery(mid: int, *, generation: int = 1, rows: int = 1, rejections: int = 0, qos: int = 1) -> Delivery:
-    """A validated message: `rows` readings and `rejections` refused array elements."""
-    parsed = Parsed(
-        rows=tuple(Row(5, T0, f"v{mid}.{i}", float(i), "C") for i in range(rows)),
-        indexes=tuple(range(rows)),
-        rejections=tuple(Rejection(f"bad {mid}.{i}".encode(), f"element {i}: value: bad") for i in range(rejections)),
-    )
-    return Delivery(mid, qos, generation, "sensors/5/readings", f"payload {mid}".encode(), T0, parsed)
 
 
 class Harness:

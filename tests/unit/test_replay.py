@@ -20,11 +20,10 @@ from bridge.replay import (
     Outcome,
     RejectedMessage,
     ReplaySummary,
-    build_parser,
-    criteria_from,
     replay_rejected,
     topic_matches,
 )
+from iotcommon.contract import RejectionCode
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 RECEIVED_AT = NOW - timedelta(hours=1)
@@ -37,14 +36,14 @@ def reading(at: datetime, *, value: float = 21.5, variable: str = "temperature")
 
 def rejected(
     id_: int, payload: object, *, reason: str = "timestamp: too far in the future", topic: str = TOPIC,
-    received_at: datetime = RECEIVED_AT, replayed: bool = False,
+    code: RejectionCode = RejectionCode.FUTURE_TIMESTAMP, received_at: datetime = RECEIVED_AT, replayed: bool = False,
 ) -> RejectedMessage:
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return RejectedMessage(id_, received_at, topic, raw, reason, replayed)
+    return RejectedMessage(id_, received_at, topic, raw, reason, code, replayed)
 
 
 FUTURE = rejected(1, reading(NOW + timedelta(minutes=10)))
-GARBAGE = rejected(2, b"not json", reason="payload is not valid JSON")
+GARBAGE = rejected(2, b"not json", reason="payload is not valid JSON", code=RejectionCode.NOT_JSON)
 
 
 @dataclass
@@ -169,7 +168,7 @@ def test_database_refusal_is_recorded_as_still_invalid() -> None:
 
 
 def test_conflicts_and_already_replayed_are_skipped_and_counted() -> None:
-    conflict = rejected(4, reading(NOW), reason="conflict: a reading for sensor 7 ... is already stored")
+    conflict = rejected(4, reading(NOW), reason="any words at all", code=RejectionCode.CONFLICT)
     replayed = rejected(5, reading(NOW - timedelta(minutes=1)), replayed=True)
     store = FakeStore([conflict, replayed])
 
@@ -203,9 +202,19 @@ def test_reason_topic_and_time_filters_select_only_matching_messages() -> None:
     assert store.asked == [(since, NOW)], "the time range is passed down to the database"
 
 
+def test_code_filter_selects_by_code_not_by_words() -> None:
+    naive = rejected(9, reading(NOW), reason="words that say nothing of the cause", code=RejectionCode.NAIVE_TIMESTAMP)
+    store = FakeStore([FUTURE, GARBAGE, naive])
+
+    summary, _ = run(store, Criteria(codes=frozenset({RejectionCode.NAIVE_TIMESTAMP, RejectionCode.NOT_JSON})))
+
+    assert [rejected_id for rejected_id, _ in store.records] == [2, 9]
+    assert summary.examined == 2
+
+
 def test_limit_counts_examined_messages() -> None:
     messages = [rejected(n, reading(NOW - timedelta(minutes=n))) for n in range(1, 6)]
-    store = FakeStore([rejected(0, b"x", reason="conflict: kept"), *messages])
+    store = FakeStore([rejected(0, b"x", reason="conflict: kept", code=RejectionCode.CONFLICT), *messages])
 
     summary, _ = run(store, Criteria(limit=2))
 
@@ -228,35 +237,3 @@ def test_limit_counts_examined_messages() -> None:
 )
 def test_topic_matches_mqtt_filters(topic_filter: str, topic: str, expected: bool) -> None:
     assert topic_matches(topic_filter, topic) is expected
-
-
-def test_parser_builds_criteria_and_treats_a_bare_time_as_utc() -> None:
-    args = build_parser().parse_args(
-        ["--since", "2026-11-01", "--until", "2026-11-02T00:00:00+01:00", "--reason", "future",
-         "--topic", "sensors/+/readings", "--limit", "10", "--again", "--dry-run"]
-    )
-
-    criteria = criteria_from(args)
-
-    assert criteria.since == datetime(2026, 11, 1, tzinfo=UTC)
-    assert criteria.until == datetime(2026, 11, 1, 23, 0, tzinfo=UTC)
-    assert (criteria.reason, criteria.topic) == ("future", "sensors/+/readings")
-    assert (criteria.limit, criteria.again) == (10, True)
-    assert args.dry_run is True
-
-
-@pytest.mark.parametrize("argv", [["--since", "yesterday"], ["--limit", "0"], ["--limit", "many"]])
-def test_parser_rejects_bad_options(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as caught:
-        build_parser().parse_args(argv)
-    assert caught.value.code == 2
-    assert "error: argument" in capsys.readouterr().err
-
-
-def test_unknown_options_of_other_commands_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    from bridge.__main__ import main
-
-    with pytest.raises(SystemExit) as caught:
-        main(["health", "--dry-run"])
-    assert caught.value.code == 2
-    assert "unrecognized arguments: --dry-run" in capsys.readouterr().err

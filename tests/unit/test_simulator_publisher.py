@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fakes import FakeClock
 from paho.mqtt.client import ConnectFlags, DisconnectFlags
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
@@ -27,20 +28,6 @@ CONN_LOST = ReasonCode(PacketTypes.DISCONNECT, identifier=0x80)
 class Info:
     mid: int
     rc: int
-
-
-class SteppingClock:
-    """Every reading of the clock moves it on by `step` seconds, so deadlines pass in a few polls."""
-
-    def __init__(self, step: float = 0.001) -> None:
-        self.now, self.step = 0.0, step
-
-    def monotonic(self) -> float:
-        self.now += self.step
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeBroker:
@@ -81,7 +68,7 @@ class FakeBroker:
 
 def make_publisher(broker: FakeBroker, messages: int, **kwargs: Any) -> tuple[Publisher, MessageFactory]:
     factory = MessageFactory([Kind.UNIQUE] * messages, sensors=5, array=1, run_id="rtest", seed=1)
-    clock = SteppingClock(kwargs.pop("clock_step", 0.001))
+    clock = FakeClock(step_s=kwargs.pop("clock_step", 0.001))  # deadlines pass in a few polls
     publisher = Publisher(
         broker, factory, pacer=Pacer(clock, interval_s=0.0), clock=clock, wall=lambda: NOW,
         confirm_timeout_s=kwargs.pop("confirm_timeout_s", 5.0), **kwargs,

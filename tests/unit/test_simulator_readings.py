@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.model import Limits, parse_message
+from bridge.model import Limits
+from bridge.validation import parse_message
 from simulator.readings import VARIABLES, Kind, MessageFactory, plan_kinds
 
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from fakes import heartbeat
+
+from iotcommon.contract import Heartbeat, WorkerStatus
 from watchdog.checks import (
     DropWatch,
     Status,
     WorkerRules,
     WorkerView,
-    heartbeat_sent_at,
     judge_data_loss,
     judge_worker,
     judge_workers,
     observe_dropped,
-    parse_heartbeat,
     probe_result,
 )
+
+ONLINE, OFFLINE, CRASHED = WorkerStatus.ONLINE, WorkerStatus.OFFLINE, WorkerStatus.CRASHED
 
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 RULES = WorkerRules(heartbeat_timeout_s=15, stall_s=60)
@@ -28,9 +30,8 @@ def ago(seconds: float) -> datetime:
     return NOW - timedelta(seconds=seconds)
 
 
-def beat(**fields: Any) -> dict[str, Any]:
-    return {"client_id": "bridge-1", "at": NOW.isoformat(), "in_flight": 0, "db_ok": True, "mqtt_connected": True,
-            "last_commit_at": None, **fields}
+def beat(**fields: Any) -> Heartbeat:
+    return heartbeat(at=NOW, **fields)
 
 
 def judge(view: WorkerView, *, listening_s: float = 600, database_down: bool = False) -> tuple[Status, str]:
@@ -40,28 +41,41 @@ def judge(view: WorkerView, *, listening_s: float = 600, database_down: bool = F
 
 
 def test_fresh_heartbeat_is_ok() -> None:
-    status, detail = judge(WorkerView("bridge-1", "online", beat(), ago(3)))
+    status, detail = judge(WorkerView("bridge-1", ONLINE, beat(), ago(3)))
 
     assert status is Status.OK
     assert "heartbeat 3.0 s ago" in detail
 
 
-def test_offline_status_is_down_whatever_the_heartbeat() -> None:
-    status, detail = judge(WorkerView("bridge-1", "offline", beat(), ago(1)))
+def test_offline_status_is_down_whatever_the_heartbeat_and_says_it_stopped_cleanly() -> None:
+    status, detail = judge(WorkerView("bridge-1", OFFLINE, beat(), ago(1)))
 
     assert status is Status.DOWN
-    assert "offline" in detail
+    assert detail == "stopped cleanly (status offline)"
+
+
+def test_last_will_says_crashed_not_stopped() -> None:
+    status, detail = judge(WorkerView("bridge-1", CRASHED, beat(), ago(1)))
+
+    assert status is Status.DOWN
+    assert detail.startswith("crashed (Last Will")
+
+
+def test_a_malformed_heartbeat_is_reported_as_such_not_passed_and_not_a_crash() -> None:
+    view = WorkerView("bridge-1", ONLINE, None, ago(1), malformed="in_flight: Input should be a valid integer")
+
+    assert judge(view) == (Status.DEGRADED, "heartbeat not readable: in_flight: Input should be a valid integer")
 
 
 def test_stale_heartbeat_is_down() -> None:
-    status, detail = judge(WorkerView("bridge-1", "online", beat(), ago(16)))
+    status, detail = judge(WorkerView("bridge-1", ONLINE, beat(), ago(16)))
 
     assert status is Status.DOWN
     assert "no heartbeat for 16 s (limit 15 s)" in detail
-    confirmed = judge_worker(WorkerView("bridge-1", "online", beat(), ago(16)), now=NOW, listening_s=600,
+    confirmed = judge_worker(WorkerView("bridge-1", ONLINE, beat(), ago(16)), now=NOW, listening_s=600,
                              database_down=False, rules=RULES).confirmed
     assert confirmed, "the timeout already waited: no threshold on top"
-    assert not judge_worker(WorkerView("bridge-1", "offline"), now=NOW, listening_s=600, database_down=False,
+    assert not judge_worker(WorkerView("bridge-1", OFFLINE), now=NOW, listening_s=600, database_down=False,
                             rules=RULES).confirmed, "offline can be a restart in progress: it waits the threshold"
 
 
@@ -73,23 +87,23 @@ def test_never_seen_is_down_but_only_after_listening_a_heartbeat_timeout() -> No
 
 
 def test_stale_retained_heartbeat_after_a_reconnect_gets_a_grace_period() -> None:
-    view = WorkerView("bridge-1", "online", beat(), ago(600))
+    view = WorkerView("bridge-1", ONLINE, beat(), ago(600))
 
     assert judge(view, listening_s=2)[0] is Status.UNKNOWN
     assert judge(view, listening_s=20)[0] is Status.DOWN
 
 
 def test_database_unreachable_is_degraded_unless_the_database_check_already_fails() -> None:
-    view = WorkerView("bridge-1", "online", beat(db_ok=False, in_flight=120), ago(1))
+    view = WorkerView("bridge-1", ONLINE, beat(db_ok=False, in_flight=120), ago(1))
 
     assert judge(view) == (Status.DEGRADED, "reports the database unreachable, 120 messages in flight")
     assert judge(view, database_down=True)[0] is Status.OK, "one alert for the database, not one per worker"
 
 
 def test_in_flight_without_commit_for_stall_s_is_degraded() -> None:
-    stalled = WorkerView("bridge-1", "online", beat(in_flight=40, last_commit_at=ago(61).isoformat()), ago(1))
-    busy = WorkerView("bridge-1", "online", beat(in_flight=40, last_commit_at=ago(2).isoformat()), ago(1))
-    idle = WorkerView("bridge-1", "online", beat(in_flight=0, last_commit_at=ago(3600).isoformat()), ago(1))
+    stalled = WorkerView("bridge-1", ONLINE, beat(in_flight=40, last_commit_at=ago(61)), ago(1))
+    busy = WorkerView("bridge-1", ONLINE, beat(in_flight=40, last_commit_at=ago(2)), ago(1))
+    idle = WorkerView("bridge-1", ONLINE, beat(in_flight=0, last_commit_at=ago(3600)), ago(1))
 
     assert judge(stalled) == (Status.DEGRADED, "40 messages in flight and no commit for 61 s")
     assert judge(busy)[0] is Status.OK
@@ -98,7 +112,7 @@ def test_in_flight_without_commit_for_stall_s_is_degraded() -> None:
 
 def test_mqtt_connected_false_is_stale_news_once_the_heartbeat_arrived() -> None:
     # The bridge queues its first heartbeat before it connects; it arrives saying false.
-    assert judge(WorkerView("bridge-1", "online", beat(mqtt_connected=False), ago(1)))[0] is Status.OK
+    assert judge(WorkerView("bridge-1", ONLINE, beat(mqtt_connected=False), ago(1)))[0] is Status.OK
 
 
 def test_workers_are_unknown_while_the_broker_is_down() -> None:
@@ -111,10 +125,10 @@ def test_workers_are_unknown_while_the_broker_is_down() -> None:
 
 def test_worker_count_counts_fresh_online_workers_listed_or_not() -> None:
     views = {
-        "a": WorkerView("a", "online", beat(), ago(1)),
+        "a": WorkerView("a", ONLINE, beat(), ago(1)),
         "b": WorkerView("b", None, beat(), ago(2)),
-        "gone": WorkerView("gone", "offline", beat(), ago(1)),
-        "old": WorkerView("old", "online", beat(), ago(900)),
+        "gone": WorkerView("gone", OFFLINE, beat(), ago(1)),
+        "old": WorkerView("old", ONLINE, beat(), ago(900)),
     }
 
     def count(min_workers: int) -> tuple[Status, str]:
@@ -126,18 +140,6 @@ def test_worker_count_counts_fresh_online_workers_listed_or_not() -> None:
     assert count(3) == (Status.DOWN, "2 bridge workers alive, at least 3 needed (a, b)")
     assert judge_workers(views, (), now=NOW, listening_s=600, broker_ok=True, database_down=False,
                          min_workers=0, rules=RULES) == [], "no count check when WATCHDOG_MIN_WORKERS=0"
-
-
-def test_heartbeat_parsing() -> None:
-    payload = json.dumps(beat()).encode()
-
-    assert parse_heartbeat(payload) == beat()
-    assert parse_heartbeat(b"") is None
-    assert parse_heartbeat(b"[1]") is None
-    assert parse_heartbeat(b"\xff") is None
-    assert heartbeat_sent_at(beat()) == NOW
-    assert heartbeat_sent_at({"at": "2026-11-29T08:00:00"}) is None, "naive timestamps are not trusted"
-    assert heartbeat_sent_at({}) is None
 
 
 def test_probe_result() -> None:

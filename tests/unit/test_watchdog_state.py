@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fakes import FakeClock
 
 from watchdog.checks import Result, Status
 from watchdog.state import AlertBook, AlertKind, format_duration
@@ -15,27 +16,16 @@ OK = Result("broker", Status.OK, "probe round trip 3 ms")
 UNKNOWN = Result("broker", Status.UNKNOWN, "cannot tell")
 
 
-class Clock:
-    """A fake clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def tick(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
-
-
-def feed(book: AlertBook, clock: Clock, results: list[Result], every_s: float = 10) -> list[tuple[str, str]]:
+def feed(book: AlertBook, clock: FakeClock, results: list[Result], every_s: float = 10) -> list[tuple[str, str]]:
     """Observe one result per cycle; return (kind, component) of every alert."""
     alerts = []
     for result in results:
-        alerts += book.observe([result], clock.tick(every_s))
+        alerts += book.observe([result], clock.advance(every_s))
     return [(alert.kind.value, alert.component) for alert in alerts]
 
 
 def test_down_only_after_threshold_consecutive_failures() -> None:
-    book, clock = AlertBook(threshold=2, remind_s=1800), Clock()
+    book, clock = AlertBook(threshold=2, remind_s=1800), FakeClock(start_at=T0)
 
     assert feed(book, clock, [DOWN]) == []
     assert feed(book, clock, [DOWN]) == [("DOWN", "broker")]
@@ -44,13 +34,13 @@ def test_down_only_after_threshold_consecutive_failures() -> None:
 
 
 def test_threshold_of_one_alerts_at_once() -> None:
-    book, clock = AlertBook(threshold=1, remind_s=0), Clock()
+    book, clock = AlertBook(threshold=1, remind_s=0), FakeClock(start_at=T0)
 
     assert feed(book, clock, [DOWN]) == [("DOWN", "broker")]
 
 
 def test_a_confirmed_failure_skips_the_threshold() -> None:
-    book, clock = AlertBook(threshold=3, remind_s=1800), Clock()
+    book, clock = AlertBook(threshold=3, remind_s=1800), FakeClock(start_at=T0)
     silent = Result("bridge-1", Status.DOWN, "no heartbeat for 16 s (limit 15 s)", confirmed=True)
 
     assert feed(book, clock, [silent]) == [("DOWN", "bridge-1")]
@@ -58,14 +48,14 @@ def test_a_confirmed_failure_skips_the_threshold() -> None:
 
 
 def test_flapping_below_the_threshold_never_alerts() -> None:
-    book, clock = AlertBook(threshold=2, remind_s=1800), Clock()
+    book, clock = AlertBook(threshold=2, remind_s=1800), FakeClock(start_at=T0)
 
     assert feed(book, clock, [DOWN, OK] * 20) == []
     assert book.down() == []
 
 
 def test_unknown_keeps_the_state() -> None:
-    book, clock = AlertBook(threshold=2, remind_s=1800), Clock()
+    book, clock = AlertBook(threshold=2, remind_s=1800), FakeClock(start_at=T0)
 
     assert feed(book, clock, [DOWN, UNKNOWN, UNKNOWN]) == []
     assert feed(book, clock, [DOWN]) == [("DOWN", "broker")], "UNKNOWN neither resets nor counts"
@@ -74,10 +64,10 @@ def test_unknown_keeps_the_state() -> None:
 
 
 def test_recovered_once_with_the_duration_since_the_first_failure() -> None:
-    book, clock = AlertBook(threshold=2, remind_s=1800), Clock()
+    book, clock = AlertBook(threshold=2, remind_s=1800), FakeClock(start_at=T0)
     feed(book, clock, [DOWN, DOWN, DOWN])  # first failure at T0+10 s
 
-    alerts = book.observe([OK], clock.tick(95))  # T0 + 125 s
+    alerts = book.observe([OK], clock.advance(95))  # T0 + 125 s
 
     assert [a.kind for a in alerts] == [AlertKind.RECOVERED]
     assert alerts[0].down_for_s == 115
@@ -87,13 +77,13 @@ def test_recovered_once_with_the_duration_since_the_first_failure() -> None:
 
 
 def test_passing_before_the_threshold_sends_nothing() -> None:
-    book, clock = AlertBook(threshold=3, remind_s=1800), Clock()
+    book, clock = AlertBook(threshold=3, remind_s=1800), FakeClock(start_at=T0)
 
     assert feed(book, clock, [DOWN, DOWN, OK, DOWN, DOWN, OK]) == []
 
 
 def test_reminder_every_remind_s_while_down() -> None:
-    book, clock = AlertBook(threshold=2, remind_s=1800), Clock()
+    book, clock = AlertBook(threshold=2, remind_s=1800), FakeClock(start_at=T0)
     feed(book, clock, [DOWN, DOWN])  # DOWN at T0+20 s
 
     kinds = feed(book, clock, [DOWN] * 360)  # one hour more, every 10 s
@@ -103,17 +93,17 @@ def test_reminder_every_remind_s_while_down() -> None:
 
 
 def test_reminders_can_be_turned_off() -> None:
-    book, clock = AlertBook(threshold=2, remind_s=0), Clock()
+    book, clock = AlertBook(threshold=2, remind_s=0), FakeClock(start_at=T0)
 
     assert feed(book, clock, [DOWN] * 1000) == [("DOWN", "broker")]
 
 
 def test_degraded_counts_as_failing_and_components_are_independent() -> None:
-    book, clock = AlertBook(threshold=2, remind_s=1800), Clock()
+    book, clock = AlertBook(threshold=2, remind_s=1800), FakeClock(start_at=T0)
     degraded = Result("bridge-1", Status.DEGRADED, "reports the database unreachable")
 
-    first = book.observe([DOWN, degraded], clock.tick(10))
-    second = book.observe([OK, degraded], clock.tick(10))
+    first = book.observe([DOWN, degraded], clock.advance(10))
+    second = book.observe([OK, degraded], clock.advance(10))
 
     assert first == []
     assert [(a.kind, a.component, a.status) for a in second] == [(AlertKind.DOWN, "bridge-1", Status.DEGRADED)]

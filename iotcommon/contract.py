@@ -1,0 +1,132 @@
+"""The contract between the processes: topics, status words, the heartbeat, rejection codes.
+
+Defined once and typed, imported by every side: the devices publish on
+reading topics, the bridge workers publish their status and heartbeat, the
+watchdog reads them, and operators group dead letters by their code.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+READINGS_FILTER = "sensors/+/readings"
+_READING_TOPIC = re.compile(r"sensors/([^/]+)/readings")  # fullmatch: "$" would allow a trailing newline
+STATUS_PREFIX = "bridge/status/"
+HEARTBEAT_PREFIX = "bridge/heartbeat/"
+
+
+def reading_topic(sensor_id: int) -> str:
+    """Where a device publishes the readings of one sensor."""
+    return f"sensors/{sensor_id}/readings"
+
+
+def topic_sensor_segment(topic: str) -> str | None:
+    """The <sensor_id> segment of sensors/<sensor_id>/readings as sent (not yet checked), or None."""
+    match = _READING_TOPIC.fullmatch(topic)
+    return match.group(1) if match else None
+
+
+def status_topic(client_id: str) -> str:
+    """The retained status of a bridge worker (its Last Will goes there too)."""
+    return f"{STATUS_PREFIX}{client_id}"
+
+
+def heartbeat_topic(client_id: str) -> str:
+    """Where a bridge worker publishes its heartbeat (retained)."""
+    return f"{HEARTBEAT_PREFIX}{client_id}"
+
+
+def client_id_of(topic: str, prefix: str) -> str | None:
+    """The client id at the end of a status or heartbeat topic, or None for another topic."""
+    return topic.removeprefix(prefix) if topic.startswith(prefix) and len(topic) > len(prefix) else None
+
+
+class WorkerStatus(StrEnum):
+    """The retained words on bridge/status/<client_id>."""
+
+    ONLINE = "online"  # subscribed and working
+    OFFLINE = "offline"  # stopped cleanly (SIGTERM): it said goodbye
+    CRASHED = "crashed"  # its Last Will: it died, froze or lost the broker without saying goodbye
+
+    @classmethod
+    def parse(cls, payload: bytes) -> WorkerStatus | None:
+        """The status a retained payload says, or None (cleared, or a word this version does not know)."""
+        try:
+            return cls(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+
+class Heartbeat(BaseModel):
+    """A worker's heartbeat: its counters and state, published every BRIDGE_HEARTBEAT_S (and its health file).
+
+    Extra fields are ignored, so a newer worker's heartbeat still reads in an older watchdog.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    client_id: str
+    at: AwareDatetime
+    received: int = Field(ge=0)
+    stored: int = Field(ge=0)
+    duplicates: int = Field(ge=0)
+    conflicts: int = Field(ge=0)
+    rejected: int = Field(ge=0)
+    handler_errors: int = Field(ge=0)
+    batches: int = Field(ge=0)
+    db_errors: int = Field(ge=0)
+    in_flight: int = Field(ge=0)
+    inbox_peak: int = Field(ge=0)
+    last_commit_at: AwareDatetime | None
+    db_ok: bool
+    mqtt_connected: bool
+
+
+class MalformedHeartbeat(ValueError):
+    """A heartbeat payload that is not the contract's: what was wrong, in one line."""
+
+
+def parse_heartbeat(payload: bytes) -> Heartbeat | None:
+    """The heartbeat, None for an empty (cleared) payload; MalformedHeartbeat for anything else."""
+    if not payload:
+        return None
+    try:
+        return Heartbeat.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "payload"
+        raise MalformedHeartbeat(f"{where}: {first['msg']}") from None
+
+
+class RejectionCode(StrEnum):
+    """Why a message (or an array element) was stored in rejected_messages: a closed set, in reason_code.
+
+    The human sentence stays in `reason`; the code is for grouping, alerting
+    and replaying by cause. README, "Rejection codes", has an example of each.
+    """
+
+    BAD_TOPIC = "bad_topic"
+    EMPTY_PAYLOAD = "empty_payload"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    NOT_OBJECT_OR_ARRAY = "not_object_or_array"
+    EMPTY_ARRAY = "empty_array"
+    ARRAY_TOO_LONG = "array_too_long"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    OUT_OF_RANGE = "out_of_range"
+    NOT_FINITE = "not_finite"
+    INVALID_TEXT = "invalid_text"
+    BAD_TIMESTAMP = "bad_timestamp"
+    NAIVE_TIMESTAMP = "naive_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    TOPIC_MISMATCH = "topic_mismatch"
+    CONFLICT = "conflict"
+    DATABASE_REFUSED = "database_refused"
+    INTERNAL_ERROR = "internal_error"
+    UNKNOWN = "unknown"  # dead letters stored before codes existed whose reason matched no pattern
+

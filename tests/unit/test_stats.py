@@ -1,0 +1,28 @@
+"""bridge.stats: the counters a worker keeps, in its stop summary and its heartbeat."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fakes import T0
+
+from bridge.stats import Stats
+
+
+def test_summary_names_every_counter() -> None:
+    stats = Stats(received=10, stored=6, duplicates=2, conflicts=1, rejected=1, in_flight=4)
+
+    summary = stats.summary()
+
+    for part in ("received=10", "stored=6", "duplicates=2", "conflicts=1", "rejected=1", "in_flight=4"):
+        assert part in summary
+
+
+def test_every_counter_goes_into_the_heartbeat() -> None:
+    stats = Stats(received=1, stored=2, duplicates=3, conflicts=4, rejected=5, handler_errors=6, batches=7,
+                  db_errors=8, in_flight=9, inbox_peak=10, last_commit_at=T0, db_ok=False, mqtt_connected=True)
+
+    beat = stats.heartbeat(client_id="w1", at=T0)
+
+    assert beat.model_dump(exclude={"client_id", "at"}) == dataclasses.asdict(stats)
+    assert Stats().heartbeat(client_id="w1", at=T0).last_commit_at is None
