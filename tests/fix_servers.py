@@ -283,10 +283,11 @@ def bridge_env(
     """
 
     def make_env(client_id: str, /, **overrides: object) -> dict[str, str]:
-        return worker_env(
+        env = worker_env(
             client_id, database_url=bridge_database_url, mqtt_url=mqtt_url, share_group=share_group,
-            health_dir=tmp_path, bridge_heartbeat_s=1, bridge_log_level="INFO", **overrides,
+            health_dir=tmp_path, bridge_heartbeat_s=1, bridge_log_level="INFO",
         )
+        return {**env, **{key.upper(): str(value) for key, value in overrides.items()}}
 
     return make_env
 
