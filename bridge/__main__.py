@@ -165,7 +165,7 @@ def run_worker(settings: Settings) -> int:
 
 def open_pool(settings: Settings) -> ConnectionPool[Any]:
     """Open the connection pool, failing fast with a clear error if the database is unusable."""
-    conninfo = settings.database_url.get_secret_value()
+    conninfo = settings.conninfo()
     pool: ConnectionPool[Any] = ConnectionPool(
         conninfo,
         min_size=1,
