@@ -17,6 +17,7 @@ import shutil
 import signal as signals
 import socket
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,13 +219,19 @@ def dynsec_plugin() -> str:
     raise RuntimeError(f"mosquitto_dynamic_security.so not found: {MOSQUITTO_HINT}")
 
 
-def load_dynsec() -> ModuleType:
-    """mosquitto/dynsec.py, the project's account generator (a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("dynsec", REPO_ROOT / "mosquitto" / "dynsec.py")
+def load_script(path: str) -> ModuleType:
+    """One of the project's scripts (not a package) as a module, e.g. "mosquitto/dynsec.py"."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO_ROOT / path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def load_dynsec() -> ModuleType:
+    """mosquitto/dynsec.py, the project's account generator."""
+    return load_script("mosquitto/dynsec.py")
 
 
 def write_test_accounts(path: Path) -> None:
