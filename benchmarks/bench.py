@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 import harness  # noqa: E402
 from mqtt_client import MqttTestClient  # noqa: E402
 from processes import wait_until  # noqa: E402
-from servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema  # noqa: E402
+from servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password  # noqa: E402
 
 from simulator.readings import Kind, MessageFactory  # noqa: E402
 
@@ -69,7 +69,7 @@ class Bench:
 
     def __init__(self, pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> None:
         self.admin = pg.url()
-        self.bridge_url = pg.url(user=BRIDGE_TEST_ROLE, password=BRIDGE_TEST_ROLE)
+        self.bridge_url = pg.url(user=BRIDGE_TEST_ROLE, password=login_password(BRIDGE_TEST_ROLE))
         self.mqtt = mq.url
         self.tmp = tmp
         self.hwm_kb: dict[str, int] = {}

@@ -40,6 +40,7 @@ from processes import (
     stop_process,
     wait_for_start,
 )
+from psycopg import sql
 
 POSTGRES_HINT = (
     "install Debian's `postgresql` package (apt-get install -y postgresql) or set TEST_DATABASE_URL"
@@ -58,10 +59,12 @@ MQTT_TEST_ACCOUNTS = {
     "MQTT_WATCHDOG_PASSWORD": "watchdog-pw",
     "MQTT_SIMULATOR_PASSWORD": "simulator-pw",
     "MQTT_ADMIN_PASSWORD": "admin-pw",
+    "MQTT_HEALTH_PASSWORD": "health-p@ss/w%41:rd",
     "MQTT_DEVICES": "7:device-7-pw",
 }
 TEST_MQTT_USER = "test"
-TEST_MQTT_PASSWORD = "test-pw"
+# Every worker of the tests logs in with it through a URL: @ / % : prove the URLs are encoded.
+TEST_MQTT_PASSWORD = "test-p@ss/w%41:rd"
 # 210,000 PBKDF2 iterations cost the broker ~0.1 s per CONNECT; tests connect
 # hundreds of clients, so their accounts use fewer. Production keeps the default.
 TEST_PBKDF2_ITERATIONS = 1000
@@ -77,8 +80,11 @@ _POSTGRES_STOP_SIGNALS = {
 
 
 def login_password(role: str) -> str:
-    """The password of a test login role: distinct from its name, so a test can tell a leak from a mention."""
-    return f"{role}-secret-pw"
+    """The password of a test login role: distinct from its name, so a test can tell a leak from a mention.
+
+    It holds @ / % : on purpose: each breaks a URL it is pasted into raw (`quote(pw, safe="")` it).
+    """
+    return f"{role}-p@ss/w%41:rd"
 
 
 def apply_schema(admin_url: str) -> None:
@@ -89,12 +95,13 @@ def apply_schema(admin_url: str) -> None:
         # several statements (schema.sql also contains a DO $$ block).
         conn.execute(schema.encode())
         for role, group in ((BRIDGE_TEST_ROLE, "iot_bridge"), (REPLAY_TEST_ROLE, "iot_replay")):
+            names = {"role": sql.Identifier(role), "group": sql.Identifier(group),
+                     "password": sql.Literal(login_password(role))}
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-            if exists:
-                conn.execute(f"GRANT {group} TO {role}")
-                conn.execute(f"ALTER ROLE {role} PASSWORD '{login_password(role)}'")
-            else:
-                conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{login_password(role)}' IN ROLE {group}")
+            if not exists:
+                conn.execute(sql.SQL("CREATE ROLE {role} LOGIN").format(**names))
+            conn.execute(sql.SQL("GRANT {group} TO {role}").format(**names))
+            conn.execute(sql.SQL("ALTER ROLE {role} PASSWORD {password}").format(**names))
 
 
 class PostgresServer:
@@ -200,6 +207,14 @@ class PostgresServer:
         process = spawn(args, log_path=init_log, account=self._account, cwd=self._root)
         if process.wait(START_TIMEOUT_S * 2) != 0:
             raise RuntimeError(f"initdb failed; output:\n{read_tail(init_log)}")
+        # The superuser (the fixtures' admin URL) needs no password; every other role
+        # must present its own, so a test proves that a password reached the server intact.
+        (self._data_dir / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            f"host all postgres {LOCALHOST}/32 trust\n"
+            f"host all all {LOCALHOST}/32 scram-sha-256\n",
+            encoding="utf-8",
+        )
 
     def _accepts_connections(self) -> bool:
         """Whether a superuser connection succeeds right now."""
@@ -382,9 +397,10 @@ class MosquittoServer:
         """mqtt:// URL of the broker, as the all-powerful test account."""
         return self.url_as(TEST_MQTT_USER, TEST_MQTT_PASSWORD)
 
-    def url_as(self, username: str, password: str) -> str:
-        """mqtt:// URL of the broker for one of the accounts in MQTT_TEST_ACCOUNTS."""
-        return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}"
+    def url_as(self, username: str, password: str, *, tls: bool = False) -> str:
+        """mqtt:// (or the TLS listener's mqtts://) URL of the broker for an account, its password percent-encoded."""
+        scheme, port = ("mqtts", self.tls_port) if tls else ("mqtt", self.port)
+        return f"{scheme}://{quote(username, safe='')}:{quote(password, safe='')}@{self.host}:{port}"
 
     @property
     def persistence_file(self) -> Path:
@@ -401,7 +417,7 @@ class MosquittoServer:
     @property
     def tls_url(self) -> str:
         """mqtts:// URL of the TLS listener, as the all-powerful test account."""
-        return f"mqtts://{TEST_MQTT_USER}:{TEST_MQTT_PASSWORD}@{self.host}:{self.tls_port}"
+        return self.url_as(TEST_MQTT_USER, TEST_MQTT_PASSWORD, tls=True)
 
     @property
     def pid(self) -> int:

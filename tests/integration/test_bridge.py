@@ -11,12 +11,15 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
 import traffic
 from mqtt_client import MqttTestClient, heartbeats_of
 from processes import REPO_ROOT, wait_until
+from servers import MosquittoServer, PostgresServer
 from workers import StartWorker, WorkerProcess
 
 SUMMARY = re.compile(
@@ -59,6 +62,52 @@ def test_three_workers_store_exactly_the_unique_valid_readings(
     assert totals["rejected"] == 500
     assert totals["conflicts"] == 0
     assert all(summary_of(worker)["received"] > 0 for worker in workers), "the share group spread the load"
+
+
+def test_a_worker_reads_its_passwords_from_files(
+    start: StartWorker, publisher: MqttTestClient, mqtt_url: str, bridge_database_url: str,
+    mosquitto_server: MosquittoServer | None, admin_database_url: str, tmp_path: Path,
+) -> None:
+    """The compose stack's way: URLs without passwords, each password in a file ending in a newline."""
+    mqtt, database = urlsplit(mqtt_url), urlsplit(bridge_database_url)
+    mqtt_password, database_password = unquote(mqtt.password or ""), unquote(database.password or "")
+    assert set("@/%:") <= set(database_password), "login_password() lost the characters that break URLs"
+    if mosquitto_server is not None:
+        assert set("@/%:") <= set(mqtt_password), "TEST_MQTT_PASSWORD lost the characters that break URLs"
+    (tmp_path / "mqtt").write_text(mqtt_password + "\n", encoding="utf-8")
+    (tmp_path / "db").write_text(database_password + "\n", encoding="utf-8")
+
+    worker = start(
+        "pwfiles",
+        mqtt_url=urlunsplit(mqtt._replace(netloc=f"{mqtt.username}@{mqtt.hostname}:{mqtt.port}")),
+        mqtt_password_file=tmp_path / "mqtt",
+        database_url=urlunsplit(database._replace(netloc=f"{database.username}@{database.hostname}:{database.port}")),
+        database_password_file=tmp_path / "db",
+    )
+    topic, payload, row = traffic.reading(1)
+    publisher.publish(topic, payload)
+    traffic.wait_for_counts(admin_database_url, 1)
+
+    assert traffic.stored_rows(admin_database_url) == {row}
+    assert worker.terminate(10) == 0
+
+
+def test_a_wrong_password_file_stops_the_worker_naming_the_database(
+    start: StartWorker, bridge_database_url: str, postgres_server: PostgresServer | None, tmp_path: Path,
+) -> None:
+    # Only the test harness's own server checks passwords of login roles (scram-sha-256).
+    if postgres_server is None:
+        pytest.skip("an external TEST_DATABASE_URL may trust every connection")
+    database = urlsplit(bridge_database_url)
+    (tmp_path / "db").write_text(unquote(database.password or "") + "-wrong\n", encoding="utf-8")
+
+    worker = start(
+        "pwwrong", ready=False, bridge_startup_timeout_s=2, database_password_file=tmp_path / "db",
+        database_url=urlunsplit(database._replace(netloc=f"{database.username}@{database.hostname}:{database.port}")),
+    )
+
+    assert worker.wait(30) == 1
+    assert "password authentication failed" in worker.log_text()
 
 
 def test_rejected_messages_keep_raw_bytes_reason_and_worker(

@@ -8,11 +8,12 @@ import pytest
 import traffic
 from mqtt_client import MqttTestClient, MqttTestError
 from processes import wait_until
-from servers import MosquittoServer
+from servers import MQTT_TEST_ACCOUNTS, MosquittoServer
 from workers import StartWorker, WorkerProcess
 
-DEVICE = ("device-7", "device-7-pw")  # MQTT_TEST_ACCOUNTS in tests/servers.py
-BRIDGE = ("bridge", "bridge-pw")
+DEVICE = ("device-7", MQTT_TEST_ACCOUNTS["MQTT_DEVICES"].split(":", 1)[1])
+BRIDGE = ("bridge", MQTT_TEST_ACCOUNTS["MQTT_BRIDGE_PASSWORD"])
+WATCHDOG = ("watchdog", MQTT_TEST_ACCOUNTS["MQTT_WATCHDOG_PASSWORD"])
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def connect(broker: MosquittoServer, username: str | None, password: str | None)
 
 
 @pytest.mark.parametrize(
-    "username, password", [(None, None), ("bridge", "wrong"), ("nobody", "bridge-pw"), ("device-7", "")]
+    "username, password", [(None, None), ("bridge", "wrong"), ("nobody", BRIDGE[1]), ("device-7", "")]
 )
 def test_anonymous_and_wrong_credentials_are_refused(broker: MosquittoServer, username: str | None,
                                                      password: str | None) -> None:
@@ -59,8 +60,7 @@ def test_subscriptions_outside_a_role_are_refused(broker: MosquittoServer, accou
 
 @pytest.mark.parametrize(
     "account, topic",
-    [(BRIDGE, "$share/bridge/sensors/+/readings"), (("watchdog", "watchdog-pw"), "$SYS/#"),
-     (("watchdog", "watchdog-pw"), "bridge/#")],
+    [(BRIDGE, "$share/bridge/sensors/+/readings"), (WATCHDOG, "$SYS/#"), (WATCHDOG, "bridge/#")],
 )
 def test_roles_may_subscribe_to_what_they_need(broker: MosquittoServer, account: tuple[str, str], topic: str) -> None:
     client = connect(broker, *account)
@@ -93,3 +93,4 @@ def test_a_device_publishes_only_to_its_own_topic(
     wait_until(lambda: traffic.counts(admin_database_url)[0] >= 1, 20, message="the device's own reading stored")
     assert traffic.stored_rows(admin_database_url) == {own_row}
     assert traffic.counts(admin_database_url) == (1, 0)
+
