@@ -9,13 +9,15 @@ COPY simulator simulator
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check .
 
-# Runtime stage: the virtualenv, the SQL and broker files, a non-root user.
+# Runtime stage: the virtualenv, the SQL, broker and init files, a non-root user.
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin iot
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY schema.sql ./
 COPY mosquitto mosquitto
+# The compose stack's one-shot init (secrets, broker accounts); it uses mosquitto/dynsec.py.
+COPY deploy/compose/stack_init.py deploy/compose/stack_init.py
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
