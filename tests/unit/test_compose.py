@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -374,3 +375,30 @@ def test_the_image_holds_the_init_program_and_its_user_is_the_secrets_owner(stac
     assert re.search(rf"useradd .*--uid {stack_init.APP_UID}\b", dockerfile)
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "!deploy/compose/stack_init.py" in ignored
+
+
+def test_dependencies_are_installed_before_the_sources_are_copied() -> None:
+    (build,) = [stage for stage in re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.M)
+                if stage.startswith("python:3.11-slim AS build")]
+    lines = build.replace("\\\n", " ").splitlines()
+    dependencies = next(i for i, line in enumerate(lines) if "pip install" in line and "-r requirements.txt" in line)
+    copies = [i for i, line in enumerate(lines) if line.startswith("COPY ")]
+    assert [lines[i] for i in copies if i < dependencies] == ["COPY setup.cfg ./"]
+    project = next(i for i, line in enumerate(lines) if "pip install" in line and line.rstrip().endswith(" ."))
+    assert "--no-deps" in lines[project] and project > max(copies)
+
+
+def test_the_dependency_list_is_read_from_setup_cfg(tmp_path: Path) -> None:
+    build = (ROOT / "Dockerfile").read_text().replace("\\\n", "")
+    snippet = re.search(r'python -c "([^"]+)" > requirements\.txt', build)
+    assert snippet
+    (tmp_path / "setup.cfg").write_text((ROOT / "setup.cfg").read_text())
+    printed = subprocess.run([sys.executable, "-c", snippet[1]], cwd=tmp_path, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert "paho-mqtt>=2.1,<3" in printed and "pydantic>=2.5,<3" in printed and len(printed) >= 6
+
+
+def test_the_image_user_owns_the_simulators_working_directory(compose: dict[str, Any]) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    folder = services(compose)["simulator"]["working_dir"]
+    assert re.search(rf"install -d -o iot -g iot {re.escape(folder)}\b", dockerfile)
