@@ -402,3 +402,67 @@ def test_the_image_user_owns_the_simulators_working_directory(compose: dict[str,
     dockerfile = (ROOT / "Dockerfile").read_text()
     folder = services(compose)["simulator"]["working_dir"]
     assert re.search(rf"install -d -o iot -g iot {re.escape(folder)}\b", dockerfile)
+
+
+# --- the Kubernetes StatefulSet -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def k8s() -> tuple[dict[str, Any], dict[str, Any]]:
+    statefulset, service = yaml.safe_load_all((ROOT / "deploy/k8s/bridge-statefulset.yaml").read_text())
+    return statefulset, service
+
+
+def container(k8s: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    (found,) = k8s[0]["spec"]["template"]["spec"]["containers"]
+    return found  # type: ignore[no-any-return]
+
+
+def _mebibytes(quantity: str) -> int:
+    match = re.fullmatch(r"(\d+)(Mi|Gi)", quantity)
+    assert match, quantity
+    return int(match[1]) * (1024 if match[2] == "Gi" else 1)
+
+
+def test_k8s_image_is_a_registry_placeholder_to_replace(k8s: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    image = container(k8s)["image"]
+    assert image != APP_IMAGE and not image.endswith(":latest")
+    assert image.startswith("registry.example.com/"), "a placeholder nobody mistakes for a pullable image"
+    assert "replace" in (ROOT / "deploy/k8s/bridge-statefulset.yaml").read_text()
+
+
+def test_k8s_liveness_checks_only_the_worker_and_readiness_the_connection(
+    k8s: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    bridge = container(k8s)
+    assert bridge["livenessProbe"]["exec"]["command"] == ["python", "-m", "bridge", "health", "--live"]
+    assert bridge["readinessProbe"]["exec"]["command"] == ["python", "-m", "bridge", "health"]
+
+
+def test_k8s_pods_listen_on_the_metrics_port_they_publish(k8s: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    env = {item["name"]: item.get("value") for item in container(k8s)["env"]}
+    (port,) = [p for p in container(k8s)["ports"] if p["name"] == "metrics"]
+    assert int(env["BRIDGE_METRICS_PORT"]) == port["containerPort"] == k8s[1]["spec"]["ports"][0]["port"]
+
+
+def test_k8s_memory_covers_a_worker_and_its_probes(k8s: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    resources = container(k8s)["resources"]
+    # ~55 MB worker + 2 x ~30 MB probe processes at once.
+    assert _mebibytes(resources["requests"]["memory"]) >= 128
+    assert _mebibytes(resources["limits"]["memory"]) >= 256
+
+
+def test_k8s_passwords_come_from_a_mounted_secret(k8s: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    bridge, pod = container(k8s), k8s[0]["spec"]["template"]["spec"]
+    env = {item["name"]: item.get("value") for item in bridge["env"]}
+    assert "envFrom" not in bridge
+    assert set(env) <= {env_name(field) for field in Settings.model_fields}
+    assert urlsplit(env["DATABASE_URL"]).password is None and urlsplit(env["MQTT_URL"]).password is None
+    (mount,) = bridge["volumeMounts"]
+    (volume,) = pod["volumes"]
+    assert mount["name"] == volume["name"] and mount["readOnly"] is True and volume["secret"]["secretName"]
+    for variable in ("DATABASE_PASSWORD_FILE", "MQTT_PASSWORD_FILE"):
+        assert Path(env[variable]).parent == Path(mount["mountPath"]), variable
+    # The files must be readable by the non-root worker: group-readable, group = fsGroup.
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 10001
+    assert volume["secret"]["defaultMode"] & 0o040
