@@ -154,7 +154,7 @@ def _postgres_container() -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _mosquitto_container(tmp: Path) -> Iterator[Any]:
-    """eclipse-mosquitto:2 with the project's mosquitto.conf and the test accounts, stopped on exit.
+    """eclipse-mosquitto (docker-compose.yml's version) with the project's config and test accounts, stopped on exit.
 
     Not exercised on the CI machines (no Docker engine there): the local
     binaries serve. The config's plugin paths are this image's own.
@@ -165,7 +165,7 @@ def _mosquitto_container(tmp: Path) -> Iterator[Any]:
     write_test_accounts(tmp / "dynamic-security.json")
     os.chmod(tmp, 0o777)  # the image's broker runs as uid 1883 and saves the file
     container = (
-        DockerContainer("eclipse-mosquitto:2")
+        DockerContainer("eclipse-mosquitto:2.0.20")  # the image docker-compose.yml pins
         .with_exposed_ports(1883)
         .with_volume_mapping(str(REPO_ROOT / "mosquitto" / "mosquitto.conf"), "/mosquitto/config/mosquitto.conf")
         .with_volume_mapping(str(tmp), "/mosquitto/dynsec", mode="rw")
