@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import quote
 
 import psycopg
 
@@ -56,13 +57,15 @@ class Stack:
 
     def mqtt_url(self, user: str) -> str:
         """The broker URL for one of the accounts."""
-        return f"mqtt://{user}:{self.passwords['mqtt_' + user.replace('-', '_')]}@127.0.0.1:{self.ports['mqtt']}"
+        password = quote(self.passwords["mqtt_" + user.replace("-", "_")], safe="")  # URL-safe today; stays so
+        return f"mqtt://{user}:{password}@127.0.0.1:{self.ports['mqtt']}"
 
     def db_url(self, user: str, dbname: str = "sensors") -> str:
         """The database URL for a login role; the superuser `postgres` comes in through the socket."""
         if user == "postgres":
             return f"postgresql://postgres@/{dbname}?host={self.home / 'postgres'}&port={self.ports['postgres']}"
-        return f"postgresql://{user}:{self.passwords['db_' + user]}@127.0.0.1:{self.ports['postgres']}/{dbname}"
+        password = quote(self.passwords["db_" + user], safe="")
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.ports['postgres']}/{dbname}"
 
 
 def load_stack(home: Path) -> Stack:
