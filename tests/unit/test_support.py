@@ -13,7 +13,7 @@ import pytest
 
 from bridge.backoff import Backoff
 from bridge.errors import BridgeError, ConfigError, InvalidMessage, SinkError, SinkRefused, SinkUnavailable
-from bridge.health import check_health, write_health
+from bridge.health import check_alive, check_health, write_health
 from bridge.heartbeat import Heartbeat, heartbeat_topic
 from bridge.inbox import Delivery, Inbox
 from bridge.model import Parsed
@@ -171,6 +171,32 @@ def test_not_connected_is_unhealthy(tmp_path: Path) -> None:
 
     assert healthy is False
     assert "not connected" in message
+
+
+def test_liveness_ignores_the_broker_connection_but_not_a_stuck_worker(tmp_path: Path) -> None:
+    path = str(tmp_path / "w1.health")
+    write_health(path, snapshot(mqtt_connected=False, db_ok=False))  # a broker and database outage
+
+    assert check_alive(path, now=T0 + timedelta(seconds=15), max_age_s=15) == (True, "alive: heartbeat 15.0 s ago")
+    alive, message = check_alive(path, now=T0 + timedelta(seconds=16), max_age_s=15)
+    assert alive is False and "stuck or stopped" in message
+    alive, message = check_alive(str(tmp_path / "missing"), now=T0, max_age_s=15)
+    assert alive is False and "no usable health file" in message
+
+
+@pytest.mark.parametrize(("argv", "exit_code"), [(["health"], 1), (["health", "--live"], 0)])
+def test_the_health_command_live_option_skips_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str],
+    exit_code: int,
+) -> None:
+    from bridge.__main__ import main
+
+    path = tmp_path / "w1.health"
+    write_health(str(path), snapshot(at=datetime.now(UTC), mqtt_connected=False))
+    monkeypatch.setenv("BRIDGE_HEALTH_FILE", str(path))
+
+    assert main(argv) == exit_code
+    assert ("alive" if exit_code == 0 else "not connected") in capsys.readouterr().out
 
 
 def test_missing_file_is_unhealthy(tmp_path: Path) -> None:
