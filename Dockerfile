@@ -1,25 +1,36 @@
-# One image for the bridge, the watchdog and the simulator (different commands).
-# Build stage: install the project and its dependencies into a virtualenv.
+# One image for the bridge, the watchdog, the simulator and the compose stack's init.
+# Build stage: the dependencies, then the project, into a virtualenv.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml setup.cfg README.md ./
+RUN python -m venv /opt/venv
+# Dependencies first, from setup.cfg alone, in a layer of their own: a change to the
+# code reuses it instead of downloading and installing them all again.
+COPY setup.cfg ./
+RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
+print(c['options']['install_requires'])" > requirements.txt \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
+COPY pyproject.toml README.md ./
 COPY bridge bridge
 COPY watchdog watchdog
 COPY simulator simulator
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check .
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps .
 
-# Runtime stage: the virtualenv, the SQL and broker files, a non-root user.
+# Runtime stage: the virtualenv, the SQL, broker and init files, a non-root user.
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin iot
+RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin iot \
+    && install -d -o iot -g iot /results
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY schema.sql ./
 COPY mosquitto mosquitto
+# The compose stack's one-shot init (secrets, broker accounts); it uses mosquitto/dynsec.py.
+COPY deploy/compose/stack_init.py deploy/compose/stack_init.py
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER iot
+# /app (the code) is root's; /results is the user's, for `python -m simulator --json`
+# (the compose file mounts a volume there, which takes this owner when created).
 # The bridge's health: a fresh heartbeat and a live broker connection
 # (python -m bridge health). The watchdog service overrides it in compose.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

@@ -2,7 +2,7 @@
 -- Idempotent: safe to run again on an existing database (psql -f schema.sql).
 -- Run it as the database owner. It creates the tables and three NOLOGIN group
 -- roles holding exactly the privileges each component needs; grant them to
--- the login roles you create (deploy/postgres/20-roles.sh does it for Docker):
+-- the login roles you create (deploy/postgres/roles.sql does it for Docker):
 --     iot_bridge   bridge workers: insert readings and dead letters
 --     iot_replay   python -m bridge replay-rejected: read dead letters,
 --                  insert readings, append replay records

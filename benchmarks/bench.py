@@ -30,7 +30,7 @@ import harness  # benchmarks/ is on sys.path: this script's own folder
 
 from devstack.mqtt_client import MqttTestClient
 from devstack.processes import REPO_ROOT, wait_until
-from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema
+from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password
 from simulator.readings import Kind, MessageFactory
 
 SEED_RATE = 83  # readings/s: 5000 per minute
@@ -66,7 +66,7 @@ class Bench:
 
     def __init__(self, pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> None:
         self.admin = pg.url()
-        self.bridge_url = pg.url(user=BRIDGE_TEST_ROLE, password=BRIDGE_TEST_ROLE)
+        self.bridge_url = pg.url(user=BRIDGE_TEST_ROLE, password=login_password(BRIDGE_TEST_ROLE))
         self.mqtt = mq.url
         self.tmp = tmp
         self.hwm_kb: dict[str, int] = {}

@@ -24,7 +24,17 @@ from pathlib import Path
 from devstack import traffic
 from devstack.processes import memory_kb
 from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password
-from devstack.soak import FaultPlan, Lateness, Soak, SoakRun, incarnations, lateness, rss_drift, stored_at
+from devstack.soak import (
+    FaultPlan,
+    Lateness,
+    Soak,
+    SoakRun,
+    first_publish_times,
+    incarnations,
+    lateness,
+    rss_drift,
+    stored_at,
+)
 from devstack.workers import WorkerProcess, start_online, worker_env
 from simulator.report import percentile
 
@@ -86,6 +96,14 @@ def report(run: SoakRun, late: list[Lateness], plan: FaultPlan, *, exact: bool) 
                           "p99_s": percentile(values, 99) or 0.0, "max_s": values[-1]}
         print(f"  {cause:9} {len(values):7} readings  p50 {figures[cause]['p50_s']:6.2f} s  "
               f"p99 {figures[cause]['p99_s']:6.2f} s  max {values[-1]:6.2f} s")
+    calm = sorted((e for e in late if e.cause == "none"), key=lambda e: e.late_s)[-5:]
+    first = first_publish_times(run)
+    print("the latest readings that sat through no outage (published at, late by, the last fault before):")
+    for entry in reversed(calm):
+        published = first[entry.key]
+        before = max((o for o in run.outages if o.started_at <= published), key=lambda o: o.started_at, default=None)
+        last = f"{before.what}, ended {published - (before.ended_at or published):.1f} s before" if before else "none"
+        print(f"  {published - run.started_at:7.1f} s  {entry.late_s:5.2f} s  {last}")
     print("worker RSS (MB) by minute since the start, per process (pid):")
     rss: dict[str, list[tuple[float, float]]] = {}
     for worker, pid, samples in incarnations(run.samples):

@@ -24,7 +24,7 @@ from bridge.config import Settings
 from bridge.consumer import MqttConsumer
 from bridge.database import Database
 from bridge.errors import BridgeError, BrokerTlsError, ConfigError, SinkMisconfigured, SinkUnavailable
-from bridge.health import check_health
+from bridge.health import check_alive, check_health
 from bridge.heartbeat import Heartbeat
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
@@ -53,16 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", default="run", choices=["run", "health", "replay-rejected"])
     parser.add_argument("options", nargs=argparse.REMAINDER, help="replay-rejected options (see its --help)")
     args = parser.parse_args(argv)
-    if args.options and args.command != "replay-rejected":
+    if args.options and args.command == "run":
         parser.error(f"unrecognized arguments: {' '.join(args.options)}")
     replay_options = build_replay_parser().parse_args(args.options) if args.command == "replay-rejected" else None
+    health_options = build_health_parser().parse_args(args.options) if args.command == "health" else None
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "health":
-        return run_health(settings)
+    if health_options is not None:
+        return run_health(settings, live=health_options.live)
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -77,11 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run_health(settings: Settings) -> int:
-    """Exit 0 when the worker's health file is fresh and it is connected, else 1."""
-    healthy, message = check_health(
-        settings.health_path, now=datetime.now(UTC), max_age_s=3 * settings.heartbeat_s
-    )
+def build_health_parser() -> argparse.ArgumentParser:
+    """The options of `python -m bridge health`."""
+    parser = argparse.ArgumentParser(prog="python -m bridge health", description="Exit 0 if the worker is healthy.")
+    parser.add_argument("--live", action="store_true",
+                        help="only check that the worker is alive (a liveness probe), not its broker connection")
+    return parser
+
+
+def run_health(settings: Settings, *, live: bool = False) -> int:
+    """Exit 0 when the worker's health file is fresh (and, unless `live`, it is connected), else 1."""
+    check = check_alive if live else check_health
+    healthy, message = check(settings.health_path, now=datetime.now(UTC), max_age_s=3 * settings.heartbeat_s)
     print(message)
     return 0 if healthy else 1
 
@@ -105,7 +113,7 @@ def build_worker(settings: Settings) -> Worker:
     stats, inbox = Stats(), Inbox(limit=settings.max_in_flight)
     now = functools.partial(datetime.now, UTC)
     database = Database(
-        settings.database_url.get_secret_value(),
+        settings.conninfo(),
         application_name=settings.client_id,
         statement_timeout_ms=settings.statement_timeout_ms,
     )

@@ -48,3 +48,19 @@ def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, s
         return False, "worker is not connected to the broker"
     database = "database ok" if beat.db_ok else "database UNAVAILABLE (retrying)"
     return True, f"healthy: heartbeat {age_s:.1f} s ago, {database}, in flight {beat.in_flight}"
+
+
+def check_alive(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, str]:
+    """(alive, explanation): the worker wrote its health file recently, connected or not.
+
+    For a liveness probe, which restarts what fails it: a broker or database outage
+    must not restart every worker (they reconnect by themselves), so only a stuck or
+    stopped worker fails this. check_health, with the broker connection, is for readiness.
+    """
+    try:
+        _, age_s = read_health(path, now=now)
+    except ValueError as exc:
+        return False, str(exc)
+    if age_s > max_age_s:
+        return False, f"last heartbeat {age_s:.0f} s ago (limit {max_age_s:.0f} s): worker stuck or stopped"
+    return True, f"alive: heartbeat {age_s:.1f} s ago"

@@ -22,7 +22,7 @@ CONNECT_TIMEOUT_S = 5
 
 def run_replay(settings: Settings, options: argparse.Namespace) -> int:
     """Replay rejected messages; print one line per message and a summary. Exit 0, or 1 on a database error."""
-    conninfo = settings.database_url.get_secret_value()
+    conninfo = settings.conninfo()
     limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_future_s=settings.max_future_s)
     try:
         with psycopg.connect(

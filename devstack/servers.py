@@ -17,6 +17,7 @@ import shutil
 import signal as signals
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Literal
 from urllib.parse import quote
 
 import psycopg
+from psycopg import sql
 
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.processes import (
@@ -59,10 +61,12 @@ MQTT_TEST_ACCOUNTS = {
     "MQTT_WATCHDOG_PASSWORD": "watchdog-pw",
     "MQTT_SIMULATOR_PASSWORD": "simulator-pw",
     "MQTT_ADMIN_PASSWORD": "admin-pw",
+    "MQTT_HEALTH_PASSWORD": "health-p@ss/w%41:rd",
     "MQTT_DEVICES": "7:device-7-pw",
 }
 TEST_MQTT_USER = "test"
-TEST_MQTT_PASSWORD = "test-pw"
+# Every worker of the tests logs in with it through a URL: @ / % : prove the URLs are encoded.
+TEST_MQTT_PASSWORD = "test-p@ss/w%41:rd"
 # 210,000 PBKDF2 iterations cost the broker ~0.1 s per CONNECT; tests connect
 # hundreds of clients, so their accounts use fewer. Production keeps the default.
 TEST_PBKDF2_ITERATIONS = 1000
@@ -78,8 +82,11 @@ _POSTGRES_STOP_SIGNALS = {
 
 
 def login_password(role: str) -> str:
-    """The password of a test login role: distinct from its name, so a test can tell a leak from a mention."""
-    return f"{role}-secret-pw"
+    """The password of a test login role: distinct from its name, so a test can tell a leak from a mention.
+
+    It holds @ / % : on purpose: each breaks a URL it is pasted into raw (`quote(pw, safe="")` it).
+    """
+    return f"{role}-p@ss/w%41:rd"
 
 
 def apply_schema_file(admin_url: str) -> None:
@@ -96,26 +103,27 @@ def apply_schema(admin_url: str) -> None:
     apply_schema_file(admin_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for role, group in ((BRIDGE_TEST_ROLE, "iot_bridge"), (REPLAY_TEST_ROLE, "iot_replay")):
+            names = {"role": sql.Identifier(role), "group": sql.Identifier(group),
+                     "password": sql.Literal(login_password(role))}
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-            if exists:
-                conn.execute(f"GRANT {group} TO {role}")
-                conn.execute(f"ALTER ROLE {role} PASSWORD '{login_password(role)}'")
-            else:
-                conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{login_password(role)}' IN ROLE {group}")
+            if not exists:
+                conn.execute(sql.SQL("CREATE ROLE {role} LOGIN").format(**names))
+            conn.execute(sql.SQL("GRANT {group} TO {role}").format(**names))
+            conn.execute(sql.SQL("ALTER ROLE {role} PASSWORD {password}").format(**names))
 
 
 class PostgresServer:
     """A PostgreSQL cluster in its own folder, on a free port on 127.0.0.1.
 
-    By default a throwaway: a temporary folder, every login trusted, fsync
-    off. scripts/local-stack passes a `root` that outlives it, `durable=True`
-    and `host_auth="scram-sha-256"` (passwords over TCP; the superuser comes
-    in through the Unix socket in `root`/sock).
+    By default a throwaway: a temporary folder, fsync off, the superuser
+    trusted over TCP (the fixtures' admin URL) and every other role asked for
+    its password (scram-sha-256), so a test proves that a password reached
+    the server intact. scripts/local-stack passes a `root` that outlives it and
+    `durable=True`: fsync on, and the superuser too must come in through the
+    Unix socket in `root`/sock.
     """
 
-    def __init__(
-        self, root: Path | None = None, *, port: int | None = None, durable: bool = False, host_auth: str = "trust",
-    ) -> None:
+    def __init__(self, root: Path | None = None, *, port: int | None = None, durable: bool = False) -> None:
         initdb = find_binary("initdb", POSTGRES_HINT)
         self._initdb = initdb
         # Use the server that belongs to this initdb, not one of another version.
@@ -129,7 +137,6 @@ class PostgresServer:
         self._log_path = self._root / "postgres.log"
         self._port = port or free_port()
         self._durable = durable
-        self._host_auth = host_auth
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -216,31 +223,22 @@ class PostgresServer:
         """Last lines of the server log."""
         return read_tail(self._log_path, lines=lines)
 
-    def require_password(self, role: str) -> None:
-        """Make TCP logins of `role` check its password (the cluster trusts everyone else).
-
-        The line goes first in pg_hba.conf, where the first match wins; a reload applies it.
-        """
-        hba = self._data_dir / "pg_hba.conf"
-        line = f"host all {role} {LOCALHOST}/32 scram-sha-256\n"
-        text = hba.read_text(encoding="utf-8")
-        if line not in text:
-            hba.write_text(line + text, encoding="utf-8")
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute("SELECT pg_reload_conf()")
-
     def _initialise(self) -> None:
         """Run initdb into the temporary folder (as the `postgres` OS user when we are root)."""
         self._socket_dir.mkdir(exist_ok=True)
         chown(self._account, self._root, self._socket_dir)
         args = [
-            str(self._initdb), "-D", str(self._data_dir), "--auth-local=trust", f"--auth-host={self._host_auth}",
+            str(self._initdb), "-D", str(self._data_dir), "--auth-local=trust", "--auth-host=scram-sha-256",
             "-U", "postgres", "-E", "UTF8", "--locale=C", *([] if self._durable else ["--no-sync"]),
         ]
         init_log = self._root / "initdb.log"
         process = spawn(args, log_path=init_log, account=self._account, cwd=self._root)
         if process.wait(START_TIMEOUT_S * 2) != 0:
             raise RuntimeError(f"initdb failed; output:\n{read_tail(init_log)}")
+        superuser = "" if self._durable else f"host all postgres {LOCALHOST}/32 trust\n"
+        (self._data_dir / "pg_hba.conf").write_text(
+            f"local all all trust\n{superuser}host all all {LOCALHOST}/32 scram-sha-256\n", encoding="utf-8"
+        )
 
     def _accepts_connections(self) -> bool:
         """Whether a superuser connection succeeds right now."""
@@ -260,13 +258,19 @@ def dynsec_plugin() -> str:
     raise RuntimeError(f"mosquitto_dynamic_security.so not found: {MOSQUITTO_HINT}")
 
 
-def load_dynsec() -> ModuleType:
-    """mosquitto/dynsec.py, the project's account generator (a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("dynsec", REPO_ROOT / "mosquitto" / "dynsec.py")
+def load_script(path: str) -> ModuleType:
+    """One of the project's scripts (not a package) as a module, e.g. "mosquitto/dynsec.py"."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO_ROOT / path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def load_dynsec() -> ModuleType:
+    """mosquitto/dynsec.py, the project's account generator."""
+    return load_script("mosquitto/dynsec.py")
 
 
 def write_test_accounts(path: Path) -> None:
@@ -429,9 +433,10 @@ class MosquittoServer:
         """mqtt:// URL of the broker, as the all-powerful test account."""
         return self.url_as(TEST_MQTT_USER, TEST_MQTT_PASSWORD)
 
-    def url_as(self, username: str, password: str) -> str:
-        """mqtt:// URL of the broker for one of the accounts in MQTT_TEST_ACCOUNTS."""
-        return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}"
+    def url_as(self, username: str, password: str, *, tls: bool = False) -> str:
+        """mqtt:// (or the TLS listener's mqtts://) URL of the broker for an account, its password percent-encoded."""
+        scheme, port = ("mqtts", self.tls_port) if tls else ("mqtt", self.port)
+        return f"{scheme}://{quote(username, safe='')}:{quote(password, safe='')}@{self.host}:{port}"
 
     @property
     def log_path(self) -> Path:
@@ -453,7 +458,7 @@ class MosquittoServer:
     @property
     def tls_url(self) -> str:
         """mqtts:// URL of the TLS listener, as the all-powerful test account."""
-        return f"mqtts://{TEST_MQTT_USER}:{TEST_MQTT_PASSWORD}@{self.host}:{self.tls_port}"
+        return self.url_as(TEST_MQTT_USER, TEST_MQTT_PASSWORD, tls=True)
 
     @property
     def pid(self) -> int:

@@ -1,9 +1,9 @@
 """Generate Mosquitto's dynamic-security file from passwords in the environment.
 
-Run once before the broker's first start (the compose file's `mosquitto-init`
-service and scripts/local-stack do it); the broker then owns the file and
-saves runtime changes (`mosquitto_ctrl dynsec ...`) into it, so an existing
-file is left alone unless --force is given.
+Run before the broker's first start (scripts/local-stack does it; the compose
+stack's `init` service uses update() instead, on every `up`). The broker then
+owns the file and saves runtime changes (`mosquitto_ctrl dynsec ...`) into it,
+so an existing file is left alone unless --force is given.
 
 Why the dynamic security plugin and not `acl_file`: the plain ACL file never
 checks SUBSCRIBE, so any device could join `$share/bridge/...` and silently
@@ -15,6 +15,7 @@ figure for this hash); `mosquitto_ctrl` uses 101.
 Environment:
     MQTT_BRIDGE_PASSWORD, MQTT_WATCHDOG_PASSWORD, MQTT_SIMULATOR_PASSWORD  (required)
     MQTT_ADMIN_PASSWORD     optional: an `admin` account for mosquitto_ctrl
+    MQTT_HEALTH_PASSWORD    optional: a `health` account that may only read $SYS/broker/uptime
     MQTT_DEVICES            optional: "7:password,8:password" -> accounts device-7, device-8
     BRIDGE_SHARE_GROUP      the bridge's share group (default: bridge)
 
@@ -25,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import hashlib
+import hmac
 import json
 import os
 import sys
@@ -36,6 +39,16 @@ from typing import Any
 ITERATIONS = 210_000
 SALT_BYTES = 12
 READINGS = "sensors/+/readings"
+HEALTH_TOPIC = "$SYS/broker/uptime"  # retained by the broker, so one read answers at once
+# The examples' placeholder: anyone who read them knows it, so it is refused.
+PLACEHOLDER_PASSWORD = "change-me"  # noqa: S105 (refused, not used)
+# Account name -> the variable holding its password; each account has the role of its name.
+REQUIRED_ACCOUNTS = {
+    "bridge": "MQTT_BRIDGE_PASSWORD",
+    "watchdog": "MQTT_WATCHDOG_PASSWORD",
+    "simulator": "MQTT_SIMULATOR_PASSWORD",
+}
+OPTIONAL_ACCOUNTS = {"admin": "MQTT_ADMIN_PASSWORD", "health": "MQTT_HEALTH_PASSWORD"}
 
 
 def acl(acltype: str, topic: str, *, allow: bool = True) -> dict[str, Any]:
@@ -65,6 +78,8 @@ def roles(share_group: str, device_ids: list[int]) -> list[dict[str, Any]]:
             *read_acls("$CONTROL/dynamic-security/#"),
             acl("publishClientSend", "$CONTROL/dynamic-security/#"),
         ]},
+        # The compose stack's broker health check; nothing else.
+        {"rolename": "health", "acls": read_acls(HEALTH_TOPIC)},
     ]
     result += [
         {"rolename": f"device-{n}", "acls": [acl("publishClientSend", f"sensors/{n}/readings")]}
@@ -85,15 +100,73 @@ def client(username: str, password: str, role: str, *, iterations: int, salt: by
     }
 
 
-def parse_devices(text: str) -> dict[int, str]:
-    """MQTT_DEVICES "7:pw,8:pw" -> {7: "pw", 8: "pw"}; ValueError names the bad entry."""
-    devices: dict[int, str] = {}
+def password_matches(entry: dict[str, Any], password: str) -> bool:
+    """Whether a client entry's hash is that of `password` (so it need not change)."""
+    try:
+        salt = base64.b64decode(entry["salt"])
+        stored = base64.b64decode(entry["password"])
+        digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(entry["iterations"]), len(stored))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return hmac.compare_digest(digest, stored)
+
+
+def parse_devices(text: str) -> dict[int, str | None]:
+    """MQTT_DEVICES "7:pw,8" -> {7: "pw", 8: None} (None: no password given); ValueError names the bad entry."""
+    devices: dict[int, str | None] = {}
     for entry in filter(None, (part.strip() for part in text.split(","))):
         sensor, sep, password = entry.partition(":")
-        if not sep or not sensor.isdigit() or not password or not 1 <= int(sensor) <= 2_147_483_647:
-            raise ValueError(f"MQTT_DEVICES: expected <sensor_id>:<password>, got {sensor!r}:...")
-        devices[int(sensor)] = password
+        if not sensor.isdigit() or (sep and not password) or not 1 <= int(sensor) <= 2_147_483_647:
+            raise ValueError(f"MQTT_DEVICES: expected <sensor_id> or <sensor_id>:<password>, got {sensor!r}:...")
+        devices[int(sensor)] = password if sep else None
     return devices
+
+
+def check_password(variable: str, password: str) -> None:
+    """ValueError naming the variable when the password is the examples' placeholder."""
+    if password == PLACEHOLDER_PASSWORD:
+        raise ValueError(
+            f"{variable}: {PLACEHOLDER_PASSWORD!r} is the examples' placeholder, which anyone who read them "
+            "knows; set a real password"
+        )
+
+
+def accounts(environ: Mapping[str, str]) -> dict[str, str]:
+    """Account name -> password, from the environment; ValueError names a missing or placeholder variable."""
+    missing = [var for var in REQUIRED_ACCOUNTS.values() if not environ.get(var)]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} must be set (see .env.example)")
+    variables = {**REQUIRED_ACCOUNTS, **{user: var for user, var in OPTIONAL_ACCOUNTS.items() if environ.get(var)}}
+    result = {user: environ[var] for user, var in variables.items()}
+    for n, password in sorted(parse_devices(environ.get("MQTT_DEVICES", "")).items()):
+        if password is None:
+            raise ValueError(f"MQTT_DEVICES: device {n} has no password (<sensor_id>:<password>)")
+        result[f"device-{n}"] = password
+    for user, password in result.items():
+        check_password(variables.get(user, "MQTT_DEVICES"), password)
+    return result
+
+
+def build_document(
+    passwords: Mapping[str, str],
+    *,
+    share_group: str = "bridge",
+    iterations: int = ITERATIONS,
+    salt: Callable[[], bytes] = lambda: os.urandom(SALT_BYTES),
+) -> dict[str, Any]:
+    """The whole dynamic-security document for accounts (name -> password); each gets the role of its name."""
+    devices = sorted(int(user.removeprefix("device-")) for user in passwords if user.startswith("device-"))
+    return {
+        # Everything not granted by a role is refused, unsubscribing aside.
+        "defaultACLAccess": {
+            "publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": True,
+        },
+        "clients": [
+            client(user, password, user, iterations=iterations, salt=salt()) for user, password in passwords.items()
+        ],
+        "groups": [],
+        "roles": [role for role in roles(share_group, devices) if role["rolename"] in passwords],
+    }
 
 
 def build(
@@ -103,31 +176,50 @@ def build(
     salt: Callable[[], bytes] = lambda: os.urandom(SALT_BYTES),
 ) -> dict[str, Any]:
     """The whole dynamic-security document; ValueError names a missing variable."""
-    accounts = {
-        "bridge": "MQTT_BRIDGE_PASSWORD",
-        "watchdog": "MQTT_WATCHDOG_PASSWORD",
-        "simulator": "MQTT_SIMULATOR_PASSWORD",
-    }
-    missing = [var for var in accounts.values() if not environ.get(var)]
-    if missing:
-        raise ValueError(f"{', '.join(missing)} must be set (see .env.example)")
-    if environ.get("MQTT_ADMIN_PASSWORD"):
-        accounts["admin"] = "MQTT_ADMIN_PASSWORD"
-    clients = [client(user, environ[var], user, iterations=iterations, salt=salt()) for user, var in accounts.items()]
-    devices = parse_devices(environ.get("MQTT_DEVICES", ""))
-    clients += [
-        client(f"device-{n}", password, f"device-{n}", iterations=iterations, salt=salt())
-        for n, password in sorted(devices.items())
-    ]
-    return {
-        # Everything not granted by a role is refused, unsubscribing aside.
-        "defaultACLAccess": {
-            "publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": True,
-        },
-        "clients": clients,
-        "groups": [],
-        "roles": roles(environ.get("BRIDGE_SHARE_GROUP") or "bridge", sorted(devices)),
-    }
+    return build_document(
+        accounts(environ), share_group=environ.get("BRIDGE_SHARE_GROUP") or "bridge", iterations=iterations, salt=salt,
+    )
+
+
+def update(
+    existing: dict[str, Any],
+    passwords: Mapping[str, str],
+    *,
+    share_group: str = "bridge",
+    iterations: int = ITERATIONS,
+    salt: Callable[[], bytes] = lambda: os.urandom(SALT_BYTES),
+) -> dict[str, Any]:
+    """The broker's saved document with our accounts and their roles brought up to date.
+
+    Everything else the broker saved (clients, groups and roles added with
+    mosquitto_ctrl, the default ACL access) is kept. Our accounts get the
+    password given here (a hash that already matches is left as it is, so an
+    unchanged password leaves the file unchanged) and keep their role; our
+    roles' ACLs are replaced by the generated ones (BRIDGE_SHARE_GROUP may have
+    changed). Nothing is deleted: an account no longer given stays.
+    """
+    document = copy.deepcopy(existing)
+    fresh = build_document(passwords, share_group=share_group, iterations=iterations, salt=salt)
+    for key in ("defaultACLAccess", "clients", "groups", "roles"):
+        document.setdefault(key, fresh[key] if key == "defaultACLAccess" else [])
+    clients = {entry.get("username"): entry for entry in document["clients"]}
+    for new in fresh["clients"]:
+        entry = clients.get(new["username"])
+        if entry is None:
+            document["clients"].append(new)
+            continue
+        if not password_matches(entry, passwords[new["username"]]):
+            entry.update({key: new[key] for key in ("password", "salt", "iterations")})
+        entry.setdefault("roles", [])
+        if not any(role.get("rolename") == new["username"] for role in entry["roles"]):
+            entry["roles"].append({"rolename": new["username"]})
+    saved_roles = {role.get("rolename"): role for role in document["roles"]}
+    for new in fresh["roles"]:
+        if new["rolename"] in saved_roles:
+            saved_roles[new["rolename"]]["acls"] = new["acls"]
+        else:
+            document["roles"].append(new)
+    return document
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -235,8 +235,7 @@ def _traversable(folder: Path, account: pwd.struct_passwd) -> bool:
 
 def postgres_server(stack: Stack) -> PostgresServer:
     """The stack's PostgreSQL: durable, passwords required over TCP."""
-    return PostgresServer(stack.home / "postgres", port=stack.ports["postgres"], durable=True,
-                          host_auth="scram-sha-256")
+    return PostgresServer(stack.home / "postgres", port=stack.ports["postgres"], durable=True)
 
 
 def start_postgres(stack: Stack) -> None:

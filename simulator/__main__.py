@@ -1,4 +1,4 @@
-"""Composition root of the simulator: parse arguments and MQTT_URL/MQTT_CA_FILE/DATABASE_URL, wire, run, report.
+"""Composition root of the simulator: parse arguments and the connection settings, wire, run, report.
 
     python -m simulator [--messages 5000] [--duration 60] [--sensors 50] [--verify] ...
 
@@ -22,9 +22,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.config import MqttEndpoint, load_mqtt_endpoint
+from bridge.config import MqttEndpoint
 from bridge.errors import ConfigError
 from bridge.transport import apply_endpoint, handshake_failure
+from simulator.config import Settings
 from simulator.pacing import Pacer, SystemClock
 from simulator.publisher import Publisher, RunResult
 from simulator.readings import Expected, Key, Kind, MessageFactory, new_run_id, plan_kinds
@@ -35,7 +36,6 @@ logger = logging.getLogger("simulator")
 
 CONNECT_TIMEOUT_S = 10.0
 RECONNECT_MAX_S = 5  # a load test should resume quickly once the broker is back
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/sensors"
 
 
 class UsageError(Exception):
@@ -164,11 +164,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Publish, optionally verify, print the summary; return the exit code."""
     duration = check_args(args)
     try:
-        endpoint = load_mqtt_endpoint(
-            environ.get("MQTT_URL") or "mqtt://127.0.0.1:1883", environ.get("MQTT_CA_FILE", "").strip()
-        )
+        settings = Settings.from_env(environ)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    endpoint = settings.mqtt()
     run_id = args.run_id or new_run_id()
     try:
         kinds = plan_kinds(args.messages, duplicates=args.duplicates, invalid=args.invalid, seed=args.seed)
@@ -192,9 +191,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     publish = summarise(args, run_id, kinds, result)
     checked = None
     if args.verify:
-        conninfo = environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
         identity = RunIdentity(variable_suffix=factory.marker, since=started_at)
-        checked = run_verify(conninfo, identity, result, rejected_expected=publish.invalid,
+        checked = run_verify(settings.conninfo(), identity, result, rejected_expected=publish.invalid,
                              timeout_s=args.verify_timeout)
     print(format_summary(publish, checked))
     write_json(args.json, summary_json(publish, checked))

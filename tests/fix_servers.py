@@ -20,10 +20,10 @@ import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -123,7 +123,7 @@ def _mosquitto_backend() -> Iterator[tuple[str, MosquittoServer | None]]:
             pytest.fail(_no_backend("Mosquitto", exc))
         with tempfile.TemporaryDirectory() as tmp, _mosquitto_container(Path(tmp)) as container:
             host, port = container.get_container_host_ip(), container.get_exposed_port(1883)
-            yield f"mqtt://{TEST_MQTT_USER}:{TEST_MQTT_PASSWORD}@{host}:{port}", None
+            yield f"mqtt://{quote(TEST_MQTT_USER, safe='')}:{quote(TEST_MQTT_PASSWORD, safe='')}@{host}:{port}", None
         return
     server = MosquittoServer()
     try:
@@ -147,7 +147,7 @@ def _postgres_container() -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _mosquitto_container(tmp: Path) -> Iterator[Any]:
-    """eclipse-mosquitto:2 with the project's mosquitto.conf and the test accounts, stopped on exit.
+    """eclipse-mosquitto (docker-compose.yml's version) with the project's config and test accounts, stopped on exit.
 
     Not exercised on the CI machines (no Docker engine there): the local
     binaries serve. The config's plugin paths are this image's own.
@@ -158,7 +158,7 @@ def _mosquitto_container(tmp: Path) -> Iterator[Any]:
     write_test_accounts(tmp / "dynamic-security.json")
     os.chmod(tmp, 0o777)  # the image's broker runs as uid 1883 and saves the file
     container = (
-        DockerContainer("eclipse-mosquitto:2")
+        DockerContainer("eclipse-mosquitto:2.0.20")  # the image docker-compose.yml pins
         .with_exposed_ports(1883)
         .with_volume_mapping(str(REPO_ROOT / "mosquitto" / "mosquitto.conf"), "/mosquitto/config/mosquitto.conf")
         .with_volume_mapping(str(tmp), "/mosquitto/dynsec", mode="rw")
@@ -215,7 +215,8 @@ def _login_url(admin_url: str, role: str) -> str:
     """The admin URL with a test login role instead of the superuser."""
     parts = urlsplit(admin_url)
     host_port = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{quote(role)}:{quote(login_password(role))}@{host_port}"))
+    credentials = f"{quote(role, safe='')}:{quote(login_password(role), safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{host_port}"))
 
 
 @pytest.fixture(scope="session")
@@ -292,6 +293,20 @@ def bridge_env(
     return make_env
 
 
+def passwords_in(env: Mapping[str, str]) -> set[str]:
+    """Every password a worker's environment gives it, as written and as the worker uses it."""
+    found: set[str] = set()
+    for key, value in env.items():
+        if key.endswith("_URL"):
+            password = urlsplit(value).password
+            found |= {password, unquote(password)} if password else set()
+        elif key.endswith("_PASSWORD"):
+            found.add(value)
+        elif key.endswith("_PASSWORD_FILE") and Path(value).is_file():
+            found.add(Path(value).read_text(encoding="utf-8").strip())
+    return {password for password in found if password}
+
+
 @pytest.fixture
 def start_worker(
     request: pytest.FixtureRequest, bridge_env: MakeEnv, mqtt_url: str, tmp_path: Path
@@ -304,9 +319,12 @@ def start_worker(
     10 s; when the test failed, their log tails are printed.
     """
     workers: list[WorkerProcess] = []
+    secrets: set[str] = set()
 
     def start(client_id: str, /, *, ready: bool = True, **env_overrides: object) -> WorkerProcess:
-        worker = WorkerProcess(client_id, bridge_env(client_id, **env_overrides), log_dir=tmp_path)
+        env = bridge_env(client_id, **env_overrides)
+        secrets.update(passwords_in(env))
+        worker = WorkerProcess(client_id, env, log_dir=tmp_path)
         workers.append(worker)
         if not ready:
             worker.start()
@@ -322,10 +340,9 @@ def start_worker(
     for worker in workers:
         if worker.is_running():
             worker.terminate(WORKER_STOP_TIMEOUT_S)
-    secrets = [urlsplit(url).password for url in (bridge_env("x")["DATABASE_URL"], mqtt_url)]
     for worker in workers:
         log = worker.log_text()
-        leaked = [secret for secret in secrets if secret and secret in log]
+        leaked = [secret for secret in secrets if secret in log]
         assert not leaked, f"worker {worker.client_id} wrote a password into its log"
     if _test_failed(request.node):
         for worker in workers:

@@ -109,7 +109,11 @@ def build_client(settings: Settings) -> mqtt.Client:
 def build_notifier(settings: Settings) -> Notifier:
     """Discord when a webhook is configured, else the log (with a warning)."""
     if settings.discord_webhook_url is None:
-        logger.warning("no DISCORD_WEBHOOK_URL or DISCORD_WEBHOOK_URL_FILE: alerts go to this log only")
+        if settings.discord_webhook_url_file:
+            logger.warning("DISCORD_WEBHOOK_URL_FILE %s is empty: alerts go to this log only",
+                           settings.discord_webhook_url_file)
+        else:
+            logger.warning("no DISCORD_WEBHOOK_URL or DISCORD_WEBHOOK_URL_FILE: alerts go to this log only")
         return LogNotifier()
     session = requests.Session()
     session.headers["User-Agent"] = "iot-sensors-bridge-watchdog/0.1"
@@ -127,7 +131,7 @@ def build_watchdog(settings: Settings, client: mqtt.Client, dispatcher: Dispatch
     now = functools.partial(datetime.now, UTC)
     endpoint = settings.mqtt()
     watcher = BrokerWatcher(client, client_id=settings.client_id, broker=f"{endpoint.host}:{endpoint.port}", now=now)
-    conninfo = settings.database_url.get_secret_value()
+    conninfo = settings.conninfo()
     limits = Limits(
         broker_timeout_s=settings.broker_timeout_s,
         database_timeout_s=settings.database_timeout_s,

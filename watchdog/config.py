@@ -4,44 +4,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from bridge.config import (
-    MqttEndpoint,
-    check_database_url,
-    load_mqtt_endpoint,
-    parse_mqtt_url,
-    read_env,
-    validate_env,
-)
+from bridge.config import CONNECTION_SECRET_FILES, CONNECTION_VARIABLES, Connections, load_settings
 from bridge.errors import ConfigError
 
 # Shared with the bridge, or secrets named the way Discord's docs name them.
 _UNPREFIXED = {
-    "database_url": "DATABASE_URL",
-    "mqtt_url": "MQTT_URL",
-    "mqtt_ca_file": "MQTT_CA_FILE",
+    **CONNECTION_VARIABLES,
     "discord_webhook_url": "DISCORD_WEBHOOK_URL",
     "discord_webhook_url_file": "DISCORD_WEBHOOK_URL_FILE",
 }
+_SECRET_FILES = {**CONNECTION_SECRET_FILES, "discord_webhook_url": "discord_webhook_url_file"}
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ROLE_ID = re.compile(r"^[0-9]{1,20}$")
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 
 
-class Settings(BaseModel):
+class Settings(Connections):
     """Everything the watchdog can be told; see the README's Watchdog table."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    database_url: SecretStr = SecretStr("postgresql://bridge@127.0.0.1:5432/sensors")
-    mqtt_url: SecretStr = SecretStr("mqtt://127.0.0.1:1883")
-    mqtt_ca_file: str = ""
     discord_webhook_url: SecretStr | None = None
     discord_webhook_url_file: str = ""
     client_id: Annotated[str, Field(pattern=_CLIENT_ID.pattern)] = "watchdog-1"
@@ -64,12 +50,9 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from an environment mapping; raise ConfigError naming the variable."""
-        values = read_env(cls, environ, env_name)
-        if "discord_webhook_url_file" in values:
-            if "discord_webhook_url" in values:
-                raise ConfigError("DISCORD_WEBHOOK_URL_FILE", "set it or DISCORD_WEBHOOK_URL, not both")
-            values["discord_webhook_url"] = _read_secret_file(values["discord_webhook_url_file"])
-        settings = validate_env(cls, values, env_name)
+        # An empty webhook file means "no webhook", as an empty DISCORD_WEBHOOK_URL does:
+        # the compose stack's init writes one when no webhook is configured.
+        settings = load_settings(cls, environ, env_name, secret_files=_SECRET_FILES, optional={"discord_webhook_url"})
         settings.check()
         return settings
 
@@ -87,14 +70,10 @@ class Settings(BaseModel):
                 f"must be at least WATCHDOG_FAILURE_THRESHOLD x WATCHDOG_INTERVAL_S "
                 f"({self.failure_threshold * self.interval_s:g} s), or a single loss could never be alerted",
             )
-        load_mqtt_endpoint(self.mqtt_url.get_secret_value(), self.mqtt_ca_file)
-        check_database_url(self.database_url)
+        self.check_connections()
         if self.discord_webhook_url is not None:
-            check_webhook_url(self.discord_webhook_url.get_secret_value())
-
-    def mqtt(self) -> MqttEndpoint:
-        """The broker endpoint parsed from MQTT_URL and MQTT_CA_FILE."""
-        return parse_mqtt_url(self.mqtt_url.get_secret_value(), ca_file=self.mqtt_ca_file)
+            variable = "DISCORD_WEBHOOK_URL_FILE" if self.discord_webhook_url_file else "DISCORD_WEBHOOK_URL"
+            check_webhook_url(self.discord_webhook_url.get_secret_value(), variable)
 
     @property
     def expected_workers(self) -> tuple[str, ...]:
@@ -117,28 +96,16 @@ def env_name(field: str) -> str:
     return _UNPREFIXED.get(field, f"WATCHDOG_{field.upper()}")
 
 
-def check_webhook_url(url: str) -> None:
-    """Accept http(s)://host/...; raise ConfigError without echoing the URL (it holds the token)."""
+def check_webhook_url(url: str, variable: str = "DISCORD_WEBHOOK_URL") -> None:
+    """Accept http(s)://host/...; raise ConfigError naming `variable`, never echoing the URL (it holds the token)."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise ConfigError("DISCORD_WEBHOOK_URL", "is malformed (expected https://discord.com/api/webhooks/…)") from None
+        raise ConfigError(variable, "is malformed (expected https://discord.com/api/webhooks/…)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or not parts.path.strip("/"):
-        raise ConfigError(
-            "DISCORD_WEBHOOK_URL", "is not an http(s) URL with a path (expected https://discord.com/api/webhooks/...)"
-        )
+        raise ConfigError(variable, "is not an http(s) URL with a path (expected https://discord.com/api/webhooks/...)")
 
 
 def _split(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
-
-def _read_secret_file(path: str) -> str:
-    try:
-        url = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ConfigError("DISCORD_WEBHOOK_URL_FILE", f"cannot read {path}: {reason}") from None
-    if not url:
-        raise ConfigError("DISCORD_WEBHOOK_URL_FILE", f"{path} is empty")
-    return url

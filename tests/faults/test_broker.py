@@ -174,3 +174,28 @@ def test_broker_sigkilled_while_the_database_is_down_loses_nothing_the_workers_h
 def _latest(client: MqttTestClient, ids: set[str], field: str) -> dict[str, int]:
     """`field` of the last heartbeat of each of these workers."""
     return {beat["client_id"]: int(beat[field]) for beat in heartbeats_of(client, ids)}
+
+
+def test_broker_down_fails_readiness_but_not_liveness(
+    start: StartWorker, bridge_env: object, restartable_mosquitto: MosquittoServer,
+) -> None:
+    """Why deploy/k8s probes liveness with `health --live`: a broker outage must not restart every worker."""
+    worker = start("probes", bridge_heartbeat_s=1)
+    env = bridge_env(worker.client_id, bridge_heartbeat_s=1)  # type: ignore[operator]
+
+    def health(*options: str) -> int:
+        return subprocess.run([sys.executable, "-m", "bridge", "health", *options], env=env, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=30, check=False).returncode
+
+    # The first beat may predate the CONNACK; a later one shows the worker connected.
+    wait_until(lambda: health() == 0, 10, message="readiness passing once connected")
+    assert health("--live") == 0
+    restartable_mosquitto.stop(signal.SIGTERM)
+    try:
+        wait_until(lambda: health() == 1, 20, message="readiness failing while the broker is down")
+        assert health("--live") == 0
+    finally:
+        restartable_mosquitto.start()
+    wait_until(lambda: health() == 0, 40, message="readiness back once the worker reconnected")
+    worker.kill()
+    wait_until(lambda: health("--live") == 1, 20, message="liveness failing once the worker is dead")

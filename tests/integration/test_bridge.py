@@ -11,7 +11,8 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from devstack import traffic
 from devstack.mqtt_client import MqttTestClient, heartbeats_of
 from devstack.processes import REPO_ROOT, wait_until
-from devstack.servers import PostgresServer
+from devstack.servers import MosquittoServer, PostgresServer, login_password
 from devstack.workers import MakeEnv, StartWorker, WorkerProcess
 
 SUMMARY = re.compile(
@@ -62,6 +63,52 @@ def test_three_workers_store_exactly_the_unique_valid_readings(
     assert totals["rejected"] == 500
     assert totals["conflicts"] == 0
     assert all(summary_of(worker)["received"] > 0 for worker in workers), "the share group spread the load"
+
+
+def test_a_worker_reads_its_passwords_from_files(
+    start: StartWorker, publisher: MqttTestClient, mqtt_url: str, bridge_database_url: str,
+    mosquitto_server: MosquittoServer | None, admin_database_url: str, tmp_path: Path,
+) -> None:
+    """The compose stack's way: URLs without passwords, each password in a file ending in a newline."""
+    mqtt, database = urlsplit(mqtt_url), urlsplit(bridge_database_url)
+    mqtt_password, database_password = unquote(mqtt.password or ""), unquote(database.password or "")
+    assert set("@/%:") <= set(database_password), "login_password() lost the characters that break URLs"
+    if mosquitto_server is not None:
+        assert set("@/%:") <= set(mqtt_password), "TEST_MQTT_PASSWORD lost the characters that break URLs"
+    (tmp_path / "mqtt").write_text(mqtt_password + "\n", encoding="utf-8")
+    (tmp_path / "db").write_text(database_password + "\n", encoding="utf-8")
+
+    worker = start(
+        "pwfiles",
+        mqtt_url=urlunsplit(mqtt._replace(netloc=f"{mqtt.username}@{mqtt.hostname}:{mqtt.port}")),
+        mqtt_password_file=tmp_path / "mqtt",
+        database_url=urlunsplit(database._replace(netloc=f"{database.username}@{database.hostname}:{database.port}")),
+        database_password_file=tmp_path / "db",
+    )
+    topic, payload, row = traffic.reading(1)
+    publisher.publish(topic, payload)
+    traffic.wait_for_counts(admin_database_url, 1)
+
+    assert traffic.stored_rows(admin_database_url) == {row}
+    assert worker.terminate(10) == 0
+
+
+def test_a_wrong_password_file_stops_the_worker_naming_the_database(
+    start: StartWorker, bridge_database_url: str, postgres_server: PostgresServer | None, tmp_path: Path,
+) -> None:
+    # Only the test harness's own server checks passwords of login roles (scram-sha-256).
+    if postgres_server is None:
+        pytest.skip("an external TEST_DATABASE_URL may trust every connection")
+    database = urlsplit(bridge_database_url)
+    (tmp_path / "db").write_text(unquote(database.password or "") + "-wrong\n", encoding="utf-8")
+
+    worker = start(
+        "pwwrong", ready=False, bridge_startup_timeout_s=2, database_password_file=tmp_path / "db",
+        database_url=urlunsplit(database._replace(netloc=f"{database.username}@{database.hostname}:{database.port}")),
+    )
+
+    assert worker.wait(30) == 1
+    assert "password authentication failed" in worker.log_text()
 
 
 def test_rejected_messages_keep_raw_bytes_reason_and_worker(
@@ -218,10 +265,10 @@ def test_unreachable_database_at_start_is_an_outage_the_worker_waits_out(
 
 MISCONFIGURED = {
     # case: (role, password, database, what the message must say)
-    "unknown database": ("bridge_test", "bridge_test-secret-pw", "nosuchdb", "create that database"),
+    "unknown database": ("bridge_test", login_password("bridge_test"), "nosuchdb", "create that database"),
     "unknown role": ("nosuch_role", "secret-pw", "postgres", "create that login role"),
     "wrong password": ("pw_check_test", "wrong-secret-pw", "postgres", "check the user and password"),
-    "schema.sql not applied": ("bridge_test", "bridge_test-secret-pw", "noschema", "apply schema.sql"),
+    "schema.sql not applied": ("bridge_test", login_password("bridge_test"), "noschema", "apply schema.sql"),
     "role without grants": ("nogrants_test", "nogrants-secret-pw", "postgres", "grant it iot_bridge"),
 }
 
@@ -230,7 +277,7 @@ MISCONFIGURED = {
 def misconfigured_database(admin_database_url: str, postgres_server: PostgresServer | None) -> str:
     """The test server with the pieces each MISCONFIGURED case lacks; skips on other backends."""
     if postgres_server is None:
-        pytest.skip("changing pg_hba.conf needs the throwaway server, not TEST_DATABASE_URL or Docker")
+        pytest.skip("only the throwaway server is known to check passwords; TEST_DATABASE_URL may trust everyone")
     with psycopg.connect(admin_database_url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'noschema'").fetchone():
             conn.execute("CREATE DATABASE noschema")
@@ -239,7 +286,6 @@ def misconfigured_database(admin_database_url: str, postgres_server: PostgresSer
                 conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
             if role == "pw_check_test":
                 conn.execute(f"GRANT iot_bridge TO {role}")
-    postgres_server.require_password("pw_check_test")
     return admin_database_url
 
 
@@ -250,7 +296,7 @@ def test_what_no_waiting_fixes_stops_the_worker_at_once_naming_the_fix(
     role, password, dbname, fix = MISCONFIGURED[case]
     host_port = urlsplit(misconfigured_database).netloc.rpartition("@")[2]
     worker = start(case.replace(" ", "-").replace(".", ""), ready=False,
-                   database_url=f"postgresql://{role}:{password}@{host_port}/{dbname}")
+                   database_url=f"postgresql://{role}:{quote(password, safe='')}@{host_port}/{dbname}")
 
     assert worker.wait(30) == 1
     log = worker.log_text()

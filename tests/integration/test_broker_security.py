@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from devstack import traffic
 from devstack.mqtt_client import MqttTestClient, MqttTestError
-from devstack.processes import wait_until
-from devstack.servers import MosquittoServer
+from devstack.processes import REPO_ROOT, wait_until
+from devstack.servers import MOSQUITTO_HINT, MQTT_TEST_ACCOUNTS, MosquittoServer, load_script
 from devstack.workers import StartWorker, WorkerProcess
 
-DEVICE = ("device-7", "device-7-pw")  # MQTT_TEST_ACCOUNTS in devstack/servers.py
-BRIDGE = ("bridge", "bridge-pw")
+DEVICE = ("device-7", MQTT_TEST_ACCOUNTS["MQTT_DEVICES"].split(":", 1)[1])
+BRIDGE = ("bridge", MQTT_TEST_ACCOUNTS["MQTT_BRIDGE_PASSWORD"])
+WATCHDOG = ("watchdog", MQTT_TEST_ACCOUNTS["MQTT_WATCHDOG_PASSWORD"])
 
 
 @pytest.fixture
@@ -29,7 +36,7 @@ def connect(broker: MosquittoServer, username: str | None, password: str | None)
 
 
 @pytest.mark.parametrize(
-    "username, password", [(None, None), ("bridge", "wrong"), ("nobody", "bridge-pw"), ("device-7", "")]
+    "username, password", [(None, None), ("bridge", "wrong"), ("nobody", BRIDGE[1]), ("device-7", "")]
 )
 def test_anonymous_and_wrong_credentials_are_refused(broker: MosquittoServer, username: str | None,
                                                      password: str | None) -> None:
@@ -60,8 +67,7 @@ def test_subscriptions_outside_a_role_are_refused(broker: MosquittoServer, accou
 
 @pytest.mark.parametrize(
     "account, topic",
-    [(BRIDGE, "$share/bridge/sensors/+/readings"), (("watchdog", "watchdog-pw"), "$SYS/#"),
-     (("watchdog", "watchdog-pw"), "bridge/#")],
+    [(BRIDGE, "$share/bridge/sensors/+/readings"), (WATCHDOG, "$SYS/#"), (WATCHDOG, "bridge/#")],
 )
 def test_roles_may_subscribe_to_what_they_need(broker: MosquittoServer, account: tuple[str, str], topic: str) -> None:
     client = connect(broker, *account)
@@ -94,3 +100,54 @@ def test_a_device_publishes_only_to_its_own_topic(
     wait_until(lambda: traffic.counts(admin_database_url)[0] >= 1, 20, message="the device's own reading stored")
     assert traffic.stored_rows(admin_database_url) == {own_row}
     assert traffic.counts(admin_database_url) == (1, 0)
+
+
+# --- the compose stack's broker health check, run with the local mosquitto_sub -----------------
+
+HEALTH = ("health", MQTT_TEST_ACCOUNTS["MQTT_HEALTH_PASSWORD"])
+
+
+def compose_health_check(options_folder: Path) -> str:
+    """docker-compose.yml's broker health check as the shell would see it, its options in `options_folder`."""
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    kind, command = compose["services"]["mosquitto"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    command = command.replace("$$", "$")  # Compose's escape for a literal $
+    return re.sub(r"^XDG_CONFIG_HOME=\S+ ", f"XDG_CONFIG_HOME={options_folder} ", command)
+
+
+def run_health_check(broker: MosquittoServer, tmp_path: Path, password: str) -> subprocess.CompletedProcess[str]:
+    """The health check with the options file init writes, plus the test broker's port (the container's is 1883)."""
+    folder = tmp_path / "health"
+    folder.mkdir(exist_ok=True)
+    stack_init = load_script("deploy/compose/stack_init.py")
+    (folder / "mosquitto_sub").write_text(stack_init.health_client_options(password) + f"-p {broker.port}\n")
+    home = tmp_path / "home"  # no ~/.config/mosquitto_sub of the machine's user may help
+    home.mkdir(exist_ok=True)
+    return subprocess.run(
+        ["sh", "-c", compose_health_check(folder)], env={"PATH": os.environ["PATH"], "HOME": str(home)},
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+
+
+def test_the_compose_health_check_logs_in_from_its_options_file(broker: MosquittoServer, tmp_path: Path) -> None:
+    if shutil.which("mosquitto_sub") is None:
+        pytest.fail(f"mosquitto_sub not found: {MOSQUITTO_HINT}")
+
+    healthy = run_health_check(broker, tmp_path, HEALTH[1])
+    wrong = run_health_check(broker, tmp_path, HEALTH[1] + "-wrong")
+
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert wrong.returncode != 0, "a refused login must make the broker unhealthy"
+    assert HEALTH[1] not in compose_health_check(tmp_path)
+
+
+def test_the_health_account_may_read_nothing_but_the_uptime(broker: MosquittoServer) -> None:
+    client = connect(broker, *HEALTH)
+    try:
+        client.subscribe("$SYS/broker/uptime")
+        for topic in ("$SYS/#", "bridge/#", "sensors/+/readings"):
+            with pytest.raises(MqttTestError, match="refused"):
+                client.subscribe(topic)
+    finally:
+        client.close()

@@ -1,48 +1,105 @@
-"""schema.sql's group roles and the container's role script, against a real PostgreSQL."""
+"""schema.sql's group roles and the compose stack's migration, against a real PostgreSQL.
+
+The migration is run as the `migrate` service runs it: docker-compose.yml's psql
+command, with the container's paths mapped to the repository and to a secrets
+folder written by the compose init (deploy/compose/stack_init.py).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from pathlib import Path
+from types import ModuleType
+from urllib.parse import quote, urlsplit
 
 import psycopg
 import pytest
+import yaml
+from psycopg import sql
 from psycopg.errors import InsufficientPrivilege
 
-from devstack.processes import REPO_ROOT
+from devstack.processes import REPO_ROOT, find_binary
+from devstack.servers import POSTGRES_HINT, PostgresServer, load_script
 
 ROLES = ("bridge", "watchdog", "reader")
+OWNER = "migrate_owner"  # stands for the image's `owner` superuser
+# Quotes, $, backslash and the characters that break URLs and pgpass lines must all survive.
+AWKWARD = "p@ss/w%41:rd'\"$x\\"
 
 
 def login_url(admin_url: str, user: str, password: str) -> str:
     parts = urlsplit(admin_url)
-    return f"postgresql://{user}:{password}@{parts.hostname}:{parts.port}{parts.path}"
+    return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}:{parts.port}{parts.path}"
+
+
+class Migration:
+    """The `migrate` service's command, run with the local psql against the test server."""
+
+    def __init__(self, admin_url: str, secrets: Path) -> None:
+        service = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]["migrate"]
+        mounts = dict(reversed(volume.split(":")[:2]) for volume in service["volumes"])
+        paths = {target: (REPO_ROOT / source if source.startswith("./") else secrets)
+                 for target, source in mounts.items()}
+        psql = shutil.which("psql") or str(find_binary("psql", POSTGRES_HINT))
+        self.command = [psql, *(self._local(arg, paths) for arg in service["command"][1:])]
+        parts = urlsplit(admin_url)
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "HOME")},
+            **{k: self._local(str(v), paths) for k, v in service["environment"].items()},
+            "PGHOST": parts.hostname or "", "PGPORT": str(parts.port), "PGUSER": OWNER,
+            "PGDATABASE": parts.path.lstrip("/"),
+        }
+
+    @staticmethod
+    def _local(arg: str, paths: dict[str, Path]) -> str:
+        for target, source in paths.items():
+            if arg == target or arg.startswith(f"{target}/") or arg.startswith(f"secrets={target}"):
+                return arg.replace(target, str(source), 1)
+        return arg
+
+    def run(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command, env=self.env, capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.fixture
-def role_script_roles(admin_database_url: str) -> Iterator[dict[str, str]]:
-    """Run deploy/postgres/20-roles.sh as the container would; drop its roles afterwards."""
-    parts = urlsplit(admin_database_url)
-    passwords = {role: f"pw-{role}-'\"$x" for role in ROLES}  # quotes and $ must survive
-    env = {
-        **os.environ,
-        "PGHOST": parts.hostname or "", "PGPORT": str(parts.port),
-        "POSTGRES_USER": parts.username or "postgres", "POSTGRES_DB": parts.path.lstrip("/"),
-        "BRIDGE_DB_PASSWORD": passwords["bridge"],
-        "WATCHDOG_DB_PASSWORD": passwords["watchdog"],
-        "READER_DB_PASSWORD": passwords["reader"],
-    }
-    result = subprocess.run(
-        ["sh", str(REPO_ROOT / "deploy/postgres/20-roles.sh")], env=env, capture_output=True, text=True,
-        timeout=60, check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    yield {role: login_url(admin_database_url, role, password) for role, password in passwords.items()}
+def stack_init() -> ModuleType:
+    return load_script("deploy/compose/stack_init.py")
+
+
+@pytest.fixture
+def migration(
+    admin_database_url: str, postgres_server: PostgresServer | None, stack_init: ModuleType, tmp_path: Path
+) -> Iterator[tuple[Migration, Path]]:
+    """A secrets folder as init writes it (awkward passwords), an owner with its password, the migration."""
+    if postgres_server is None:
+        pytest.skip("checking passwords needs the harness's own PostgreSQL (scram-sha-256 for login roles)")
+    secrets = tmp_path / "secrets"
+    values = {s.name: (f"{s.name}-{AWKWARD}", "given") for s in stack_init.SECRETS}
+    stack_init.write_secrets(secrets, list(stack_init.SECRETS), values, chown=lambda path, uid: None)
     with psycopg.connect(admin_database_url, autocommit=True) as conn:
-        for role in ROLES:
-            conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(sql.SQL("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {}").format(
+            sql.Identifier(OWNER), sql.Literal(values["postgres_password"][0])))
+    try:
+        yield Migration(admin_database_url, secrets), secrets
+    finally:
+        with psycopg.connect(admin_database_url, autocommit=True) as conn:
+            for role in (*ROLES, OWNER):
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def secret(secrets: Path, role: str) -> str:
+    return (secrets / f"{role}_db_password").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def role_urls(migration: tuple[Migration, Path], admin_database_url: str) -> dict[str, str]:
+    command, secrets = migration
+    result = command.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {role: login_url(admin_database_url, role, secret(secrets, role)) for role in ROLES}
 
 
 def test_schema_is_rerunnable(admin_database_url: str) -> None:
@@ -56,8 +113,48 @@ def test_schema_is_rerunnable(admin_database_url: str) -> None:
     assert tables == (2,)
 
 
-def test_reader_reads_and_writes_nothing(role_script_roles: dict[str, str]) -> None:
-    with psycopg.connect(role_script_roles["reader"], autocommit=True) as conn:
+def test_the_migration_reruns_and_applies_changed_passwords(
+    migration: tuple[Migration, Path], admin_database_url: str
+) -> None:
+    command, secrets = migration
+    assert command.run().returncode == 0
+    (secrets / "bridge_db_password").chmod(0o600)
+    (secrets / "bridge_db_password").write_text(f"rotated-{AWKWARD}", encoding="utf-8")
+
+    again = command.run()
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    with psycopg.connect(login_url(admin_database_url, "bridge", f"rotated-{AWKWARD}")) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("bridge",)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(login_url(admin_database_url, "watchdog", "not-its-password")).close()
+    assert AWKWARD not in again.stdout + again.stderr
+
+
+def test_the_migration_stops_at_a_missing_secret(migration: tuple[Migration, Path]) -> None:
+    command, secrets = migration
+    (secrets / "reader_db_password").unlink()
+
+    result = command.run()
+
+    assert result.returncode != 0
+    assert "reader_db_password" in result.stderr  # cat's own complaint
+    assert "missing or empty" in result.stderr
+
+
+def test_the_owner_password_comes_from_the_pgpass_file(migration: tuple[Migration, Path]) -> None:
+    command, secrets = migration
+    (secrets / "postgres.pgpass").chmod(0o600)
+    (secrets / "postgres.pgpass").write_text("*:*:*:*:wrong\n", encoding="utf-8")
+
+    result = command.run()
+
+    assert result.returncode != 0
+    assert "password authentication failed" in result.stderr
+
+
+def test_reader_reads_and_writes_nothing(role_urls: dict[str, str]) -> None:
+    with psycopg.connect(role_urls["reader"], autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM rejected_messages").fetchone() == (0,)
         with pytest.raises(InsufficientPrivilege):
@@ -68,15 +165,15 @@ def test_reader_reads_and_writes_nothing(role_script_roles: dict[str, str]) -> N
             conn.execute("DELETE FROM readings")
 
 
-def test_watchdog_can_only_run_a_trivial_query(role_script_roles: dict[str, str]) -> None:
-    with psycopg.connect(role_script_roles["watchdog"], autocommit=True) as conn:
+def test_watchdog_can_only_run_a_trivial_query(role_urls: dict[str, str]) -> None:
+    with psycopg.connect(role_urls["watchdog"], autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
         with pytest.raises(InsufficientPrivilege):
             conn.execute("SELECT count(*) FROM readings")
 
 
-def test_bridge_login_from_the_script_inserts(role_script_roles: dict[str, str]) -> None:
-    with psycopg.connect(role_script_roles["bridge"]) as conn:
+def test_bridge_login_from_the_migration_inserts(role_urls: dict[str, str]) -> None:
+    with psycopg.connect(role_urls["bridge"]) as conn:
         conn.execute(
             "INSERT INTO readings (sensor_id, \"timestamp\", variable, value, unit) VALUES (1, now(), 't', 1, 'C')"
         )

@@ -1,24 +1,36 @@
-"""The container files' structure: services, health checks, dependencies, env names, secrets.
+"""The container files' structure: services, order, secrets, ports, health checks, the image.
 
-No Docker engine runs on the CI machines, so this checks what `docker compose
-config` would accept and what the stack relies on, without starting it.
+No Docker engine runs on the CI machines, so this checks what Compose accepts
+(Debian's docker-compose 1.29 runs `config` without an engine) and what the
+stack relies on, without starting it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from bridge.config import Settings, env_name
+from devstack.servers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 BRIDGES = ("bridge-1", "bridge-2", "bridge-3")
+APP_IMAGE = "iot-sensors-bridge:latest"
+# The stack's own services, as `up` starts them (profiles aside).
+ONE_SHOTS = ("init", "migrate")
+CLIENTS = (*BRIDGES, "watchdog")
+SECRETS_MOUNT = "/secrets"
+COMPOSE_V1_HINT = "install Debian's `docker-compose` package (apt-get install -y docker-compose)"
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +38,244 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
 
 
+@pytest.fixture(scope="module")
+def stack_init() -> ModuleType:
+    return load_script("deploy/compose/stack_init.py")
+
+
 def services(compose: dict[str, Any]) -> dict[str, Any]:
     return compose["services"]  # type: ignore[no-any-return]
 
 
+def depends_on(compose: dict[str, Any], name: str) -> dict[str, str]:
+    """A service's dependencies: name -> condition."""
+    return {dep: spec["condition"] for dep, spec in (services(compose)[name].get("depends_on") or {}).items()}
+
+
+def environment(compose: dict[str, Any], name: str) -> dict[str, str]:
+    return {key: str(value) for key, value in (services(compose)[name].get("environment") or {}).items()}
+
+
+def volumes(compose: dict[str, Any], name: str) -> list[str]:
+    return [str(v) for v in services(compose)[name].get("volumes") or []]
+
+
+# --- Compose accepts it, with no .env -----------------------------------------------------------
+
+
+def test_compose_v1_accepts_the_file_with_no_env_and_no_variables(tmp_path: Path) -> None:
+    docker_compose = shutil.which("docker-compose")
+    if docker_compose is None:
+        pytest.fail(f"docker-compose is missing: {COMPOSE_V1_HINT}")
+    text = (ROOT / "docker-compose.yml").read_text()
+    # Compose v1 knows no top-level `name:` (v2's way to fix the project name, which
+    # the README's volume names rely on); give it the same name with -p instead.
+    without_name, count = re.subn(r"^name: iot-sensors-bridge\n", "", text, flags=re.M)
+    assert count == 1
+    (tmp_path / "docker-compose.yml").write_text(without_name)
+    (tmp_path / "empty.env").write_text("")  # never the developer's own .env
+
+    result = subprocess.run(
+        [docker_compose, "--project-directory", str(ROOT), "--env-file", str(tmp_path / "empty.env"),
+         "-p", "iot-sensors-bridge", "-f", str(tmp_path / "docker-compose.yml"), "config"],
+        env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["services"]["postgres"]["ports"]  # the defaults of every ${VAR:-default} filled in
+
+
+def test_no_variable_is_required(compose: dict[str, Any]) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert re.findall(r"\$\{[A-Z_]+:?\?", text) == [], "a fresh clone must start with no .env"
+
+
+# --- the services and the order of an `up` ------------------------------------------------------
+
+
 def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
-    assert {"mosquitto-init", "mosquitto", "postgres", *BRIDGES, "watchdog", "simulator"} <= set(services(compose))
-    assert services(compose)["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
-    assert services(compose)["postgres"]["image"] == "postgres:16"
+    assert set(services(compose)) == {
+        *ONE_SHOTS, "mosquitto", "postgres", *CLIENTS, "simulator", "prometheus", "grafana",
+    }
     assert services(compose)["simulator"]["profiles"] == ["tools"]
+    assert services(compose)["postgres"]["image"] == services(compose)["migrate"]["image"] == "postgres:16"
+
+
+def test_the_image_is_built_once_by_init(compose: dict[str, Any]) -> None:
+    built = [name for name, service in services(compose).items() if "build" in service]
+    assert built == ["init"]
+    assert services(compose)["init"]["image"] == APP_IMAGE
+    users = [name for name, service in services(compose).items() if service.get("image") == APP_IMAGE]
+    assert set(users) == {"init", *CLIENTS, "simulator"}
+    for name in set(users) - {"init"}:
+        # Never pulled (no registry has it); built by init, which all of them wait for.
+        assert services(compose)[name]["pull_policy"] == "never", name
+        assert "init" in ancestors(compose, name), name
+
+
+def ancestors(compose: dict[str, Any], name: str) -> set[str]:
+    """Every service that `name` waits for, directly or not."""
+    found: set[str] = set()
+    todo = list(depends_on(compose, name))
+    while todo:
+        dep = todo.pop()
+        if dep not in found:
+            found.add(dep)
+            todo.extend(depends_on(compose, dep))
+    return found
+
+
+def test_init_then_servers_then_migration_then_clients(compose: dict[str, Any]) -> None:
+    assert depends_on(compose, "init") == {}
+    for server in ("mosquitto", "postgres"):
+        assert depends_on(compose, server) == {"init": "service_completed_successfully"}
+    assert depends_on(compose, "migrate") == {
+        "init": "service_completed_successfully", "postgres": "service_healthy",
+    }
+    for name in CLIENTS:
+        assert depends_on(compose, name) == {
+            "mosquitto": "service_healthy", "postgres": "service_healthy",
+            "migrate": "service_completed_successfully",
+        }, name
+        assert services(compose)[name]["restart"] == "unless-stopped"
+    assert depends_on(compose, "simulator") == {"bridge-1": "service_healthy"}
+
+
+def test_one_shots_run_on_every_up_and_never_restart(compose: dict[str, Any]) -> None:
+    for name in ONE_SHOTS:
+        service = services(compose)[name]
+        assert service["restart"] == "no"
+        assert service["healthcheck"] == {"disable": True}
+        assert "profiles" not in service
+
+
+def test_migration_applies_the_schema_and_the_roles_and_stops_at_an_error(compose: dict[str, Any]) -> None:
+    migrate = services(compose)["migrate"]
+    command = migrate["command"]
+    assert command[0] == "psql" and "ON_ERROR_STOP=1" in command
+    files = [command[i + 1] for i, arg in enumerate(command) if arg == "-f"]
+    assert files == ["/migrate/schema.sql", "/migrate/roles.sql"]
+    assert {"./schema.sql:/migrate/schema.sql:ro", "./deploy/postgres/roles.sql:/migrate/roles.sql:ro"} <= set(
+        volumes(compose, "migrate"))
+    assert environment(compose, "migrate")["PGPASSFILE"] == f"{SECRETS_MOUNT}/postgres.pgpass"
+    assert not any("docker-entrypoint-initdb.d" in v for v in volumes(compose, "postgres")), (
+        "initdb scripts run only on an empty volume: the migration does that job on every up"
+    )
+
+
+def test_the_roles_script_reads_the_secrets_init_writes(stack_init: ModuleType) -> None:
+    roles = (ROOT / "deploy/postgres/roles.sql").read_text()
+    read = set(re.findall(r"`cat :'secrets'/(\w+)`", roles))
+    assert read == {"bridge_db_password", "watchdog_db_password", "reader_db_password"}
+    assert read <= {secret.name for secret in stack_init.SECRETS}
+
+
+# --- secrets: generated into a volume, read from files ------------------------------------------
+
+
+def test_init_takes_only_overrides_from_env(compose: dict[str, Any], stack_init: ModuleType) -> None:
+    env = environment(compose, "init")
+    for key, value in env.items():
+        default = "bridge" if key == "BRIDGE_SHARE_GROUP" else ""
+        assert value == f"${{{key}:-{default}}}", f"init.{key} must be .env's {key}, empty when unset"
+    assert {s.variable for s in stack_init.SECRETS if s.variable} | {"MQTT_DEVICES"} <= set(env)
+    assert services(compose)["init"]["user"] == "0:0"
+    assert services(compose)["init"]["entrypoint"] == ["python", "/app/deploy/compose/stack_init.py"]
+    assert f"secrets:{SECRETS_MOUNT}" in volumes(compose, "init")
+    assert "mosquitto-dynsec:/mosquitto/dynsec" in volumes(compose, "init")
+
+
+@pytest.mark.parametrize("name", ["mosquitto", "postgres", "migrate", *CLIENTS, "simulator", "prometheus", "grafana"])
+def test_no_password_in_the_environment_of_a_service(compose: dict[str, Any], name: str) -> None:
+    for key, value in environment(compose, name).items():
+        assert "${" not in value or "PASSWORD" not in value, f"{name}.{key} takes a password from .env"
+        if key.endswith("_URL"):
+            assert urlsplit(value).password is None, f"{name}.{key} carries a password"
+        if "PASSWORD" in key:
+            assert key.endswith(("_FILE", "PASSFILE")), f"{name}.{key} holds a password, not a file"
+
+
+def test_every_secret_file_read_is_one_init_writes(compose: dict[str, Any], stack_init: ModuleType) -> None:
+    written = {secret.name for secret in stack_init.SECRETS} | {stack_init.PGPASS_FILE}
+    readers = 0
+    for name in services(compose):
+        for key, value in environment(compose, name).items():
+            if value.startswith(f"{SECRETS_MOUNT}/"):
+                readers += 1
+                assert value.removeprefix(f"{SECRETS_MOUNT}/") in written, f"{name}.{key}"
+                assert f"secrets:{SECRETS_MOUNT}:ro" in volumes(compose, name), f"{name} must mount the volume"
+    assert readers >= 12
+
+
+def test_each_client_reads_its_own_accounts(compose: dict[str, Any]) -> None:
+    for name, user in [*((b, "bridge") for b in BRIDGES), ("watchdog", "watchdog"), ("simulator", "simulator")]:
+        env = environment(compose, name)
+        assert urlsplit(env["MQTT_URL"]).username == user
+        assert env["MQTT_PASSWORD_FILE"] == f"{SECRETS_MOUNT}/mqtt_{user}_password"
+        database_user = "reader" if user == "simulator" else user
+        assert urlsplit(env["DATABASE_URL"]).username == database_user
+        assert env["DATABASE_PASSWORD_FILE"] == f"{SECRETS_MOUNT}/{database_user}_db_password"
+
+
+def test_the_secrets_volume_is_written_by_init_only(compose: dict[str, Any]) -> None:
+    assert "secrets" in compose["volumes"]
+    for name in services(compose):
+        mounts = [v for v in volumes(compose, name) if v.startswith("secrets:")]
+        if name == "init":
+            assert mounts == [f"secrets:{SECRETS_MOUNT}"]
+        else:
+            assert mounts in ([], [f"secrets:{SECRETS_MOUNT}:ro"]), name
+
+
+def test_env_example_is_optional_documentation(compose: dict[str, Any]) -> None:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    assert all(not line.strip() or line.startswith("#") for line in lines), "every line commented out"
+    documented = set(re.findall(r"^# ([A-Z][A-Z0-9_]*)=", "\n".join(lines), re.M))
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)[:}?-]", (ROOT / "docker-compose.yml").read_text()))
+    assert used == documented
+    assert not re.search(r"^#? ?[A-Z_]*PASSWORD=change-me", "\n".join(lines), re.M)
+
+
+def test_no_real_env_file_is_committed() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files", ".env"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert tracked.strip() == ""
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+# --- ports, the broker, health checks -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["postgres", "prometheus", "grafana"])
+def test_servers_people_reach_are_published_on_localhost_only(compose: dict[str, Any], name: str) -> None:
+    ports = services(compose)[name]["ports"]
+    assert ports and all(str(port).startswith("127.0.0.1:") for port in ports), ports
+
+
+def test_the_broker_is_published_for_devices(compose: dict[str, Any]) -> None:
+    # Devices connect from the network: every interface, on purpose (the file says so).
+    assert services(compose)["mosquitto"]["ports"] == ["${MQTT_PORT:-1883}:1883"]
+
+
+def test_the_broker_image_is_a_pinned_release_with_the_fixes(compose: dict[str, Any]) -> None:
+    image = services(compose)["mosquitto"]["image"]
+    match = re.fullmatch(r"eclipse-mosquitto:2\.0\.(\d+)", image)
+    assert match, f"{image}: pin a 2.0.x release (2 now resolves to the untested 2.1)"
+    assert int(match[1]) >= 13, "Receive Maximum and shared subscriptions are fixed from 2.0.13 on"
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m)", duration)
+    assert match, duration
+    return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+def test_stop_grace_periods_cover_each_shutdown(compose: dict[str, Any]) -> None:
+    assert _seconds(services(compose)["mosquitto"]["stop_grace_period"]) >= 60  # saving large queues
+    for name in BRIDGES:
+        assert _seconds(services(compose)[name]["stop_grace_period"]) > Settings().shutdown_grace_s
 
 
 @pytest.mark.parametrize("name", ["mosquitto", "postgres", "watchdog"])
@@ -43,22 +284,31 @@ def test_long_running_services_have_health_checks(compose: dict[str, Any], name:
     assert check["test"] and not check.get("disable")
 
 
-def test_the_image_has_a_health_check_a_non_root_user_and_a_build_stage() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^HEALTHCHECK .*\n?.*python\", \"-m\", \"bridge\", \"health\"", dockerfile, re.M)
-    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
-    assert users and users[-1] not in ("root", "0")
-    assert dockerfile.count("FROM ") >= 2
-    assert "COPY --from=build" in dockerfile
+def test_postgres_is_healthy_only_when_it_accepts_tcp(compose: dict[str, Any]) -> None:
+    test = services(compose)["postgres"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL" and re.search(r"\bpg_isready -h 127\.0\.0\.1\b", test[1])
 
 
-@pytest.mark.parametrize("name", BRIDGES)
-def test_bridges_start_after_healthy_servers_and_restart(compose: dict[str, Any], name: str) -> None:
-    bridge = services(compose)[name]
-    assert bridge["depends_on"] == {
-        "mosquitto": {"condition": "service_healthy"}, "postgres": {"condition": "service_healthy"}
-    }
-    assert bridge["restart"] == "unless-stopped"
+def test_the_broker_health_check_has_no_password_on_its_command_line(
+    compose: dict[str, Any], stack_init: ModuleType
+) -> None:
+    test = services(compose)["mosquitto"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    assert not re.search(r"(^|\s)(-P|--pw|-u|--username)\s|PASSWORD", test[1]), test[1]
+    # The options come from the file init writes on the broker's accounts volume.
+    match = re.match(r"XDG_CONFIG_HOME=(\S+) mosquitto_sub ", test[1])
+    assert match and match[1] == f"/mosquitto/dynsec/{stack_init.HEALTH_FOLDER}"
+    assert "mosquitto-dynsec:/mosquitto/dynsec" in volumes(compose, "mosquitto")
+    assert "environment" not in services(compose)["mosquitto"]
+
+
+def test_no_health_check_passes_a_secret(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        text = " ".join(map(str, (service.get("healthcheck") or {}).get("test") or []))
+        assert "PASSWORD" not in text and " -P " not in text, name
+
+
+# --- the workers, the watchdog, the simulator ---------------------------------------------------
 
 
 def test_bridges_have_distinct_stable_client_ids(compose: dict[str, Any]) -> None:
@@ -72,30 +322,22 @@ def test_bridge_environment_names_are_settings(compose: dict[str, Any], name: st
     assert set(services(compose)[name]["environment"]) <= known
 
 
-def test_every_required_variable_is_in_env_example(compose: dict[str, Any]) -> None:
-    text = (ROOT / "docker-compose.yml").read_text()
-    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
-    example = dict(
-        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
-        if line and not line.startswith("#")
-    )
-    assert required and required <= set(example)
-    assert all(example[name] == "change-me" for name in required if name.endswith("PASSWORD"))
+def test_watchdog_and_simulator_environment_names_are_settings(compose: dict[str, Any]) -> None:
+    from simulator.config import Settings as SimulatorSettings
+    from simulator.config import env_name as simulator_env_name
+    from watchdog.config import Settings as WatchdogSettings
+    from watchdog.config import env_name as watchdog_env_name
+
+    known = {watchdog_env_name(field) for field in WatchdogSettings.model_fields}
+    assert set(services(compose)["watchdog"]["environment"]) <= known
+    assert set(services(compose)["simulator"]["environment"]) <= {
+        simulator_env_name(field) for field in SimulatorSettings.model_fields}
 
 
-def test_no_real_env_file_is_committed() -> None:
-    tracked = subprocess.run(
-        ["git", "ls-files", ".env"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    assert tracked.strip() == ""
-    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
-
-
-def test_secrets_come_from_the_environment_not_the_compose_file(compose: dict[str, Any]) -> None:
-    for name, service in services(compose).items():
-        for key, value in (service.get("environment") or {}).items():
-            if "PASSWORD" in key or "URL" in key:
-                assert "${" in str(value), f"{name}.{key} must come from .env"
+def test_the_simulator_writes_its_json_into_a_volume(compose: dict[str, Any]) -> None:
+    simulator = services(compose)["simulator"]
+    assert f"simulator-results:{simulator['working_dir']}" in volumes(compose, "simulator")
+    assert "simulator-results" in compose["volumes"]
 
 
 def test_observability_profile_scrapes_every_worker_and_provisions_the_dashboard(compose: dict[str, Any]) -> None:
@@ -112,12 +354,115 @@ def test_observability_profile_scrapes_every_worker_and_provisions_the_dashboard
     for metric in ("bridge_readings_stored_total", "bridge_rejected_by_code_total", "bridge_commit_seconds_bucket",
                    "bridge_in_flight", "bridge_database_up", "watchdog_component_up"):
         assert metric in exprs
+    assert environment(compose, "grafana") == {"GF_SECURITY_ADMIN_PASSWORD__FILE": "/secrets/grafana_admin_password"}
 
 
-def test_watchdog_and_simulator_environment_names_are_settings(compose: dict[str, Any]) -> None:
-    from watchdog.config import Settings as WatchdogSettings
-    from watchdog.config import env_name as watchdog_env_name
+# --- the image ----------------------------------------------------------------------------------
 
-    known = {watchdog_env_name(field) for field in WatchdogSettings.model_fields}
-    assert set(services(compose)["watchdog"]["environment"]) <= known
-    assert set(services(compose)["simulator"]["environment"]) == {"MQTT_URL", "DATABASE_URL"}
+
+def test_the_image_has_a_health_check_a_non_root_user_and_a_build_stage() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^HEALTHCHECK .*\n?.*python\", \"-m\", \"bridge\", \"health\"", dockerfile, re.M)
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert dockerfile.count("FROM ") >= 2
+    assert "COPY --from=build" in dockerfile
+
+
+def test_the_image_holds_the_init_program_and_its_user_is_the_secrets_owner(stack_init: ModuleType) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^COPY deploy/compose/stack_init\.py ", dockerfile, re.M)
+    assert re.search(rf"useradd .*--uid {stack_init.APP_UID}\b", dockerfile)
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "!deploy/compose/stack_init.py" in ignored
+
+
+def test_dependencies_are_installed_before_the_sources_are_copied() -> None:
+    (build,) = [stage for stage in re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.M)
+                if stage.startswith("python:3.11-slim AS build")]
+    lines = build.replace("\\\n", " ").splitlines()
+    dependencies = next(i for i, line in enumerate(lines) if "pip install" in line and "-r requirements.txt" in line)
+    copies = [i for i, line in enumerate(lines) if line.startswith("COPY ")]
+    assert [lines[i] for i in copies if i < dependencies] == ["COPY setup.cfg ./"]
+    project = next(i for i, line in enumerate(lines) if "pip install" in line and line.rstrip().endswith(" ."))
+    assert "--no-deps" in lines[project] and project > max(copies)
+
+
+def test_the_dependency_list_is_read_from_setup_cfg(tmp_path: Path) -> None:
+    build = (ROOT / "Dockerfile").read_text().replace("\\\n", "")
+    snippet = re.search(r'python -c "([^"]+)" > requirements\.txt', build)
+    assert snippet
+    (tmp_path / "setup.cfg").write_text((ROOT / "setup.cfg").read_text())
+    printed = subprocess.run([sys.executable, "-c", snippet[1]], cwd=tmp_path, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert "paho-mqtt>=2.1,<3" in printed and "pydantic>=2.5,<3" in printed and len(printed) >= 6
+
+
+def test_the_image_user_owns_the_simulators_working_directory(compose: dict[str, Any]) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    folder = services(compose)["simulator"]["working_dir"]
+    assert re.search(rf"install -d -o iot -g iot {re.escape(folder)}\b", dockerfile)
+
+
+# --- the Kubernetes StatefulSet -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def k8s() -> tuple[dict[str, Any], dict[str, Any]]:
+    statefulset, service = yaml.safe_load_all((ROOT / "deploy/k8s/bridge-statefulset.yaml").read_text())
+    return statefulset, service
+
+
+def container(k8s: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    (found,) = k8s[0]["spec"]["template"]["spec"]["containers"]
+    return found  # type: ignore[no-any-return]
+
+
+def _mebibytes(quantity: str) -> int:
+    match = re.fullmatch(r"(\d+)(Mi|Gi)", quantity)
+    assert match, quantity
+    return int(match[1]) * (1024 if match[2] == "Gi" else 1)
+
+
+def test_k8s_image_is_a_registry_placeholder_to_replace(k8s: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    image = container(k8s)["image"]
+    assert image != APP_IMAGE and not image.endswith(":latest")
+    assert image.startswith("registry.example.com/"), "a placeholder nobody mistakes for a pullable image"
+    assert "replace" in (ROOT / "deploy/k8s/bridge-statefulset.yaml").read_text()
+
+
+def test_k8s_liveness_checks_only_the_worker_and_readiness_the_connection(
+    k8s: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    bridge = container(k8s)
+    assert bridge["livenessProbe"]["exec"]["command"] == ["python", "-m", "bridge", "health", "--live"]
+    assert bridge["readinessProbe"]["exec"]["command"] == ["python", "-m", "bridge", "health"]
+
+
+def test_k8s_pods_listen_on_the_metrics_port_they_publish(k8s: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    env = {item["name"]: item.get("value") for item in container(k8s)["env"]}
+    (port,) = [p for p in container(k8s)["ports"] if p["name"] == "metrics"]
+    assert int(env["BRIDGE_METRICS_PORT"]) == port["containerPort"] == k8s[1]["spec"]["ports"][0]["port"]
+
+
+def test_k8s_memory_covers_a_worker_and_its_probes(k8s: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    resources = container(k8s)["resources"]
+    # ~55 MB worker + 2 x ~30 MB probe processes at once.
+    assert _mebibytes(resources["requests"]["memory"]) >= 128
+    assert _mebibytes(resources["limits"]["memory"]) >= 256
+
+
+def test_k8s_passwords_come_from_a_mounted_secret(k8s: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    bridge, pod = container(k8s), k8s[0]["spec"]["template"]["spec"]
+    env = {item["name"]: item.get("value") for item in bridge["env"]}
+    assert "envFrom" not in bridge
+    assert set(env) <= {env_name(field) for field in Settings.model_fields}
+    assert urlsplit(env["DATABASE_URL"]).password is None and urlsplit(env["MQTT_URL"]).password is None
+    (mount,) = bridge["volumeMounts"]
+    (volume,) = pod["volumes"]
+    assert mount["name"] == volume["name"] and mount["readOnly"] is True and volume["secret"]["secretName"]
+    for variable in ("DATABASE_PASSWORD_FILE", "MQTT_PASSWORD_FILE"):
+        assert Path(env[variable]).parent == Path(mount["mountPath"]), variable
+    # The files must be readable by the non-root worker: group-readable, group = fsGroup.
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 10001
+    assert volume["secret"]["defaultMode"] & 0o040

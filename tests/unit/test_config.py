@@ -6,9 +6,11 @@ import re
 import traceback
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import certifi
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
 from bridge.config import MqttEndpoint, Settings, env_name, parse_mqtt_url
@@ -319,6 +321,155 @@ def test_conninfo_form_is_accepted() -> None:
     assert DB_PASSWORD not in repr(settings)
 
 
+# --- passwords from variables and files (the *_FILE convention) -------------------------------
+
+# Each breaks a URL it is pasted into raw: @ ends the credentials, / starts the path,
+# %41 decodes to A, and : splits user from password.
+AWKWARD_PASSWORDS = ["p@ss", "a/b", "%41", "us:er", "p@ss/w%41:rd 'q\"\\"]
+
+
+def secret_file(tmp_path: Path, name: str, content: str) -> str:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("password", AWKWARD_PASSWORDS)
+def test_passwords_from_files_reach_the_clients_intact(tmp_path: Path, password: str) -> None:
+    settings = settings_from(
+        DATABASE_URL="postgresql://bridge@db:5432/sensors",
+        DATABASE_PASSWORD_FILE=secret_file(tmp_path, "db", password + "\n"),
+        MQTT_URL="mqtt://bridge@broker:1883",
+        MQTT_PASSWORD_FILE=secret_file(tmp_path, "mqtt", password + "\n"),
+    )
+
+    assert settings.mqtt() == MqttEndpoint(host="broker", port=1883, username="bridge", password=SecretStr(password))
+    conninfo = conninfo_to_dict(settings.conninfo())
+    assert conninfo == {"host": "db", "port": "5432", "dbname": "sensors", "user": "bridge", "password": password}
+    for text in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.mqtt())):
+        assert password not in text
+
+
+@pytest.mark.parametrize("password", AWKWARD_PASSWORDS)
+def test_passwords_from_plain_variables_reach_the_clients_intact(password: str) -> None:
+    settings = settings_from(
+        DATABASE_URL="postgresql://bridge@db/sensors", DATABASE_PASSWORD=password,
+        MQTT_URL="mqtts://bridge@broker", MQTT_PASSWORD=password,
+    )
+
+    assert settings.mqtt().password == SecretStr(password)
+    assert conninfo_to_dict(settings.conninfo())["password"] == password
+    assert password not in repr(settings)
+
+
+@pytest.mark.parametrize("password", AWKWARD_PASSWORDS)
+def test_percent_encoded_passwords_in_urls_are_decoded(password: str) -> None:
+    encoded = quote(password, safe="")
+    settings = settings_from(
+        DATABASE_URL=f"postgresql://bridge:{encoded}@db/sensors", MQTT_URL=f"mqtt://bridge:{encoded}@broker"
+    )
+
+    assert settings.mqtt().password == SecretStr(password)
+    assert conninfo_to_dict(settings.conninfo())["password"] == password
+
+
+def test_without_a_separate_password_the_url_is_used_as_it_is() -> None:
+    url = f"postgresql://bridge:{DB_PASSWORD}@db/sensors?sslmode=require"
+
+    assert settings_from(DATABASE_URL=url).conninfo() == url
+
+
+@pytest.mark.parametrize(("variable", "file_variable"), [
+    ("DATABASE_PASSWORD", "DATABASE_PASSWORD_FILE"), ("MQTT_PASSWORD", "MQTT_PASSWORD_FILE"),
+])
+def test_a_password_and_its_file_together_are_refused_naming_both(
+    tmp_path: Path, variable: str, file_variable: str
+) -> None:
+    error = config_error(**{variable: DB_PASSWORD, file_variable: secret_file(tmp_path, "pw", MQTT_PASSWORD)})
+
+    assert error.variable == file_variable
+    assert variable in error.problem
+    assert DB_PASSWORD not in str(error) and MQTT_PASSWORD not in str(error)
+
+
+@pytest.mark.parametrize(("file_variable", "url_variable", "url"), [
+    ("DATABASE_PASSWORD_FILE", "DATABASE_URL", f"postgresql://bridge:{DB_PASSWORD}@db/sensors"),
+    ("MQTT_PASSWORD_FILE", "MQTT_URL", f"mqtt://bridge:{DB_PASSWORD}@broker"),
+])
+def test_a_password_file_with_a_password_in_the_url_is_refused(
+    tmp_path: Path, file_variable: str, url_variable: str, url: str
+) -> None:
+    error = config_error(**{url_variable: url, file_variable: secret_file(tmp_path, "pw", MQTT_PASSWORD)})
+
+    assert error.variable == file_variable
+    assert f"{url_variable} already carries a password" in error.problem
+    assert DB_PASSWORD not in _traceback(error) and MQTT_PASSWORD not in _traceback(error)
+
+
+def test_an_mqtt_password_needs_a_user_in_the_url() -> None:
+    error = config_error(MQTT_URL="mqtt://broker", MQTT_PASSWORD=MQTT_PASSWORD)
+
+    assert error.variable == "MQTT_PASSWORD"
+    assert "names no user" in error.problem
+
+
+@pytest.mark.parametrize("file_variable", ["DATABASE_PASSWORD_FILE", "MQTT_PASSWORD_FILE"])
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "cannot read {path}: No such file or directory"),
+        ("dir", "cannot read {path}: Is a directory"),
+        ("", "{path} is empty"),
+        ("\n", "{path} is empty"),
+        (b"\xff\xfe" + MQTT_PASSWORD.encode(), "cannot read {path}: UnicodeDecodeError"),
+    ],
+)
+def test_unusable_password_files_name_the_variable_and_the_path_never_the_content(
+    tmp_path: Path, file_variable: str, content: str | bytes | None, problem: str
+) -> None:
+    path = tmp_path / "secret"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+
+    error = config_error(
+        DATABASE_URL="postgresql://bridge@db/sensors", MQTT_URL="mqtt://bridge@broker", **{file_variable: str(path)}
+    )
+
+    assert error.variable == file_variable
+    assert error.problem == problem.format(path=path)
+    assert MQTT_PASSWORD not in _traceback(error)
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"MQTT_URL": "mqtt://bridge:{pw}@broker"}, "MQTT_URL"),
+        ({"MQTT_URL": "mqtt://bridge@broker", "MQTT_PASSWORD": "{pw}"}, "MQTT_PASSWORD"),
+        ({"MQTT_URL": "mqtt://bridge@broker", "MQTT_PASSWORD_FILE": "{pw}\n"}, "MQTT_PASSWORD_FILE"),
+        ({"DATABASE_URL": "postgresql://bridge:{pw}@db/sensors"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "host=db user=bridge password={pw}"}, "DATABASE_URL"),
+        ({"DATABASE_PASSWORD": "{pw}"}, "DATABASE_PASSWORD"),
+        ({"DATABASE_PASSWORD_FILE": "{pw}\n"}, "DATABASE_PASSWORD_FILE"),
+    ],
+)
+def test_the_examples_placeholder_password_is_refused_saying_why(
+    tmp_path: Path, environ: dict[str, str], variable: str
+) -> None:
+    def with_password(password: str) -> dict[str, str]:
+        values = {key: value.format(pw=password) for key, value in environ.items()}
+        return {key: secret_file(tmp_path, key, v) if key.endswith("_FILE") else v for key, v in values.items()}
+
+    error = config_error(**with_password("change-me"))
+
+    assert error.variable == variable
+    assert "placeholder" in error.problem and "set a real password" in error.problem
+    settings_from(**with_password("change-me-2"))  # only the placeholder itself is refused
+
+
 # --- README configuration table ---------------------------------------------------------------
 
 _ROW = re.compile(r"^\|\s*`(?P<name>[A-Z][A-Z0-9_]*)`\s*\|(?P<default>[^|]*)\|")
@@ -368,7 +519,7 @@ def test_readme_default_matches_settings(field: str) -> None:
     cell = _readme_settings_table().get(env_name(field))
     assert cell is not None, f"{env_name(field)} is not in the README table"
     code = _CODE.search(cell)
-    if _model_default(field) == "" and field != "health_file":
+    if _model_default(field) in ("", None) and field != "health_file":
         # An empty default means "not set"; the cell says in words what happens then.
         assert code is None, f"{env_name(field)} has no default value; got {cell!r}"
         return

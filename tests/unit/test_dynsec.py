@@ -81,10 +81,118 @@ def test_missing_password_is_named(dynsec: ModuleType) -> None:
         dynsec.build({k: v for k, v in ENV.items() if k != "MQTT_WATCHDOG_PASSWORD"})
 
 
-@pytest.mark.parametrize("devices", ["7", "x:pw", "7:", "0:pw", "99999999999:pw"])
+@pytest.mark.parametrize("devices", ["x:pw", "7:", "0:pw", "99999999999:pw", "-1", "7 8"])
 def test_bad_device_entries_are_refused(dynsec: ModuleType, devices: str) -> None:
     with pytest.raises(ValueError, match="MQTT_DEVICES"):
         dynsec.parse_devices(devices)
+
+
+def test_a_device_without_a_password_is_parsed_but_cannot_be_built(dynsec: ModuleType) -> None:
+    # The compose stack's init generates the missing passwords; alone, dynsec.py cannot.
+    assert dynsec.parse_devices(" 7, 8:p:w ,") == {7: None, 8: "p:w"}
+    with pytest.raises(ValueError, match="MQTT_DEVICES: device 7 has no password"):
+        dynsec.build({**ENV, "MQTT_DEVICES": "7"})
+
+
+@pytest.mark.parametrize("variable", ["MQTT_BRIDGE_PASSWORD", "MQTT_ADMIN_PASSWORD", "MQTT_HEALTH_PASSWORD"])
+def test_the_placeholder_password_is_refused_naming_the_variable(dynsec: ModuleType, variable: str) -> None:
+    with pytest.raises(ValueError, match=f"^{variable}: 'change-me' is the examples' placeholder"):
+        dynsec.build({**ENV, variable: "change-me"}, iterations=10)
+
+
+def test_a_placeholder_device_password_is_refused(dynsec: ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"^MQTT_DEVICES: 'change-me'"):
+        dynsec.build({**ENV, "MQTT_DEVICES": "7:change-me"}, iterations=10)
+
+
+def test_the_health_account_may_only_read_the_uptime(dynsec: ModuleType) -> None:
+    assert "health" not in {c["username"] for c in dynsec.build(ENV, iterations=10)["clients"]}
+    document = dynsec.build({**ENV, "MQTT_HEALTH_PASSWORD": "h"}, iterations=10)
+    assert "health" in {c["username"] for c in document["clients"]}
+    assert acls(document, "health") == {
+        ("subscribePattern", "$SYS/broker/uptime"), ("publishClientReceive", "$SYS/broker/uptime"),
+    }
+
+
+# --- update(): the compose stack's init, on every `up` -----------------------------------------
+
+PASSWORDS = {"bridge": "b-pw", "watchdog": "w-pw", "simulator": "s-pw", "device-7": "d7"}
+
+
+def client_entry(document: dict[str, Any], username: str) -> dict[str, Any]:
+    (found,) = [c for c in document["clients"] if c["username"] == username]
+    return found
+
+
+def saved_by_the_broker(dynsec: ModuleType) -> dict[str, Any]:
+    """A document as the broker saves it after mosquitto_ctrl changes: extra client, role, group, default."""
+    document = dynsec.build_document(PASSWORDS, iterations=10)
+    document["clients"].append({**dynsec.client("ops", "o-pw", "ops", iterations=10, salt=b"s" * 12),
+                                "textname": "added at run time"})
+    document["roles"].append({"rolename": "ops", "acls": [dynsec.acl("subscribePattern", "ops/#")]})
+    document["groups"].append({"groupname": "team", "roles": [], "clients": [{"username": "ops"}]})
+    document["defaultACLAccess"]["unsubscribe"] = False
+    client_entry(document, "bridge")["roles"].append({"rolename": "ops"})
+    return document
+
+
+def test_update_keeps_everything_the_broker_saved(dynsec: ModuleType) -> None:
+    saved = saved_by_the_broker(dynsec)
+
+    updated = dynsec.update(saved, PASSWORDS, iterations=10)
+
+    assert updated == saved  # nothing changed, so nothing is rewritten (not even a salt)
+    assert updated is not saved
+
+
+def test_update_rehashes_a_changed_password_and_keeps_the_account_otherwise(dynsec: ModuleType) -> None:
+    saved = saved_by_the_broker(dynsec)
+
+    updated = dynsec.update(saved, {**PASSWORDS, "bridge": "new-pw"}, iterations=10)
+
+    bridge = client_entry(updated, "bridge")
+    assert dynsec.password_matches(bridge, "new-pw") and not dynsec.password_matches(bridge, "b-pw")
+    assert bridge["roles"] == [{"rolename": "bridge"}, {"rolename": "ops"}]
+    assert client_entry(updated, "watchdog") == client_entry(saved, "watchdog")
+    assert client_entry(saved, "bridge")["salt"] != bridge["salt"]  # the input is not modified
+    assert dynsec.password_matches(client_entry(saved, "bridge"), "b-pw")
+
+
+def test_update_adds_new_devices_and_deletes_nothing(dynsec: ModuleType) -> None:
+    saved = saved_by_the_broker(dynsec)
+    passwords = {**{k: v for k, v in PASSWORDS.items() if k != "device-7"}, "device-9": "d9", "health": "h"}
+
+    updated = dynsec.update(saved, passwords, iterations=10)
+
+    assert dynsec.password_matches(client_entry(updated, "device-9"), "d9")
+    assert acls(updated, "device-9") == {("publishClientSend", "sensors/9/readings")}
+    assert acls(updated, "health") == acls(dynsec.build_document({"health": "h"}, iterations=10), "health")
+    assert client_entry(updated, "device-7") == client_entry(saved, "device-7")
+    assert {c["username"] for c in updated["clients"]} == {c["username"] for c in saved["clients"]} | {
+        "device-9", "health"}
+
+
+def test_update_rewrites_our_roles_acls_for_a_new_share_group(dynsec: ModuleType) -> None:
+    updated = dynsec.update(saved_by_the_broker(dynsec), PASSWORDS, share_group="g2", iterations=10)
+
+    assert ("subscribePattern", "$share/g2/sensors/+/readings") in acls(updated, "bridge")
+    assert ("subscribePattern", "$share/bridge/sensors/+/readings") not in acls(updated, "bridge")
+    assert acls(updated, "ops") == {("subscribePattern", "ops/#")}
+
+
+def test_update_of_an_empty_document_builds_one(dynsec: ModuleType) -> None:
+    updated = dynsec.update({}, PASSWORDS, iterations=10)
+
+    assert updated["defaultACLAccess"]["subscribe"] is False
+    assert {c["username"] for c in updated["clients"]} == set(PASSWORDS)
+
+
+def test_a_hash_made_by_another_tool_is_checked_with_its_own_iterations(dynsec: ModuleType) -> None:
+    entry = dynsec.client("bridge", "b-pw", "bridge", iterations=101, salt=b"x" * 12)  # mosquitto_ctrl's count
+
+    assert dynsec.password_matches(entry, "b-pw")
+    assert not dynsec.password_matches(entry, "b-pw ")
+    assert not dynsec.password_matches({"username": "bridge"}, "b-pw")
 
 
 def test_main_writes_once_and_keeps_an_existing_file(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fakes import T0
 
-from bridge.health import check_health, write_health
+from bridge.health import check_alive, check_health, write_health
 from bridge.stats import Stats
 
 
@@ -101,3 +101,14 @@ def test_write_health_replaces_the_file_without_leftovers(tmp_path: Path) -> Non
 
     assert datetime.fromisoformat(json.loads(path.read_text())["at"]) == T0 + timedelta(seconds=5)
     assert [p.name for p in tmp_path.iterdir()] == ["w1.health"]
+
+
+def test_liveness_ignores_the_broker_connection_but_not_a_stuck_worker(tmp_path: Path) -> None:
+    path = str(tmp_path / "w1.health")
+    write_health(path, snapshot(mqtt_connected=False, db_ok=False))  # a broker and database outage
+
+    assert check_alive(path, now=T0 + timedelta(seconds=15), max_age_s=15) == (True, "alive: heartbeat 15.0 s ago")
+    alive, message = check_alive(path, now=T0 + timedelta(seconds=16), max_age_s=15)
+    assert alive is False and "stuck or stopped" in message
+    alive, message = check_alive(str(tmp_path / "missing"), now=T0, max_age_s=15)
+    assert alive is False and "no usable health file" in message

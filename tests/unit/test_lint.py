@@ -20,7 +20,8 @@ def test_ruff_finds_nothing() -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
         pytest.fail("ruff is not installed: pip install -e '.[test]'")
-    result = run(ruff, "check", "bridge", "watchdog", "simulator", "tests", "benchmarks", "mosquitto", "scripts")
+    result = run(ruff, "check", "bridge", "watchdog", "simulator", "tests", "benchmarks", "mosquitto", "scripts",
+                 "deploy")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

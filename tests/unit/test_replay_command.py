@@ -34,12 +34,3 @@ def test_parser_rejects_bad_options(argv: list[str], capsys: pytest.CaptureFixtu
         build_parser().parse_args(argv)
     assert caught.value.code == 2
     assert "error: argument" in capsys.readouterr().err
-
-
-def test_unknown_options_of_other_commands_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    from bridge.__main__ import main
-
-    with pytest.raises(SystemExit) as caught:
-        main(["health", "--dry-run"])
-    assert caught.value.code == 2
-    assert "unrecognized arguments: --dry-run" in capsys.readouterr().err

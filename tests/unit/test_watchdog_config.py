@@ -8,6 +8,7 @@ from typing import Any
 
 import certifi
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
 from bridge.errors import ConfigError
@@ -135,14 +136,45 @@ def test_webhook_url_from_a_secret_file(tmp_path: Path) -> None:
 
 
 def test_secret_file_problems_name_the_file_variable(tmp_path: Path) -> None:
+    assert config_error(DISCORD_WEBHOOK_URL_FILE=str(tmp_path / "missing")).variable == "DISCORD_WEBHOOK_URL_FILE"
+    assert config_error(DISCORD_WEBHOOK_URL_FILE=str(tmp_path)).variable == "DISCORD_WEBHOOK_URL_FILE"
+    secret = tmp_path / "webhook"
+    secret.write_text(WEBHOOK, encoding="utf-8")
+    both = config_error(DISCORD_WEBHOOK_URL=WEBHOOK, DISCORD_WEBHOOK_URL_FILE=str(secret))
+    assert "not both" in str(both)
+    assert TOKEN not in str(both)
+    secret.write_text(f"ftp://discord.com/{TOKEN}", encoding="utf-8")
+    bad = config_error(DISCORD_WEBHOOK_URL_FILE=str(secret))
+    assert bad.variable == "DISCORD_WEBHOOK_URL_FILE" and TOKEN not in str(bad)
+
+
+def test_an_empty_webhook_file_means_no_webhook_like_an_empty_variable(tmp_path: Path) -> None:
+    # The compose stack's init writes an empty file when no webhook is configured.
     empty = tmp_path / "empty"
     empty.write_text("\n", encoding="utf-8")
 
-    assert config_error(DISCORD_WEBHOOK_URL_FILE=str(tmp_path / "missing")).variable == "DISCORD_WEBHOOK_URL_FILE"
-    assert config_error(DISCORD_WEBHOOK_URL_FILE=str(empty)).variable == "DISCORD_WEBHOOK_URL_FILE"
-    both = config_error(DISCORD_WEBHOOK_URL=WEBHOOK, DISCORD_WEBHOOK_URL_FILE=str(empty))
-    assert "not both" in str(both)
-    assert TOKEN not in str(both)
+    settings = Settings.from_env({"DISCORD_WEBHOOK_URL_FILE": str(empty)})
+
+    assert settings.discord_webhook_url is None
+    assert settings.discord_webhook_url_file == str(empty)
+    assert Settings.from_env({"DISCORD_WEBHOOK_URL": " "}).discord_webhook_url is None
+
+
+def test_connection_passwords_come_from_files_as_for_the_bridge(tmp_path: Path) -> None:
+    password = "w@tch/dog%41:pw"
+    for name in ("db", "mqtt"):
+        (tmp_path / name).write_text(password + "\n", encoding="utf-8")
+
+    settings = Settings.from_env({
+        "DATABASE_URL": "postgresql://watchdog@db/sensors", "DATABASE_PASSWORD_FILE": str(tmp_path / "db"),
+        "MQTT_URL": "mqtt://watchdog@broker", "MQTT_PASSWORD_FILE": str(tmp_path / "mqtt"),
+    })
+
+    assert settings.mqtt().password == SecretStr(password)
+    assert conninfo_to_dict(settings.conninfo())["password"] == password
+    assert password not in repr(settings)
+    assert config_error(DATABASE_PASSWORD_FILE=str(tmp_path / "none")).variable == "DATABASE_PASSWORD_FILE"
+    assert config_error(MQTT_URL="mqtt://watchdog:change-me@broker").variable == "MQTT_URL"
 
 
 # --- README's Watchdog table: same names and defaults as Settings ----------------------------------

@@ -1,0 +1,83 @@
+"""Simulator settings: the bridge's connection variables, its own default database, the README's table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import SecretStr
+
+from bridge.config import CONNECTION_VARIABLES
+from bridge.errors import ConfigError
+from simulator.__main__ import UsageError, parse_args, run
+from simulator.config import Settings, env_name
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+PASSWORD = "s1m@ul/at%41:or"
+
+
+def test_defaults_are_a_local_broker_and_the_owner_database() -> None:
+    settings = Settings.from_env({})
+
+    assert (settings.mqtt().host, settings.mqtt().port, settings.mqtt().password) == ("127.0.0.1", 1883, None)
+    assert settings.conninfo() == "postgresql://postgres@127.0.0.1:5432/sensors"
+
+
+def test_passwords_come_from_files_as_for_the_bridge(tmp_path: Path) -> None:
+    (tmp_path / "mqtt").write_text(PASSWORD + "\n", encoding="utf-8")
+    (tmp_path / "db").write_text(PASSWORD + "\n", encoding="utf-8")
+
+    settings = Settings.from_env({
+        "MQTT_URL": "mqtt://simulator@broker", "MQTT_PASSWORD_FILE": str(tmp_path / "mqtt"),
+        "DATABASE_URL": "postgresql://reader@db/sensors", "DATABASE_PASSWORD_FILE": str(tmp_path / "db"),
+    })
+
+    assert settings.mqtt().password == SecretStr(PASSWORD)
+    assert conninfo_to_dict(settings.conninfo())["password"] == PASSWORD
+    assert PASSWORD not in repr(settings)
+
+
+@pytest.mark.parametrize(("environ", "variable"), [
+    ({"MQTT_URL": "mqtt://simulator:change-me@broker"}, "MQTT_URL"),
+    ({"MQTT_URL": "mqtt://simulator@broker", "MQTT_PASSWORD": "x", "MQTT_PASSWORD_FILE": "/x"},
+     "MQTT_PASSWORD_FILE"),
+    ({"DATABASE_PASSWORD_FILE": "/nonexistent/reader-password"}, "DATABASE_PASSWORD_FILE"),
+    ({"DATABASE_URL": "mysql://reader@db"}, "DATABASE_URL"),
+])
+def test_bad_settings_name_the_variable(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(environ)
+    assert caught.value.variable == variable
+
+
+def test_a_bad_setting_is_a_usage_error_before_anything_is_published(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"^MQTT_PASSWORD_FILE: cannot read"):
+        run(parse_args([]), {"MQTT_URL": "mqtt://simulator@127.0.0.1:1", "MQTT_PASSWORD_FILE": str(tmp_path / "no")})
+
+
+def test_every_variable_is_a_shared_connection_variable() -> None:
+    assert {env_name(field) for field in Settings.model_fields} == set(CONNECTION_VARIABLES.values())
+
+
+def _readme_simulator_table() -> dict[str, str]:
+    """The variables table of the README's Simulator section: name -> default cell."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("\n## Simulator\n"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = re.findall(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|([^|]*)\|", section, re.M)
+    return {name: default.strip() for name, default in rows}
+
+
+def test_readme_documents_exactly_the_settings_with_their_defaults() -> None:
+    table = _readme_simulator_table()
+
+    assert set(table) == {env_name(field) for field in Settings.model_fields}
+    for field, info in Settings.model_fields.items():
+        default = info.default.get_secret_value() if isinstance(info.default, SecretStr) else info.default
+        written = re.search(r"`([^`]*)`", table[env_name(field)])
+        if default in (None, ""):
+            assert written is None, f"{env_name(field)}: {table[env_name(field)]!r}"
+        else:
+            assert written is not None and written.group(1) == default, f"{env_name(field)} default"
