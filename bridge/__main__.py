@@ -19,11 +19,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.backoff import Backoff
 from bridge.config import Settings
 from bridge.consumer import MqttConsumer
 from bridge.database import Database
-from bridge.errors import BridgeError, BrokerTlsError, ConfigError, SinkMisconfigured, SinkUnavailable
+from bridge.errors import BridgeError, SinkMisconfigured, SinkUnavailable
 from bridge.health import check_alive, check_health
 from bridge.heartbeat import Heartbeat
 from bridge.inbox import Inbox
@@ -34,9 +33,11 @@ from bridge.replay_command import build_parser as build_replay_parser
 from bridge.replay_command import run_replay
 from bridge.sink import PostgresSink
 from bridge.stats import Stats
-from bridge.transport import apply_endpoint, check_broker_tls
 from bridge.validation import parse_message
+from iotcommon.backoff import Backoff
 from iotcommon.contract import WorkerStatus, status_topic
+from iotcommon.errors import BrokerTlsError, ConfigError
+from iotcommon.transport import apply_endpoint, check_broker_tls
 
 logger = logging.getLogger("bridge")
 

@@ -1,19 +1,14 @@
-"""The bridge's exception hierarchy: every error it raises is a BridgeError."""
+"""The bridge's own exception hierarchy: every error its worker raises is a BridgeError.
+
+Settings and TLS errors (ConfigError, BrokerTlsError) come from the shared
+plumbing and live in iotcommon/errors.py.
+"""
 
 from __future__ import annotations
 
 
 class BridgeError(Exception):
     """Base class for the errors raised by the bridge."""
-
-
-class ConfigError(BridgeError):
-    """A setting is missing or invalid; raised at start-up, names the variable."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
-        self.problem = problem
 
 
 class SinkError(BridgeError):
@@ -30,7 +25,3 @@ class SinkMisconfigured(SinkError):
 
 class SinkRefused(SinkError):
     """The database refused the batch's data: retrying it unchanged would fail again."""
-
-
-class BrokerTlsError(BridgeError):
-    """The TLS handshake with the broker failed: its certificate is not trusted, or no TLS there."""

@@ -1,38 +1,11 @@
-"""The health file a worker keeps fresh, and the check a container HEALTHCHECK runs."""
+"""The checks a container HEALTHCHECK or a liveness probe runs on a worker's health file."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from datetime import datetime
-from typing import Any
 
 from iotcommon.contract import Heartbeat
-
-
-def write_health(path: str, snapshot: dict[str, Any]) -> None:
-    """Atomically replace the health file with the latest snapshot."""
-    write_health_text(path, json.dumps(snapshot))
-
-
-def write_health_text(path: str, text: str) -> None:
-    """Atomically replace the health file with `text` (JSON)."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".health-")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-def read_health(path: str, *, now: datetime) -> tuple[dict[str, Any], float]:
-    """The snapshot and its age in seconds; ValueError naming the file if it is missing or unusable."""
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-        return data, (now - datetime.fromisoformat(data["at"])).total_seconds()
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"no usable health file at {path}: {exc}") from None
+from iotcommon.health import read_health
 
 
 def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, str]:

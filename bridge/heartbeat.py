@@ -7,10 +7,10 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from bridge.health import write_health_text
 from bridge.stats import Stats
 from iotcommon.contract import Heartbeat as HeartbeatPayload
 from iotcommon.contract import heartbeat_topic
+from iotcommon.health import write_health_text
 
 logger = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from bridge.backoff import Backoff
 from bridge.errors import SinkRefused, SinkUnavailable
 from bridge.inbox import Inbox
 from bridge.model import Delivery, Parsed, Rejection
 from bridge.sink import Sink, WriteResult
 from bridge.stats import Stats
+from iotcommon.backoff import Backoff
 from iotcommon.contract import RejectionCode
 
 logger = logging.getLogger(__name__)

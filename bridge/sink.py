@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.database import Database, connect_failure, translate
 from bridge.errors import SinkMisconfigured, SinkUnavailable
+from bridge.indoubt import TXID, InDoubt, Outcome, ask_status, batch_key, log_resolution
 from bridge.model import Delivery, Row
 from iotcommon.contract import RejectionCode
 
@@ -105,6 +106,7 @@ class PostgresSink:
         self._client_id = client_id
         self._timeout_s = timeout_s
         self._ready = False
+        self._in_doubt: InDoubt[WriteResult] | None = None
 
     def check(self) -> None:
         """Connect once, check the schema and grants, open the pool; raise SinkUnavailable or SinkMisconfigured.
@@ -122,10 +124,10 @@ class PostgresSink:
             raise connect_failure(exc, where=where) from None
         except psycopg.Error as exc:
             raise translate(exc, doing=f"checking the schema at {where}") from exc
-        try:
-            self._pool.open(wait=True, timeout=self._timeout_s)
-        except PoolTimeout as exc:
-            raise SinkUnavailable(f"no pooled connection to {where} within {self._timeout_s} s") from exc
+        # Without waiting: the database has just answered, and a pool that does not
+        # fill within open()'s timeout closes for good (psycopg_pool), where a
+        # write that finds no connection yet is only retried.
+        self._pool.open(wait=False)
         self._ready = True
 
     def close(self) -> None:
@@ -133,16 +135,56 @@ class PostgresSink:
         self._pool.close()
 
     def write(self, batch: Sequence[Delivery]) -> WriteResult:
-        """Store a batch in one transaction; raise SinkUnavailable, SinkRefused or SinkMisconfigured."""
+        """Store a batch in one transaction; raise SinkUnavailable, SinkRefused or SinkMisconfigured.
+
+        A batch whose COMMIT went unanswered is not written again before the
+        server said it did not commit (bridge/indoubt.py).
+        """
         self.check()
+        key = batch_key(batch)
+        settled = self._settle_in_doubt(key)
+        if settled is not None:
+            return settled
         staged = self._stage(batch)
+        committing: InDoubt[WriteResult] | None = None
         try:
-            with self._pool.connection(timeout=self._timeout_s) as conn, conn.transaction():
-                return self._write(conn, staged)
+            with self._pool.connection(timeout=self._timeout_s) as conn:
+                with conn.transaction():
+                    txid = _fetch_int(conn, TXID)
+                    result = self._write(conn, staged)
+                    committing = InDoubt(key, txid, result)  # leaving the block sends COMMIT
+                return result
         except PoolTimeout as exc:
             raise SinkUnavailable(f"no database connection within {self._timeout_s} s") from exc
         except psycopg.Error as exc:
-            raise translate(exc) from exc
+            error = translate(exc)
+            if committing is not None and isinstance(error, SinkUnavailable):
+                self._in_doubt = committing
+            raise error from exc
+
+    def _settle_in_doubt(self, key: tuple[int, ...]) -> WriteResult | None:
+        """The result of an in-doubt batch that did commit; None when `key` must be written (again)."""
+        doubt = self._in_doubt
+        if doubt is None:
+            return None
+        if doubt.key != key:
+            # The pipeline moved on to other messages (the one-by-one fallback): the
+            # in-doubt one comes back under its own key only if it is retried alone.
+            logger.warning("transaction %d's outcome was never settled; its batch is no longer retried", doubt.txid)
+            self._in_doubt = None
+            return None
+        try:
+            with self._pool.connection(timeout=self._timeout_s) as conn:
+                status = ask_status(conn, doubt.txid)
+        except PoolTimeout as exc:
+            raise SinkUnavailable(f"no database connection within {self._timeout_s} s") from exc
+        except psycopg.Error as exc:
+            raise translate(exc, doing="asking what became of the last commit") from exc
+        if status == Outcome.IN_PROGRESS:
+            raise SinkUnavailable(f"transaction {doubt.txid} is still committing")
+        log_resolution(doubt, status)
+        self._in_doubt = None
+        return doubt.result if status == Outcome.COMMITTED else None
 
     def _stage(self, batch: Sequence[Delivery]) -> _Staged:
         staged = _Staged()
@@ -188,6 +230,13 @@ class PostgresSink:
             delivery.received_at, delivery.topic, delivery.raw_reading(index), RejectionCode.CONFLICT.value, reason,
             self._client_id,
         )
+
+
+def _fetch_int(conn: psycopg.Connection[Any], query: str) -> int:
+    row = conn.execute(query).fetchone()
+    if row is None:
+        raise psycopg.InterfaceError(f"no row from {query}")
+    return int(row[0])
 
 
 def check_schema(conn: psycopg.Connection[Any]) -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.config import MqttEndpoint
-from bridge.errors import ConfigError
-from bridge.transport import apply_endpoint, handshake_failure
+from iotcommon.errors import ConfigError
+from iotcommon.settings import MqttEndpoint
+from iotcommon.transport import apply_endpoint, handshake_failure
 from simulator.config import Settings
 from simulator.pacing import Pacer, SystemClock
 from simulator.publisher import Publisher, RunResult

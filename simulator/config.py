@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from pydantic import SecretStr
 
-from bridge.config import CONNECTION_VARIABLES, Connections, load_settings
+from iotcommon.settings import CONNECTION_VARIABLES, Connections, load_settings
 
 
 class Settings(Connections):

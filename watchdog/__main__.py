@@ -18,9 +18,9 @@ import requests
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
-from bridge.backoff import Backoff
-from bridge.errors import BrokerTlsError, ConfigError
-from bridge.transport import apply_endpoint, check_broker_tls
+from iotcommon.backoff import Backoff
+from iotcommon.errors import BrokerTlsError, ConfigError
+from iotcommon.transport import apply_endpoint, check_broker_tls
 from watchdog.alerting import DiscordNotifier, Dispatcher, LogNotifier, Notifier, redact
 from watchdog.checks import WorkerRules
 from watchdog.config import Settings

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import requests
 from pydantic import SecretStr
 
-from bridge.backoff import Backoff
+from iotcommon.backoff import Backoff
 from watchdog.state import Alert, AlertKind, format_duration
 
 logger = logging.getLogger(__name__)

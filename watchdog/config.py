@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 
-from bridge.config import CONNECTION_SECRET_FILES, CONNECTION_VARIABLES, Connections, load_settings
-from bridge.errors import ConfigError
+from iotcommon.errors import ConfigError
+from iotcommon.settings import CONNECTION_SECRET_FILES, CONNECTION_VARIABLES, Connections, load_settings
 
 # Shared with the bridge, or secrets named the way Discord's docs name them.
 _UNPREFIXED = {

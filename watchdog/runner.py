@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from bridge.health import read_health, write_health
+from iotcommon.health import read_health, write_health
 from watchdog.checks import (
     BROKER,
     DATA_LOSS,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from urllib.parse import urlsplit
 
 import psycopg
 from fix_measure import Measure
@@ -19,6 +20,7 @@ from devstack import traffic
 from devstack.discord_stub import DiscordStub
 from devstack.mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
 from devstack.processes import REPO_ROOT, memory_kb, wait_until
+from devstack.proxy import TcpProxy
 from devstack.servers import PostgresServer
 from devstack.workers import MakeEnv, StartWorker, WorkerProcess
 
@@ -183,3 +185,30 @@ def test_worker_restarted_as_postgres_stops_waits_for_it_and_stores_everything_s
     assert "database unavailable at start" in restarted.log_text()
     measure("outage", f"PostgreSQL stopped {RESTART_OUTAGE_S} s, a worker SIGKILLed and restarted as it stopped")
     measure("database back → all stored", f"{caught_up_s:.1f} s (BRIDGE_DB_RETRY_MAX_S=5, the default)")
+
+
+def test_connection_lost_while_committing_stores_dead_letters_once(
+    start: StartWorker, mqtt_url: str, bridge_database_url: str, admin_database_url: str, measure: Measure,
+) -> None:
+    # The worker reaches PostgreSQL through a slow proxy: every reply takes 0.4 s.
+    # Once the batch's rows are visible (committed), the link is cut while the
+    # COMMIT's answer is still on its way: the worker cannot know the outcome.
+    # Retried blindly, each rejected message would be stored twice.
+    with TcpProxy(urlsplit(bridge_database_url).port or 5432, delay_s=0.4) as proxy:
+        worker = start("c1", database_url=proxy.url_for(bridge_database_url), bridge_db_retry_max_s=0.5,
+                       bridge_flush_ms=200)
+        sent = traffic.build(300, invalid_share=0.2)
+        with MqttTestClient.from_url(mqtt_url) as publisher:
+            publisher.publish_many(sent.messages)
+        wait_until(lambda: traffic.counts(admin_database_url)[1] > 0, 30, interval=0.01,
+                   message="a committed batch holding rejected messages")
+        cut = proxy.cut()
+        # Through the slow link, the retry comes some seconds later.
+        wait_until(lambda: "database available again" in worker.log_text(), 60,
+                   message="the worker's next successful attempt after the cut")
+        traffic.assert_stored_exactly(admin_database_url, sent, timeout=60)
+
+    assert cut >= 1
+    assert "it had committed: the batch is not written again" in worker.log_text(), worker.log_tail(20)
+    measure("cut while COMMIT's answer was in flight", "the batch's transaction asked with txid_status: committed, "
+                                                       f"{len(sent.rejected)} dead letters stored once")

@@ -1,10 +1,10 @@
-"""bridge.backoff: capped exponential delays with jitter, reset after a success."""
+"""iotcommon.backoff: capped exponential delays with jitter, reset after a success."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.backoff import Backoff
+from iotcommon.backoff import Backoff
 
 
 def test_backoff_doubles_until_the_cap() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bridge.__main__ import main
-from bridge.health import write_health
 from bridge.stats import Stats
+from iotcommon.health import write_health
 
 
 @pytest.mark.parametrize(("argv", "exit_code"), [(["health"], 1), (["health", "--live"], 0)])

@@ -13,8 +13,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
-from bridge.config import MqttEndpoint, Settings, env_name, parse_mqtt_url
-from bridge.errors import BridgeError, ConfigError
+from bridge.config import Settings, env_name
+from iotcommon.errors import ConfigError, SetupError
+from iotcommon.settings import MqttEndpoint, parse_mqtt_url
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MQTT_PASSWORD = "s3cr3t-mqtt-pw"
@@ -162,7 +163,7 @@ def test_invalid_value_names_the_variable(variable: str, raw: str) -> None:
     assert error.variable == variable
     assert str(error).startswith(f"{variable}: ")
     assert error.problem
-    assert isinstance(error, BridgeError)
+    assert isinstance(error, SetupError)
 
 
 def test_max_in_flight_below_batch_size_names_both() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from fakes import T0
 
-from bridge.health import check_alive, check_health, write_health
+from bridge.health import check_alive, check_health
 from bridge.stats import Stats
+from iotcommon.health import write_health
 
 
 def snapshot(*, at: datetime = T0, mqtt_connected: bool = True, db_ok: bool = True) -> dict[str, object]:

@@ -11,13 +11,13 @@ from datetime import timedelta
 import pytest
 from fakes import T0, FakeClock, delivery
 
-from bridge.backoff import Backoff
 from bridge.errors import SinkMisconfigured, SinkRefused, SinkUnavailable
 from bridge.inbox import Inbox
 from bridge.model import Delivery
 from bridge.pipeline import MAX_WAIT_S, Pipeline
 from bridge.sink import WriteResult
 from bridge.stats import Stats
+from iotcommon.backoff import Backoff
 
 FLUSH_S = 0.05
 

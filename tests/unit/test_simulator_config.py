@@ -9,8 +9,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
-from bridge.config import CONNECTION_VARIABLES
-from bridge.errors import ConfigError
+from iotcommon.errors import ConfigError
+from iotcommon.settings import CONNECTION_VARIABLES
 from simulator.__main__ import UsageError, parse_args, run
 from simulator.config import Settings, env_name
 

@@ -1,4 +1,4 @@
-"""bridge.transport: credentials and TLS applied to a paho client, and the TLS failure messages."""
+"""iotcommon.transport: credentials and TLS applied to a paho client, and the TLS failure messages."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import certifi
 import pytest
 from pydantic import SecretStr
 
-from bridge.config import MqttEndpoint
-from bridge.errors import BridgeError
-from bridge.transport import apply_endpoint, check_broker_tls, handshake_failure, tls_context
+from iotcommon.errors import SetupError
+from iotcommon.settings import MqttEndpoint
+from iotcommon.transport import apply_endpoint, check_broker_tls, handshake_failure, tls_context
 
 CA_BUNDLE = certifi.where()
 
@@ -79,7 +79,7 @@ def test_untrusted_certificate_names_the_trusted_cas_and_the_fix() -> None:
         "set MQTT_CA_FILE to the CA that signed it"
     )
     assert "the system CAs (MQTT_CA_FILE unset)" in str(handshake_failure(system, untrusted))
-    assert isinstance(handshake_failure(system, untrusted), BridgeError)
+    assert isinstance(handshake_failure(system, untrusted), SetupError)
 
 
 def test_host_name_mismatch_points_at_the_url_not_the_ca() -> None:

@@ -13,7 +13,7 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from bridge.backoff import Backoff
+from iotcommon.backoff import Backoff
 from watchdog.__main__ import RedactingFilter
 from watchdog.alerting import DiscordNotifier, Dispatcher, LogNotifier, format_message, redact, retry_after_s
 from watchdog.checks import Status

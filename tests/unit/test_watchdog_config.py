@@ -11,7 +11,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
-from bridge.errors import ConfigError
+from iotcommon.errors import ConfigError
 from watchdog.config import Settings, env_name
 
 README = Path(__file__).resolve().parents[2] / "README.md"

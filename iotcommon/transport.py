@@ -11,8 +11,8 @@ import socket
 import ssl
 from typing import Protocol
 
-from bridge.config import MqttEndpoint
-from bridge.errors import BrokerTlsError
+from iotcommon.errors import BrokerTlsError
+from iotcommon.settings import MqttEndpoint
 
 logger = logging.getLogger(__name__)
 
