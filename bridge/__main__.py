@@ -23,6 +23,7 @@ from bridge.config import Settings
 from bridge.consumer import MqttConsumer
 from bridge.database import Database
 from bridge.errors import BridgeError, SinkMisconfigured, SinkUnavailable
+from bridge.fastpath import make_client
 from bridge.health import check_alive, check_health
 from bridge.heartbeat import Heartbeat
 from bridge.inbox import Inbox
@@ -198,8 +199,8 @@ def check_database(worker: Worker) -> None:
 def build_client(settings: Settings) -> mqtt.Client:
     """A paho client for MQTT v5 with a persistent session and manual acks."""
     endpoint = settings.mqtt()
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
+    client = make_client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=settings.client_id,
         protocol=mqtt.MQTTv5,
         manual_ack=True,

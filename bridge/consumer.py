@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from bridge.fastpath import FastClient, ack_all
 from bridge.inbox import Inbox
 from bridge.model import Delivery, Parsed, Rejection
 from bridge.stats import Stats
@@ -73,19 +74,19 @@ class MqttConsumer:
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        if isinstance(client, FastClient):
+            client.on_raw_message = self._on_raw_message
         client.on_disconnect = self._on_disconnect
 
     def ack(self, batch: Sequence[Delivery]) -> int:
         """Acknowledge committed deliveries in order; skip those of earlier connections."""
-        acked = 0
         with self._lock:
             if not self._connected:
                 return 0
-            for delivery in batch:
-                if delivery.qos and delivery.generation == self._generation:
-                    self._client.ack(delivery.mid, delivery.qos)
-                    acked += 1
-        return acked
+            # We subscribe with QoS 1, so the broker sends QoS 0 or 1; QoS 0 needs no ack.
+            mids = [d.mid for d in batch if d.qos == 1 and d.generation == self._generation]
+            ack_all(self._client, mids)  # one write for the batch with the fast path
+        return len(mids)
 
     def stop_accepting(self) -> None:
         """Leave further messages unacknowledged: the broker keeps them for our next session."""
@@ -133,21 +134,26 @@ class MqttConsumer:
         self.ready.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        """paho's on_message (plain paho, and QoS 2 with the fast path)."""
+        self._receive(_topic_of(message), bytes(message.payload), message.mid, message.qos)
+
+    def _on_raw_message(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+        """The fast path's on_raw_message (bridge/fastpath.py): the same, without paho's MQTTMessage."""
+        self._receive(topic.decode("utf-8", "replace"), payload, mid, qos)
+
+    def _receive(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         # Never let an exception escape: paho would stop its network loop.
         try:
             if not self._accepting:
                 return
             received_at = self._now()
             self._stats.received += 1
-            payload = bytes(message.payload)
-            topic = _topic_of(message)
             parsed = self._safe_parse(topic, payload, received_at)
-            delivery = Delivery(message.mid, message.qos, self._generation, topic, payload, received_at, parsed)
-            self._inbox.put(delivery)
+            self._inbox.put(Delivery(mid, qos, self._generation, topic, payload, received_at, parsed))
             self._stats.inbox_peak = self._inbox.peak
         except Exception:
             self._stats.handler_errors += 1
-            logger.exception("could not queue message %s; the broker will resend it after a reconnect", message.mid)
+            logger.exception("could not queue message %s; the broker will resend it after a reconnect", mid)
 
     def _safe_parse(self, topic: str, payload: bytes, received_at: datetime) -> Parsed:
         try:

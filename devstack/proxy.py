@@ -20,8 +20,15 @@ from urllib.parse import urlsplit, urlunsplit
 class TcpProxy:
     """Forward 127.0.0.1:<port> to 127.0.0.1:<target_port>, with faults on demand."""
 
-    def __init__(self, target_port: int, *, delay_s: float = 0.0, jitter_s: float = 0.0, seed: int = 1) -> None:
+    def __init__(
+        self, target_port: int, *, delay_s: float = 0.0, jitter_s: float = 0.0, seed: int = 1, record: bool = False,
+    ) -> None:
         self._target = ("127.0.0.1", target_port)
+        # With `record`, each connection's bytes, in order: (client -> server, server -> client).
+        self.recorded: list[tuple[bytearray, bytearray]] = []
+        if record and (delay_s > 0 or jitter_s > 0):
+            raise ValueError("recording a delayed link is not supported")
+        self._record = record
         self._delay_s = delay_s
         self._jitter_s = jitter_s
         self._random = random.Random(seed)
@@ -85,15 +92,20 @@ class TcpProxy:
                 client.close()
                 continue
             upstream.settimeout(None)
+            taps: tuple[bytearray | None, bytearray | None] = (None, None)
             with self._lock:
                 self._open += [client, upstream]
                 self.accepted += 1
-            for source, sink in ((client, upstream), (upstream, client)):
-                self._forward(source, sink)
+                if self._record:
+                    sent, received = bytearray(), bytearray()
+                    self.recorded.append((sent, received))
+                    taps = (sent, received)
+            for (source, sink), tap in zip(((client, upstream), (upstream, client)), taps, strict=True):
+                self._forward(source, sink, tap)
 
-    def _forward(self, source: socket.socket, sink: socket.socket) -> None:
+    def _forward(self, source: socket.socket, sink: socket.socket, tap: bytearray | None = None) -> None:
         if self._delay_s <= 0 and self._jitter_s <= 0:
-            threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+            threading.Thread(target=_pump, args=(source, sink, tap), daemon=True).start()
             return
         line: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
         threading.Thread(target=self._read_into, args=(source, line), daemon=True).start()
@@ -110,9 +122,11 @@ class TcpProxy:
         line.put((last_due, b""))
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def _pump(source: socket.socket, sink: socket.socket, tap: bytearray | None = None) -> None:
     with contextlib.suppress(OSError):
         while data := source.recv(65536):
+            if tap is not None:
+                tap += data  # recorded before it is passed on: the recording never lags the peer
             sink.sendall(data)
     with contextlib.suppress(OSError):
         sink.shutdown(socket.SHUT_WR)

@@ -1,0 +1,192 @@
+"""paho's network loop, made cheaper per message: buffered reads, every buffered packet per turn, acks in one write.
+
+A worker draining a backlog spends most of its network thread in paho's loop:
+three recv() calls per packet (command byte, length, body), one select() per
+packet, and one wake-up of the loop (a byte written to its socket pair) per
+PUBACK. This module changes exactly that, and nothing about when a message is
+acknowledged: the pipeline still acks a batch only after it committed, in
+arrival order, and the consumer still drops ids of an earlier connection.
+
+It reaches into paho's internals (underscore names), so it checks for them and
+for a tested paho version; when one is missing the worker uses plain paho and
+logs one warning (make_client). Tested with paho-mqtt 2.1 and 2.2 (setup.cfg
+pins the range).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import struct
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+
+logger = logging.getLogger(__name__)
+
+READ_CHUNK = 65_536  # bytes per recv(): a few hundred readings at once
+TESTED_VERSIONS = ("2.1.", "2.2.")
+# What FastClient relies on, by name and (for methods it calls) parameters.
+_INTERNALS = {  # and the attributes _in_packet, _in_callback_mutex, _manual_ack, _protocol, _transport, _sock
+    "_create_socket": ("self",),
+    "_handle_publish": ("self",),
+    "_packet_read": ("self",),
+    "_packet_queue": ("self", "command", "packet", "mid", "qos", "info"),
+    "_loop_rc_handle": ("self", "rc"),
+}
+_PUBACK_OF = struct.Struct("!BBH")  # fixed header, remaining length 2, message id: success needs no reason code
+
+
+class BufferedSocket:
+    """The broker socket, read READ_CHUNK bytes at a time; pending() says what is buffered.
+
+    paho's loop asks pending() (the hook its TLS path relies on) and skips
+    select() while bytes are pending, so buffered packets cost no system call.
+    Everything else (send, fileno, close, setblocking ...) goes to the socket.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        """Up to `size` bytes, from the buffer or one read of the socket; b"" when the peer closed."""
+        if self._pos >= len(self._buffer):
+            data = self._sock.recv(READ_CHUNK)  # BlockingIOError and ssl errors go to paho as before
+            if len(data) <= size:
+                return bytes(data)
+            self._buffer, self._pos = data, 0
+        chunk = self._buffer[self._pos : self._pos + size]
+        self._pos += len(chunk)
+        if self._pos >= len(self._buffer):
+            self._buffer, self._pos = b"", 0
+        return chunk
+
+    def pending(self) -> int:
+        """Bytes buffered here, plus those the TLS layer holds decrypted."""
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._buffer) - self._pos + inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+RawMessageHandler = Callable[[bytes, bytes, int, int], None]  # (topic, payload, mid, qos)
+
+
+class FastClient(mqtt.Client):
+    """paho's Client with buffered reads, every buffered packet handled per loop turn, and ack_many().
+
+    With `on_raw_message` set (and manual acks), an incoming QoS 0 or 1
+    PUBLISH goes straight to it as (topic bytes, payload, mid, qos): no
+    MQTTMessage, no Properties object, no topic-filter matching per message,
+    which paho's own path builds for every message. Anything else (QoS 2, the
+    first releases' plain on_message) takes paho's path.
+    """
+
+    on_raw_message: RawMessageHandler | None = None
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header = self._in_packet["command"]
+        handler = self.on_raw_message
+        if handler is None or not self._manual_ack or header & 0x06 == 0x04:
+            return super()._handle_publish()
+        try:
+            topic, mid, payload = _split_publish(self._in_packet["packet"], qos=(header & 0x06) >> 1,
+                                                 properties=self._protocol == mqtt.MQTTv5)
+        except IndexError:
+            # What paho 2.2 does with a malformed packet (2.1 would let the error end its loop):
+            # the connection is dropped, and paho reconnects.
+            logger.error("malformed PUBLISH from the broker (shorter than its header says); reconnecting")
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        with self._in_callback_mutex:
+            handler(topic, payload, mid, (header & 0x06) >> 1)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        if self._transport == "websockets":  # its wrapper frames the stream itself
+            return sock
+        return BufferedSocket(sock)
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Handle one packet, then every packet already buffered, before the loop selects again."""
+        while True:
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            sock: Any = self._sock  # our BufferedSocket, which paho types as any socket
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN or sock is None or not sock.pending():
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack_many(self, mids: Iterable[int]) -> None:
+        """PUBACK these QoS 1 messages, in this order, as one write and one wake-up of the loop."""
+        packet = b"".join(_PUBACK_OF.pack(mqtt.PUBACK, 2, mid) for mid in mids)
+        if packet:
+            self._packet_queue(mqtt.PUBACK, packet, 0, 0)
+
+
+def _split_publish(packet: bytearray, *, qos: int, properties: bool) -> tuple[bytes, int, bytes]:
+    """(topic, message id, payload) of a PUBLISH's variable header and payload (MQTT 5: properties skipped)."""
+    end = 2 + ((packet[0] << 8) | packet[1])
+    topic = bytes(packet[2:end])
+    mid = 0
+    if qos:
+        mid = (packet[end] << 8) | packet[end + 1]
+        end += 2
+    if properties:  # a variable byte integer: the properties' length, then the properties we do not use
+        length, shift = 0, 0
+        while True:
+            byte = packet[end]
+            end += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        end += length
+    return topic, mid, bytes(packet[end:])
+
+
+def missing_internals(client_class: type[mqtt.Client] | None = None) -> list[str]:
+    """What FastClient needs that this paho (or `client_class`) lacks; empty when the fast path can be used."""
+    missing = []
+    for name, parameters in _INTERNALS.items():
+        method = getattr(client_class or mqtt.Client, name, None)
+        if method is None or tuple(inspect.signature(method).parameters)[: len(parameters)] != parameters:
+            missing.append(name)
+    version = getattr(mqtt, "__version__", None) or _installed_version()
+    if not version.startswith(TESTED_VERSIONS):
+        missing.append(f"a tested paho-mqtt version (installed: {version})")
+    return missing
+
+
+def _installed_version() -> str:
+    try:
+        return metadata.version("paho-mqtt")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def make_client(**kwargs: Any) -> mqtt.Client:
+    """A FastClient, or plain paho with one warning when this paho lacks what the fast path needs."""
+    missing = missing_internals()
+    if missing:
+        logger.warning("paho-mqtt fast path off (missing: %s); using plain paho, which is slower per message",
+                       ", ".join(missing))
+        return mqtt.Client(**kwargs)
+    return FastClient(**kwargs)
+
+
+def ack_all(client: Any, mids: list[int]) -> None:
+    """PUBACK `mids` in order: in one write with a FastClient, one by one with plain paho."""
+    if isinstance(client, FastClient):
+        client.ack_many(mids)
+        return
+    for mid in mids:
+        client.ack(mid, 1)
