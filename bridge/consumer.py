@@ -74,8 +74,14 @@ class MqttConsumer:
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        # With the fast path, what one read brought goes to the inbox at once
+        # (one lock for ~300 messages); with plain paho, each message as it comes.
+        self._held: list[Delivery] | None = None
+        self._read_at: datetime | None = None
         if isinstance(client, FastClient):
+            self._held = []
             client.on_raw_message = self._on_raw_message
+            client.on_read_end = self._hand_over
         client.on_disconnect = self._on_disconnect
 
     def ack(self, batch: Sequence[Delivery]) -> int:
@@ -146,14 +152,33 @@ class MqttConsumer:
         try:
             if not self._accepting:
                 return
-            received_at = self._now()
+            # With the fast path, what one read of the socket brought shares one time of receipt.
+            received_at = self._read_at or self._now()
+            if self._held is not None:
+                self._read_at = received_at
             self._stats.received += 1
             parsed = self._safe_parse(topic, payload, received_at)
-            self._inbox.put(Delivery(mid, qos, self._generation, topic, payload, received_at, parsed))
-            self._stats.inbox_peak = self._inbox.peak
+            delivery = Delivery(mid, qos, self._generation, topic, payload, received_at, parsed)
+            if self._held is None:
+                self._inbox.put(delivery)
+                self._stats.inbox_peak = self._inbox.peak
+            else:
+                self._held.append(delivery)
         except Exception:
             self._stats.handler_errors += 1
             logger.exception("could not queue message %s; the broker will resend it after a reconnect", mid)
+
+    def _hand_over(self) -> None:
+        """Queue what the last read of the socket brought, in one go (the fast path's on_read_end)."""
+        held, self._held, self._read_at = self._held, [], None
+        if not held:
+            return
+        try:
+            self._inbox.put_many(held)
+            self._stats.inbox_peak = self._inbox.peak
+        except Exception:
+            self._stats.handler_errors += 1
+            logger.exception("could not queue %d messages; the broker will resend them after a reconnect", len(held))
 
     def _safe_parse(self, topic: str, payload: bytes, received_at: datetime) -> Parsed:
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import ssl
 import struct
 from collections.abc import Callable, Iterable
 from importlib import metadata
@@ -27,10 +28,17 @@ from paho.mqtt.enums import MQTTErrorCode
 
 logger = logging.getLogger(__name__)
 
+try:  # paho 2.2 turns a packet it cannot decode into a protocol error; 2.1 has no such exception
+    from paho.mqtt.exception import MalformedPacket as _MALFORMED
+except ImportError:  # pragma: no cover - paho 2.1
+    _MALFORMED = ValueError  # type: ignore[assignment,misc]
+
 READ_CHUNK = 65_536  # bytes per recv(): a few hundred readings at once
 TESTED_VERSIONS = ("2.1.", "2.2.")
 # What FastClient relies on, by name and (for methods it calls) parameters.
-_INTERNALS = {  # and the attributes _in_packet, _in_callback_mutex, _manual_ack, _protocol, _transport, _sock
+_INTERNALS = {  # and the attributes _in_packet, _in_callback_mutex, _manual_ack, _protocol, _transport, _sock,
+    # _msgtime_mutex, _last_bytes_received
+    "_packet_handle": ("self",),
     "_create_socket": ("self",),
     "_handle_publish": ("self",),
     "_packet_read": ("self",),
@@ -50,7 +58,7 @@ class BufferedSocket:
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
-        self._buffer = b""
+        self._buffer = bytearray()
         self._pos = 0
 
     def recv(self, size: int) -> bytes:
@@ -59,12 +67,36 @@ class BufferedSocket:
             data = self._sock.recv(READ_CHUNK)  # BlockingIOError and ssl errors go to paho as before
             if len(data) <= size:
                 return bytes(data)
-            self._buffer, self._pos = data, 0
-        chunk = self._buffer[self._pos : self._pos + size]
+            self._buffer, self._pos = bytearray(data), 0
+        chunk = bytes(self._buffer[self._pos : self._pos + size])
         self._pos += len(chunk)
-        if self._pos >= len(self._buffer):
-            self._buffer, self._pos = b"", 0
         return chunk
+
+    def fill(self) -> bool:
+        """Read the socket into an empty buffer; False when the peer closed (BlockingIOError if nothing came)."""
+        if self._pos < len(self._buffer):
+            return True
+        self._buffer, self._pos = bytearray(self._sock.recv(READ_CHUNK)), 0
+        return bool(self._buffer)
+
+    def take_packet(self) -> tuple[int, bytearray] | None:
+        """(first byte, body) of the next MQTT packet if all of it is buffered, consumed; else None."""
+        buffer, start = self._buffer, self._pos
+        end = len(buffer)
+        length, shift, cursor = 0, 0, start + 1
+        while True:  # the remaining length: a variable byte integer of at most 4 bytes
+            if cursor >= end or shift > 21:
+                return None  # not all here yet (or malformed): paho's own reader takes over
+            byte = buffer[cursor]
+            cursor += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        if cursor + length > end:
+            return None
+        self._pos = cursor + length
+        return buffer[start], buffer[cursor : self._pos]
 
     def pending(self) -> int:
         """Bytes buffered here, plus those the TLS layer holds decrypted."""
@@ -89,6 +121,7 @@ class FastClient(mqtt.Client):
     """
 
     on_raw_message: RawMessageHandler | None = None
+    on_read_end: Callable[[], None] | None = None  # after every packet of one read was handled
 
     def _handle_publish(self) -> MQTTErrorCode:
         header = self._in_packet["command"]
@@ -113,23 +146,63 @@ class FastClient(mqtt.Client):
             return sock
         return BufferedSocket(sock)
 
+    def _packet_read(self) -> MQTTErrorCode:
+        """A whole buffered packet is handled straight from the buffer; anything else as paho reads it."""
+        sock: Any = self._sock
+        if self._in_packet["command"] != 0 or not isinstance(sock, BufferedSocket):
+            return super()._packet_read()
+        problem = _fill(sock)
+        if problem is not None:
+            return problem
+        packet = sock.take_packet()
+        if packet is None:
+            return super()._packet_read()
+        self._in_packet["command"], self._in_packet["packet"], self._in_packet["pos"] = packet[0], packet[1], 0
+        try:
+            return self._packet_handle()
+        except _MALFORMED as exc:  # what paho 2.2's reader does with it
+            logger.error("malformed packet from the broker (%s); reconnecting", exc)
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        finally:
+            self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+                               "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Handle one packet, then every packet already buffered, before the loop selects again."""
-        while True:
-            if self._sock is None:
-                return MQTTErrorCode.MQTT_ERR_NO_CONN
-            rc = self._packet_read()
-            if rc > 0:
-                return self._loop_rc_handle(rc)
-            sock: Any = self._sock  # our BufferedSocket, which paho types as any socket
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN or sock is None or not sock.pending():
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        try:
+            while True:
+                if self._sock is None:
+                    return MQTTErrorCode.MQTT_ERR_NO_CONN
+                rc = self._packet_read()
+                if rc > 0:
+                    return self._loop_rc_handle(rc)
+                sock: Any = self._sock  # our BufferedSocket, which paho types as any socket
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN or sock is None or not sock.pending():
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+        finally:
+            with self._msgtime_mutex:  # what paho does after each packet: the keep-alive watches it
+                self._last_bytes_received = mqtt.time_func()
+            if self.on_read_end is not None:
+                self.on_read_end()
 
     def ack_many(self, mids: Iterable[int]) -> None:
         """PUBACK these QoS 1 messages, in this order, as one write and one wake-up of the loop."""
         packet = b"".join(_PUBACK_OF.pack(mqtt.PUBACK, 2, mid) for mid in mids)
         if packet:
             self._packet_queue(mqtt.PUBACK, packet, 0, 0)
+
+
+def _fill(sock: BufferedSocket) -> MQTTErrorCode | None:
+    """Have bytes buffered: None when there are, else the return code paho's reader would give."""
+    try:
+        if not sock.fill():
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):  # TLS: a record not complete yet
+        return MQTTErrorCode.MQTT_ERR_AGAIN
+    except OSError as err:
+        logger.warning("failed to receive on the broker's socket: %s", err)
+        return MQTTErrorCode.MQTT_ERR_CONN_LOST
+    return None
 
 
 def _split_publish(packet: bytearray, *, qos: int, properties: bool) -> tuple[bytes, int, bytes]:

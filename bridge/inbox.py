@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Sequence
 
 from bridge.model import Delivery
 
@@ -29,6 +30,10 @@ class Inbox:
     would stop keepalives and heartbeats. Without acknowledgements the broker
     has nothing more to send, so the inbox still grows only by what it had
     already sent.
+
+    put_many() hands over what one read of the socket brought (bridge/fastpath.py:
+    at most 64 KiB of messages) under one lock: the room check is made once per
+    read, so the inbox may pass `limit` by that much.
     """
 
     def __init__(self, limit: int | None = None, *, room_wait_s: float = 2.0) -> None:
@@ -43,31 +48,64 @@ class Inbox:
 
     def put(self, delivery: Delivery) -> None:
         """Append a delivery, waiting for room while the inbox is full; called from the network thread."""
+        self.put_many((delivery,))
+
+    def put_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Append deliveries in order, waiting for room while the inbox is full; called from the network thread.
+
+        What does not fit waits, a share at a time, so the bound holds for a whole
+        read of the socket as for one message; in the common case (room enough)
+        it is one lock for all of them.
+        """
         overflowed = False
+        start = 0
         with self._lock:
-            limit = self._limit
-            if limit is not None:
-                if len(self._items) < limit:
-                    self._stalled = False
-                elif not self._stalled:
-                    overflowed = not self._room.wait_for(lambda: len(self._items) < limit, self._room_wait_s)
-                    self._stalled = overflowed
-            self._items.append(delivery)
-            self.peak = max(self.peak, len(self._items))
-            self._ready.notify()
+            while start < len(deliveries):
+                room, waited_out = self._make_room()
+                overflowed |= waited_out
+                if room is None:
+                    room = len(deliveries) - start  # stalled: what the broker already sent goes in
+                self._items.extend(deliveries[start : start + room])
+                start += room
+                self.peak = max(self.peak, len(self._items))
+                self._ready.notify()
         if overflowed:
             logger.warning(
                 "%d messages wait and the writer took none for %.0f s (database unavailable?): "
-                "accepting what the broker already sent past the limit", limit, self._room_wait_s,
+                "accepting what the broker already sent past the limit", self._limit, self._room_wait_s,
             )
+
+    def _make_room(self) -> tuple[int | None, bool]:
+        """(how many may go in now, None for "all": no bound or stalled; whether a wait for room ran out).
+
+        Waits while full. Called with the lock held. After a wait that ran out
+        (the writer took none for room_wait_s) the inbox stays "stalled", and
+        does not wait again until it is below the limit again.
+        """
+        limit = self._limit
+        if limit is None:
+            return None, False
+        if len(self._items) < limit:
+            self._stalled = False
+            return limit - len(self._items), False
+        if self._stalled:
+            return None, False
+        if self._room.wait_for(lambda: len(self._items) < limit, self._room_wait_s):
+            return limit - len(self._items), False
+        self._stalled = True
+        return None, True
 
     def take(self, max_items: int, timeout_s: float) -> list[Delivery]:
         """Up to max_items deliveries, waiting at most timeout_s for the first."""
         with self._lock:
             if not self._items:
                 self._ready.wait(timeout_s)
-            count = min(max_items, len(self._items))
-            taken = [self._items.popleft() for _ in range(count)]
+            if len(self._items) <= max_items:
+                # The common case while draining: take everything, without holding the
+                # lock (and the network thread waiting on it) for one pop per message.
+                taken, self._items = list(self._items), deque()
+            else:
+                taken = [self._items.popleft() for _ in range(max_items)]
             if taken:
                 self._room.notify_all()
             return taken

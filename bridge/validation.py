@@ -8,7 +8,7 @@ slower path that finds out which array element failed and why.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -29,7 +29,7 @@ def parse_message(topic: str, payload: bytes, *, now: datetime, limits: Limits) 
     if problem:
         return _reject(payload, *problem)
     topic_sensor_id = int(topic.split("/")[1])
-    latest = now + timedelta(seconds=limits.max_future_s)
+    latest = _latest(now, limits.max_future_s)
     if payload[:1] == b"[" or (payload[:1] in WHITESPACE and payload.lstrip(WHITESPACE)[:1] == b"["):
         return _parse_array(payload, topic_sensor_id, latest, limits)
     return _parse_object(payload, topic_sensor_id, latest, limits)
@@ -103,6 +103,28 @@ def describe(exc: ValidationError, *, subject: str = "payload") -> tuple[Rejecti
 
 
 Problem = tuple[RejectionCode, str]
+
+
+# Comparing two aware datetimes whose tzinfo objects differ calls utcoffset() on
+# both, which costs more than validating the message; pydantic-core gives every
+# "...Z" timestamp the same UTC tzinfo object, so the latest allowed time carries
+# that one, and the comparison of the common case is a plain one. (Any other
+# offset still compares correctly, the slower way.)
+_PYDANTIC_UTC = _ONE.validate_json(
+    b'{"sensor_id": 1, "timestamp": "2000-01-01T00:00:00Z", "variable": "v", "value": 0, "unit": ""}'
+).timestamp.tzinfo
+_latest_cache: tuple[datetime, int, datetime] | None = None  # (now, max_future_s, latest): a read's messages share now
+
+
+def _latest(now: datetime, max_future_s: int) -> datetime:
+    """now + max_future_s, in pydantic's UTC tzinfo; computed again only when `now` changes."""
+    global _latest_cache  # noqa: PLW0603 - a one-entry cache of the network thread
+    cached = _latest_cache
+    if cached is not None and cached[0] is now and cached[1] == max_future_s:
+        return cached[2]
+    latest = (now + timedelta(seconds=max_future_s)).astimezone(UTC).replace(tzinfo=_PYDANTIC_UTC)
+    _latest_cache = (now, max_future_s, latest)
+    return latest
 
 
 def _check_envelope(topic: str, payload: bytes, limits: Limits) -> Problem | None:

@@ -118,3 +118,19 @@ def test_inbox_wake_ends_a_waiting_take_early() -> None:
 
     assert not taker.is_alive(), "wake() did not end take()"
     assert results == [[]]
+
+
+def test_a_whole_read_handed_over_at_once_still_keeps_to_the_limit() -> None:
+    # The fast path hands over everything one read of the socket brought (put_many):
+    # what does not fit waits for room, a share at a time, as single puts would.
+    inbox = Inbox(limit=3, room_wait_s=30)
+    producer = threading.Thread(target=inbox.put_many, args=([delivery(mid) for mid in range(1, 8)],), daemon=True)
+    producer.start()
+    taken: list[int] = []
+    deadline = time.monotonic() + 10
+    while len(taken) < 7 and time.monotonic() < deadline:
+        taken += [d.mid for d in inbox.take(1, 0.05)]
+    producer.join(5)
+
+    assert taken == list(range(1, 8))
+    assert inbox.peak == 3, "never more than the limit held, though seven came at once"
