@@ -45,7 +45,8 @@ class Result:
     messages: int
     readings: int
     seconds: float
-    ceiling: float | None = None  # readings/s of the matching ceiling, for the ratio
+    ceiling: float | None = None  # readings/s of bare paho consumers as many as the workers, same backlog
+    reference: float | None = None  # readings/s of as many mosquitto_sub, same backlog
     note: str = ""
 
     @property
@@ -71,8 +72,10 @@ class Bench:
         self.tmp = tmp
         self.hwm_kb: dict[str, int] = {}
 
-    def group(self, kind: str, size: int, name: str) -> list[harness.Member]:
+    def group(self, kind: str, size: int, name: str) -> list[harness.GroupMember]:
         """`size` processes of one kind in the shared-subscription group `name`."""
+        if kind == "sub":
+            return [harness.SubProcess(f"{name}-{n}", name, mqtt_url=self.mqtt, tmp=self.tmp) for n in range(size)]
         if kind == "bridge":
             return [harness.bridge_worker(f"{name}-{n}", name, mqtt_url=self.mqtt, database_url=self.bridge_url,
                                           tmp=self.tmp) for n in range(size)]
@@ -82,7 +85,8 @@ class Bench:
     def drains(self, specs: list[tuple[str, int, int]], messages: list[tuple[str, bytes]], array: int) -> list[Result]:
         """Register every group's session, publish the backlog once, then time each group's drain.
 
-        specs: (kind, processes, messages to wait for); kind is count, bridge or naive.
+        specs: (kind, processes, messages to wait for); kind is count (bare paho), sub (mosquitto_sub),
+        bridge or naive.
         """
         groups = [(kind, size, wait_for, self.group(kind, size, f"{kind}{size}x{array}-{int(time.time())}"))
                   for kind, size, wait_for in specs]
@@ -93,38 +97,45 @@ class Bench:
                 harness.stop_all(members)
 
     def _drain_each(
-        self, groups: list[tuple[str, int, int, list[harness.Member]]], messages: list[tuple[str, bytes]], array: int
+        self, groups: list[tuple[str, int, int, list[harness.GroupMember]]], messages: list[tuple[str, bytes]],
+        array: int,
     ) -> list[Result]:
         for *_, members in groups:
-            harness.start_all(members, self.mqtt)
-            harness.stop_all(members)
+            subs = [m for m in members if isinstance(m, harness.SubProcess)]
+            for sub in subs:
+                sub.register()
+            if not subs:
+                harness.start_all(members, self.mqtt)
+                harness.stop_all(members)
         with MqttTestClient.from_url(self.mqtt) as publisher:
             publisher.publish_many(messages, timeout=900)
         results = []
         for kind, size, wait_for, members in groups:
             harness.truncate(self.admin)
-            done = self._done(kind, members, wait_for if kind == "count" else wait_for * array)
+            done = self._done(kind, members, wait_for if kind in ("count", "sub") else wait_for * array)
             seconds = harness.timed(members, done, timeout_s=900)
             self._record_memory(kind, size, members)
             harness.stop_all(members)
-            label = {"count": "ceiling: bare paho", "bridge": "bridge", "naive": "naive INSERT+commit"}[kind]
+            label = {"count": "ceiling: bare paho", "sub": "ceiling: mosquitto_sub", "bridge": "bridge",
+                     "naive": "naive INSERT+commit"}[kind]
             noun = "worker" if kind == "bridge" else "consumer"
             results.append(Result(f"{label}, {size} {noun}{'s' if size > 1 else ''}", array, wait_for,
                                   wait_for * array, seconds))
         return results
 
-    def _done(self, kind: str, members: list[harness.Member], target: int) -> Callable[[], bool]:
+    def _done(self, kind: str, members: list[harness.GroupMember], target: int) -> Callable[[], bool]:
         """When the drain is over: the consumers counted `target` messages, or `target` readings are stored."""
-        if kind == "count":
-            return lambda: sum(m.count() for m in members if isinstance(m, harness.ConsumerProcess)) >= target
+        counters = [m for m in members if isinstance(m, harness.ConsumerProcess | harness.SubProcess)]
+        if kind in ("count", "sub"):
+            return lambda: sum(m.count() for m in counters) >= target
         return lambda: harness.stored(self.admin) >= target
 
-    def _record_memory(self, kind: str, size: int, members: list[harness.Member]) -> None:
+    def _record_memory(self, kind: str, size: int, members: list[harness.GroupMember]) -> None:
         if kind == "bridge":
             label = f"drain, {size} worker{'s' if size > 1 else ''}"
             self.hwm_kb[label] = max(harness.memory_kb(m.pid)[1] for m in members)
 
-    def live(self, messages: int, workers: list[harness.Member]) -> Result:
+    def live(self, messages: int, workers: list[harness.GroupMember]) -> Result:
         """Readings/s stored while the simulator publishes as fast as it can."""
         before = harness.stored(self.admin)
         summary = self.tmp / "live.json"
@@ -151,7 +162,7 @@ class Bench:
         """Run the simulator to completion (exit 0 required)."""
         env = {"MQTT_URL": self.mqtt, "DATABASE_URL": self.admin, "PATH": "/usr/bin:/bin"}
         command = [sys.executable, "-m", "simulator", "--progress", "none", *args]
-        subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, timeout=900, stdout=subprocess.DEVNULL)  # noqa: S603
+        subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, timeout=900, stdout=subprocess.DEVNULL)
 
 
 class MemorySampler:
@@ -177,15 +188,33 @@ class MemorySampler:
 
 
 def print_table(results: list[Result], naive_rate: float) -> None:
-    """The results with their ratios to the ceiling and to the naive baseline."""
+    """The results with their ratios to bare paho, to mosquitto_sub and to the naive baseline."""
     print(f"| {'scenario':<40} | rdg/msg | {'messages':>8} | {'readings':>8} | {'seconds':>7} | "
-          f"{'readings/s':>10} | ÷ ceiling | ÷ naive | note |")
-    print(f"| {'-' * 40} | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+          f"{'readings/s':>10} | ÷ paho | ÷ mosquitto_sub | ÷ naive | note |")
+    print(f"| {'-' * 40} | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
-        ceiling = f"{r.rate / r.ceiling:.2f}" if r.ceiling else ""
+        paho = f"{r.rate / r.ceiling:.2f}" if r.ceiling else ""
+        sub = f"{r.rate / r.reference:.2f}" if r.reference else ""
         naive = f"{r.rate / naive_rate:.1f}×" if naive_rate and not r.scenario.startswith("ceiling") else ""
         print(f"| {r.scenario:<40} | {r.per_message:>7} | {r.messages:>8,} | {r.readings:>8,} | "
-              f"{r.seconds:>7.2f} | {r.rate:>10,.0f} | {ceiling:>9} | {naive:>7} | {r.note} |")
+              f"{r.seconds:>7.2f} | {r.rate:>10,.0f} | {paho:>6} | {sub:>15} | {naive:>7} | {r.note} |")
+
+
+def print_ranges(rounds: list[list[Result]]) -> None:
+    """Over several rounds: each bridge drain's rate and ratios, lowest to highest (each ratio from one round)."""
+    print(f"\nOver {len(rounds)} rounds (each ratio from one round):")
+    for scenario, per_message in dict.fromkeys((r.scenario, r.per_message) for r in rounds[0]
+                                               if r.scenario.startswith("bridge")):
+        rows = [r for one in rounds for r in one if r.scenario == scenario and r.per_message == per_message]
+        rates = [r.rate for r in rows]
+        paho = [r.rate / r.ceiling for r in rows if r.ceiling]
+        sub = [r.rate / r.reference for r in rows if r.reference]
+        print(f"- {scenario}, {per_message} reading(s)/message: {min(rates):,.0f}-{max(rates):,.0f} readings/s, "
+              f"÷ paho {_span(paho)}, ÷ mosquitto_sub {_span(sub)}")
+
+
+def _span(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if values else "n/a"
 
 
 def parse_args() -> argparse.Namespace:
@@ -198,22 +227,57 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--live-messages", type=int, default=50_000)
     parser.add_argument("--latency-seconds", type=int, default=30, help="seconds at 83 readings/s")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the drains; prints each figure's range")
+    parser.add_argument("--prefill-rows", type=int, default=0,
+                        help="then drain into readings holding this many older rows (e.g. 20000000), against empty")
     return parser.parse_args()
 
 
-def run(bench: Bench, args: argparse.Namespace) -> tuple[list[Result], float, list[str]]:
-    """Every phase in order; returns the table rows, the naive rate and the notes."""
+def drain_round(bench: Bench, args: argparse.Namespace, round_: int) -> list[Result]:
+    """Every drain once: bare paho, mosquitto_sub, the bridge (and the naive baseline), singles and arrays."""
     results: list[Result] = []
     for array, messages in ((1, args.messages), (args.array, args.array_messages)):
-        specs = [("count", n, messages) for n in args.workers] + [("bridge", n, messages) for n in args.workers]
+        specs = [(kind, n, messages) for kind in ("count", "sub", "bridge") for n in args.workers]
         if array == 1:
             specs.append(("naive", 1, min(args.naive_messages, messages)))
-        rows = bench.drains(specs, backlog(messages, array, f"b{array}"), array)
-        ceilings = {r.scenario.split(", ")[1].split()[0]: r.rate for r in rows if r.scenario.startswith("ceiling")}
+        rows = bench.drains(specs, backlog(messages, array, f"b{array}r{round_}"), array)
         for r in rows:
+            size = r.scenario.split(", ")[1].split()[0]
             if r.scenario.startswith("bridge"):
-                r.ceiling = ceilings.get(r.scenario.split(", ")[1].split()[0])
+                r.ceiling = next((c.rate for c in rows if c.scenario == f"ceiling: bare paho, {_group(size)}"), None)
+                r.reference = next(
+                    (c.rate for c in rows if c.scenario == f"ceiling: mosquitto_sub, {_group(size)}"), None
+                )
         results += rows
+    return results
+
+
+def _group(size: str) -> str:
+    return f"{size} consumer{'s' if size != '1' else ''}"
+
+
+def growth(bench: Bench, args: argparse.Namespace) -> list[str]:
+    """The same drain (singles, the most workers) into an empty readings and into one of --prefill-rows rows."""
+    workers = max(args.workers)
+    spec = [("bridge", workers, args.messages)]
+    empty = bench.drains(spec, backlog(args.messages, 1, "ge"), 1)[0]
+    rows, seconds = harness.prefill(bench.admin, args.prefill_rows)
+    table_bytes, index_bytes = harness.relation_sizes(bench.admin)
+    full = bench.drains(spec, backlog(args.messages, 1, "gf"), 1)[0]
+    return [
+        f"table growth: drain of {args.messages:,} into an empty readings {empty.rate:,.0f} readings/s, into one of "
+        f"{rows:,} rows {full.rate:,.0f} readings/s ({full.rate / empty.rate:.2f} of empty); filled in {seconds:.0f} s",
+        f"table size {table_bytes / 2**30:.2f} GiB ({table_bytes / rows:.0f} bytes/row), primary key index "
+        f"{index_bytes / 2**30:.2f} GiB ({index_bytes / rows:.0f} bytes/row)",
+    ]
+
+
+def run(bench: Bench, args: argparse.Namespace) -> tuple[list[Result], float, list[str]]:
+    """Every phase in order; returns the table rows (last round), the naive rate and the notes."""
+    rounds = [drain_round(bench, args, n) for n in range(args.rounds)]
+    results = rounds[-1]
+    if args.rounds > 1:
+        print_ranges(rounds)
     naive_rate = next(r.rate for r in results if r.scenario.startswith("naive"))
     workers = bench.group("bridge", max(args.workers), f"live-{int(time.time())}")
     harness.start_all(workers, bench.mqtt)
@@ -233,6 +297,8 @@ def run(bench: Bench, args: argparse.Namespace) -> tuple[list[Result], float, li
         f"worker peak RSS (VmHWM): live+latency {hwm / 1024:.1f} MB; "
         + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in bench.hwm_kb.items()),
     ]
+    if args.prefill_rows:
+        notes += growth(bench, args)
     if sampler.samples:
         first, last = sampler.samples[0], sampler.samples[-1]
         peak = max(kb for _, kb in sampler.samples)

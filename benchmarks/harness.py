@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
-from devstack.processes import REPO_ROOT, read_tail, spawn, wait_until
+from devstack.processes import REPO_ROOT, find_binary, read_tail, spawn, wait_until
 from devstack.workers import Member, WorkerProcess, start_online, worker_env
 
 HERE = Path(__file__).resolve().parent
@@ -85,6 +86,71 @@ def bridge_worker(client_id: str, group: str, *, mqtt_url: str, database_url: st
     return WorkerProcess(client_id, env, log_dir=tmp)
 
 
+class SubProcess:
+    """Mosquitto's own C client, mosquitto_sub, draining the share group: the broker's limit, not Python's.
+
+    It prints one line per message (flushed each time), so the output file's
+    size counts what it received; its QoS 1 PUBACKs are libmosquitto's.
+    """
+
+    def __init__(self, client_id: str, group: str, *, mqtt_url: str, tmp: Path) -> None:
+        self.client_id = client_id
+        parts = urlsplit(mqtt_url)
+        self._args = [
+            str(find_binary("mosquitto_sub", "install Debian's `mosquitto-clients` package")),
+            "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 1883),
+            "-u", unquote(parts.username or ""), "-P", unquote(parts.password or ""),
+            "-V", "mqttv5", "-i", client_id, "-c", "-x", "86400", "-q", "1",
+            "-t", f"$share/{group}/sensors/+/readings", "-F", ".",
+        ]
+        self._out = tmp / f"{client_id}.out"
+        self._log = tmp / f"{client_id}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """PID of the running process."""
+        if self._process is None:
+            raise RuntimeError(f"{self.client_id} not started")
+        return self._process.pid
+
+    def register(self) -> None:
+        """Create the persistent session and its subscription, then leave (-E): the backlog queues for it."""
+        subprocess.run([*self._args, "-E"], check=True, timeout=30, capture_output=True)
+
+    def start(self) -> None:
+        """Connect and drain; the count starts at 0."""
+        with self._out.open("wb") as out, self._log.open("ab") as log:
+            self._process = subprocess.Popen(self._args, stdout=out, stderr=log, start_new_session=True)
+
+    def is_running(self) -> bool:
+        """Whether it is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM: mosquitto_sub disconnects cleanly (its session is kept)."""
+        if self._process is None:
+            return 0
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            return self._process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of what it wrote to stderr."""
+        return read_tail(self._log, lines=lines)
+
+    def count(self) -> int:
+        """Messages received so far: two bytes (".\n") each."""
+        try:
+            return self._out.stat().st_size // 2
+        except FileNotFoundError:
+            return 0
+
+
 def start_all(members: Sequence[GroupMember], mqtt_url: str, timeout_s: float = 60.0) -> None:
     """Start every member and wait for its retained `online` (sent after its SUBACK)."""
     start_online(members, mqtt_url, timeout_s=timeout_s)
@@ -126,3 +192,36 @@ def memory_kb(pid: int) -> tuple[int, int]:
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0])
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+VARIABLES = (("temperature", "°C"), ("humidity", "%"), ("pressure", "hPa"), ("co2", "ppm"))
+
+
+def prefill(admin_url: str, rows: int) -> tuple[int, float]:
+    """Fill readings with `rows` older readings (2,000 sensors x 4 variables, one a minute from 2024); (rows, seconds).
+
+    Like a table after months of service; the drains that follow insert newer
+    readings, which land at the end of each sensor's range of the primary key.
+    """
+    minutes = max(rows // (2000 * len(VARIABLES)), 1)
+    started = time.monotonic()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            'INSERT INTO readings (sensor_id, "timestamp", variable, value, unit) '
+            "SELECT s, timestamptz '2024-01-01 00:00:00+00' + t * interval '1 minute', v.name, "
+            "round((random() * 100)::numeric, 2), v.unit "
+            "FROM generate_series(1, 2000) s, generate_series(0, %s) t, "
+            "unnest(%s::text[], %s::text[]) v(name, unit) ORDER BY s, t, v.name",
+            (minutes - 1, [n for n, _ in VARIABLES], [u for _, u in VARIABLES]),
+        )
+        conn.execute("VACUUM ANALYZE readings")
+        conn.execute("CHECKPOINT")
+    return 2000 * len(VARIABLES) * minutes, time.monotonic() - started
+
+
+def relation_sizes(admin_url: str) -> tuple[int, int]:
+    """(bytes of readings' heap, bytes of its indexes)."""
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute("SELECT pg_relation_size('readings'), pg_indexes_size('readings')").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
