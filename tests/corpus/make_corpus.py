@@ -14,6 +14,7 @@ max_packet_size (131072 bytes), which never reach the bridge.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -167,16 +168,15 @@ def build() -> Corpus:
           reasons=["sensor_id: Input should be a valid integer"], codes=["wrong_type"])
     # --- size limits
     sid = c.sid()
-    c.add("payload_1mb", lambda sid=sid: raw_reading(sid, extra=json.dumps("x" * 1_048_576)).encode(),
+    c.add("payload_1mb", functools.partial(_large, sid, 1_048_576),
           reasons=[TOO_BIG], codes=["payload_too_large"], broker_refuses=True,
           note="over the broker's max_packet_size: the broker disconnects the publisher")
     sid = c.sid()
-    c.add("payload_100kb", lambda sid=sid: raw_reading(sid, extra=json.dumps("x" * 100_000)).encode(),
+    c.add("payload_100kb", functools.partial(_large, sid, 100_000),
           reasons=[TOO_BIG], codes=["payload_too_large"],
           note="between BRIDGE_MAX_PAYLOAD_BYTES and the broker's limit: the bridge's own check")
     sid = c.sid()
-    c.add("array_10000_readings",
-          lambda sid=sid: ("[" + ", ".join(raw_reading(sid, variable=f'"v{n}"') for n in range(10_000)) + "]").encode(),
+    c.add("array_10000_readings", functools.partial(_array_of, sid, 10_000),
           reasons=[TOO_BIG], codes=["payload_too_large"], broker_refuses=True,
           note="over the byte limit too (about 1 MB): the byte limit is checked first; the broker refuses it")
     c.add("array_10000_numbers", ("[" + ",".join("1" * 10_000) + "]").encode(),
@@ -240,7 +240,7 @@ def build() -> Corpus:
     c.add("escaped_surrogate_pair", raw_reading(sid, variable='"\\ud83d\\ude00"').encode(),
           rows=[stored(sid, variable="\U0001f600")])
     # --- timestamps
-    for name, text, code in (  # code None: stored
+    timestamp_cases: tuple[tuple[str, str, str | None], ...] = (  # code None: stored
         ("offset_plus_14", "2025-06-01T12:00:00+14:00", None),
         ("offset_minus_12", "2025-06-01T12:00:00-12:00", None),
         ("offset_plus_05_45", "2025-06-01T12:00:00.5+05:45", None),
@@ -252,13 +252,14 @@ def build() -> Corpus:
         ("microseconds", "2025-06-01T12:00:00.000001Z", None),
         ("month_13", "2025-13-01T12:00:00Z", "bad_timestamp"),
         ("february_30", "2025-02-30T12:00:00Z", "bad_timestamp"),
-    ):
+    )
+    for name, text, refused_as in timestamp_cases:
         sid = c.sid()
         payload = raw_reading(sid, timestamp=json.dumps(text)).encode()
-        if code is None:
+        if refused_as is None:
             c.add(f"timestamp_{name}", payload, rows=[stored(sid, timestamp=text)])
         else:
-            c.add(f"timestamp_{name}", payload, reasons=["timestamp: "], codes=[code])
+            c.add(f"timestamp_{name}", payload, reasons=["timestamp: "], codes=[refused_as])
     # --- topics
     sid = c.sid()
     c.add("topic_leading_zero", raw_reading(sid).encode(), topic=f"sensors/0{sid}/readings", reasons=["topic: "],
@@ -269,6 +270,16 @@ def build() -> Corpus:
     c.add("extra_fields_ignored", raw_reading(sid, extra='{"nested": [1, 2, {"x": null}]}', more='"y"').encode(),
           rows=[stored(sid)])
     return c
+
+
+def _large(sensor_id: int, size: int) -> bytes:
+    """A valid reading carrying an unknown field of `size` characters."""
+    return raw_reading(sensor_id, extra=json.dumps("x" * size)).encode()
+
+
+def _array_of(sensor_id: int, count: int) -> bytes:
+    """An array of `count` valid readings of one sensor."""
+    return ("[" + ", ".join(raw_reading(sensor_id, variable=f'"v{n}"') for n in range(count)) + "]").encode()
 
 
 def write_small(folder: Path = HERE) -> None:

@@ -159,8 +159,11 @@ def test_broker_sigkilled_while_the_database_is_down_loses_nothing_the_workers_h
     with MqttTestClient.from_url(mqtt_url) as client:
         client.subscribe("bridge/heartbeat/+")
         # Keep the database down until each worker has retried once more on the new connection.
-        before = wait_until(lambda: len(errors := _latest(client, ids, "db_errors")) == len(ids) and errors, 10,
-                            message="heartbeats on the new connection")
+        def every_worker_s_errors() -> dict[str, int]:
+            errors = _latest(client, ids, "db_errors")
+            return errors if len(errors) == len(ids) else {}
+
+        before = wait_until(every_worker_s_errors, 10, message="heartbeats on the new connection")
         wait_until(lambda: all(_latest(client, ids, "db_errors")[w] > before[w] for w in ids), 30,
                    message="a retry on the new connection")
     restartable_postgres.start()

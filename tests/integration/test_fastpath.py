@@ -22,7 +22,8 @@ PUBLISH, PUBACK = 3, 4
 
 def packets(stream: bytes | bytearray) -> list[tuple[int, int, bytes]]:
     """(type, flags, body) of each whole MQTT control packet in a recorded byte stream."""
-    found, pos = [], 0
+    found: list[tuple[int, int, bytes]] = []
+    pos = 0
     while pos + 2 <= len(stream):
         header, length, shift, cursor = stream[pos], 0, 0, pos + 1
         while True:

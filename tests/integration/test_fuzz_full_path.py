@@ -61,11 +61,11 @@ def fuzz_messages(count: int, seed: int) -> list[Message]:
         elif kind == "bytes":
             payload = rng.randbytes(rng.randint(1, 200))
         else:
-            payload = bytearray(random_reading(rng, sensor_id, 0).encode())
+            mangled = bytearray(random_reading(rng, sensor_id, 0).encode())
             for _ in range(rng.randint(1, 3)):  # flip, drop or insert a byte
-                at = rng.randrange(len(payload))
-                payload[at : at + rng.randint(0, 1)] = bytes([rng.randrange(256)]) * rng.randint(0, 1)
-            payload = bytes(payload)
+                at = rng.randrange(len(mangled))
+                mangled[at : at + rng.randint(0, 1)] = bytes([rng.randrange(256)]) * rng.randint(0, 1)
+            payload = bytes(mangled)
         messages.append((f"sensors/{sensor_id}/readings", payload))
     return messages
 

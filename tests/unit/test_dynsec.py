@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -121,7 +121,7 @@ PASSWORDS = {"bridge": "b-pw", "watchdog": "w-pw", "simulator": "s-pw", "device-
 
 def client_entry(document: dict[str, Any], username: str) -> dict[str, Any]:
     (found,) = [c for c in document["clients"] if c["username"] == username]
-    return found
+    return cast(dict[str, Any], found)
 
 
 def saved_by_the_broker(dynsec: ModuleType) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def saved_by_the_broker(dynsec: ModuleType) -> dict[str, Any]:
     document["groups"].append({"groupname": "team", "roles": [], "clients": [{"username": "ops"}]})
     document["defaultACLAccess"]["unsubscribe"] = False
     client_entry(document, "bridge")["roles"].append({"rolename": "ops"})
-    return document
+    return cast(dict[str, Any], document)
 
 
 def test_update_keeps_everything_the_broker_saved(dynsec: ModuleType) -> None:

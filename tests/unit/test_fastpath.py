@@ -140,7 +140,7 @@ def test_a_paho_without_an_internal_gets_plain_paho_and_one_warning(
         def _packet_queue(self, packet: bytes) -> None:  # type: ignore[override]
             """A release whose internal takes other parameters."""
 
-    monkeypatch.setattr(fastpath.mqtt, "Client", Changed)
+    monkeypatch.setattr(mqtt, "Client", Changed)  # the paho module the fast path checks
 
     with caplog.at_level(logging.WARNING, logger="bridge.fastpath"):
         client = make_client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)

@@ -30,7 +30,7 @@ timestamps = st.builds(
     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(2025, 12, 30, 23, 59, 59, 999_999)),
     offsets,
 )
-clean_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters=CONTROL)
+clean_chars = st.characters(exclude_categories=["Cs"], exclude_characters=CONTROL)
 variables = st.text(clean_chars, min_size=1, max_size=64)
 units = st.text(clean_chars, max_size=32)
 values = st.floats(allow_nan=False, allow_infinity=False)
@@ -222,7 +222,7 @@ def test_mixed_array_stores_valid_elements_and_rejects_each_bad_one(
     assert all(same_row(a, row) for a, (_, row) in zip(parsed.rows, valid, strict=True))
     invalid = [(i, text, field) for i, (text, field, row) in enumerate(elements) if row is None]
     assert len(parsed.rejections) == len(invalid)
-    for rejection, (i, text, field) in zip(parsed.rejections, invalid, strict=True):
+    for rejection, (i, text, bad_field) in zip(parsed.rejections, invalid, strict=True):
         assert rejection.payload == text.encode()
-        prefix = f"element {i}: " + (f"{field}: " if field else "")
+        prefix = f"element {i}: " + (f"{bad_field}: " if bad_field else "")
         assert rejection.reason.startswith(prefix), (rejection.reason, prefix)

@@ -14,7 +14,7 @@ from bridge.model import Delivery
 
 
 def put_in_thread(inbox: Inbox, *mids: int) -> threading.Thread:
-    thread = threading.Thread(target=lambda: [inbox.put(delivery(mid)) for mid in mids], daemon=True)
+    thread = threading.Thread(target=inbox.put_many, args=([delivery(mid) for mid in mids],), daemon=True)
     thread.start()
     return thread
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from simulator.readings import VARIABLES, Kind, MessageFactory, plan_kinds
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 
 
-def build_all(kinds: list[Kind], *, array: int = 1, sensors: int = 50, seed: int = 1) -> list:
+def build_all(kinds: list[Kind], *, array: int = 1, sensors: int = 50, seed: int = 1) -> list[Any]:
     factory = MessageFactory(kinds, sensors=sensors, array=array, run_id="rtest123", seed=seed)
     return [factory.build(i, lambda: NOW) for i in range(len(kinds))]
 

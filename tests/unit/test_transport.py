@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import certifi
 import pytest
@@ -54,12 +55,39 @@ def test_tls_context_verifies_certificate_and_host_name(ca_file: str | None) -> 
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
-    assert context.cert_store_stats()["x509_ca"] > 0 or ca_file is None  # the system store loads lazily
 
 
-def test_plain_endpoint_needs_no_tls_check() -> None:
-    # No socket is opened for mqtt://: the port here would refuse, and nothing may be raised.
-    check_broker_tls(MqttEndpoint(host="127.0.0.1", port=1, tls=False))
+def test_mqtt_ca_file_replaces_the_system_cas(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str | None] = []
+    real = ssl.create_default_context
+
+    def spy(*, cafile: str | None = None) -> ssl.SSLContext:
+        asked.append(cafile)
+        return real(cafile=cafile)
+
+    monkeypatch.setattr(ssl, "create_default_context", spy)
+
+    with_file = tls_context(MqttEndpoint(host="broker", port=8883, tls=True, ca_file=CA_BUNDLE))
+    tls_context(MqttEndpoint(host="broker", port=8883, tls=True))
+
+    assert asked == [CA_BUNDLE, None], "the file when MQTT_CA_FILE is set, else the system's store"
+    bundle = Path(CA_BUNDLE).read_text(encoding="ascii").count("BEGIN CERTIFICATE")
+    assert with_file.cert_store_stats()["x509_ca"] == bundle, "every CA of the file, and only those, trusted"
+
+
+def test_plain_endpoint_opens_no_connection_for_a_tls_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    dialled: list[object] = []
+
+    def refuse(address: tuple[str, int], **kwargs: object) -> None:
+        dialled.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")  # an unreachable broker is paho's business
+
+    monkeypatch.setattr("iotcommon.transport.socket.create_connection", refuse)
+
+    check_broker_tls(MqttEndpoint(host="broker", port=1883, tls=False))
+    assert dialled == [], "mqtt:// needs no handshake"
+    check_broker_tls(MqttEndpoint(host="broker", port=8883, tls=True))
+    assert dialled == [("broker", 8883)], "mqtts:// is checked"
 
 
 def _verification_error(code: int, message: str) -> ssl.SSLCertVerificationError:

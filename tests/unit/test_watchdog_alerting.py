@@ -110,7 +110,7 @@ def test_degraded_is_said_and_long_details_are_cut_to_discords_limit() -> None:
 
 
 def test_success_posts_once_with_the_timeout() -> None:
-    session, sleeps = FakeSession(FakeResponse(204)), []
+    session, sleeps = FakeSession(FakeResponse(204)), list[float]()
 
     assert notifier(session, sleeps).send(DOWN) is True
     assert [(url, timeout) for url, _, timeout in session.posts] == [(URL.get_secret_value(), 7)]
@@ -132,7 +132,7 @@ def test_429_waits_retry_after_from_the_body_then_the_header() -> None:
 
 
 def test_429_asking_for_too_long_a_wait_gives_up_and_logs_the_alert(caplog: pytest.LogCaptureFixture) -> None:
-    session, sleeps = FakeSession(FakeResponse(429, {"retry_after": 3600})), []
+    session, sleeps = FakeSession(FakeResponse(429, {"retry_after": 3600})), list[float]()
 
     with caplog.at_level(logging.INFO):
         assert notifier(session, sleeps, max_wait_s=60).send(DOWN) is False
@@ -171,7 +171,7 @@ def test_a_5xx_then_success_resets_the_backoff() -> None:
 def test_401_and_404_stop_posting_for_good_and_alerts_go_to_the_log(
     status: int, why: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    session, sleeps = FakeSession(FakeResponse(status, {"message": "Unknown Webhook", "code": 10015})), []
+    session, sleeps = FakeSession(FakeResponse(status, {"message": "Unknown Webhook", "code": 10015})), list[float]()
     sender = notifier(session, sleeps)
 
     with caplog.at_level(logging.INFO):
