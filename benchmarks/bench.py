@@ -29,7 +29,7 @@ from pathlib import Path
 import harness  # benchmarks/ is on sys.path: this script's own folder
 
 from devstack.mqtt_client import MqttTestClient
-from devstack.processes import REPO_ROOT, wait_until
+from devstack.processes import REPO_ROOT, memory_kb, wait_until
 from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password
 from simulator.readings import Kind, MessageFactory
 
@@ -133,7 +133,7 @@ class Bench:
     def _record_memory(self, kind: str, size: int, members: list[harness.GroupMember]) -> None:
         if kind == "bridge":
             label = f"drain, {size} worker{'s' if size > 1 else ''}"
-            self.hwm_kb[label] = max(harness.memory_kb(m.pid)[1] for m in members)
+            self.hwm_kb[label] = max(memory_kb(m.pid, "VmHWM") for m in members)
 
     def live(self, messages: int, workers: list[harness.GroupMember]) -> Result:
         """Readings/s stored while the simulator publishes as fast as it can."""
@@ -184,7 +184,7 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            self.samples.append((harness.stored(self._admin), harness.memory_kb(self._pid)[0]))
+            self.samples.append((harness.stored(self._admin), memory_kb(self._pid)))
 
 
 def print_table(results: list[Result], naive_rate: float) -> None:
@@ -287,7 +287,7 @@ def run(bench: Bench, args: argparse.Namespace) -> tuple[list[Result], float, li
             # grown table competes for the 2 cores and the figure measures that.
             latency = bench.latency(args.latency_seconds)
             results.append(bench.live(args.live_messages, workers))
-        hwm = max(harness.memory_kb(w.pid)[1] for w in workers)
+        hwm = max(memory_kb(w.pid, "VmHWM") for w in workers)
     finally:
         harness.stop_all(workers)
     notes = [

@@ -28,16 +28,12 @@ class GroupMember(Member, Protocol):
     def terminate(self, timeout: float = ...) -> int: ...
 
 
-class ConsumerProcess:
-    """benchmarks/consumer.py in `count` or `naive` mode."""
+class _Counted:
+    """A reference consumer process: started, counted, stopped with SIGTERM (its session kept)."""
 
-    def __init__(self, mode: str, client_id: str, group: str, *, mqtt_url: str, database_url: str, tmp: Path) -> None:
-        self.client_id = client_id
-        self.count_file = tmp / f"{client_id}.count"
-        self._args = [sys.executable, str(HERE / "consumer.py"), mode, client_id, group, mqtt_url,
-                      str(self.count_file), database_url]
-        self._log = tmp / f"{client_id}.log"
-        self._process: subprocess.Popen[bytes] | None = None
+    client_id: str
+    _log: Path
+    _process: subprocess.Popen[bytes] | None
 
     @property
     def pid(self) -> int:
@@ -45,11 +41,6 @@ class ConsumerProcess:
         if self._process is None:
             raise RuntimeError(f"{self.client_id} not started")
         return self._process.pid
-
-    def start(self) -> None:
-        """Start the process (the count file restarts at 0)."""
-        self.count_file.write_text("0")
-        self._process = spawn(self._args, log_path=self._log, cwd=REPO_ROOT)
 
     def is_running(self) -> bool:
         """Whether it is alive."""
@@ -68,8 +59,25 @@ class ConsumerProcess:
             return self._process.wait()
 
     def log_tail(self, lines: int = 40) -> str:
-        """The last lines of its output."""
+        """The last lines of what it logged."""
         return read_tail(self._log, lines=lines)
+
+
+class ConsumerProcess(_Counted):
+    """benchmarks/consumer.py in `count` or `naive` mode."""
+
+    def __init__(self, mode: str, client_id: str, group: str, *, mqtt_url: str, database_url: str, tmp: Path) -> None:
+        self.client_id = client_id
+        self.count_file = tmp / f"{client_id}.count"
+        self._args = [sys.executable, str(HERE / "consumer.py"), mode, client_id, group, mqtt_url,
+                      str(self.count_file), database_url]
+        self._log = tmp / f"{client_id}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the process (the count file restarts at 0)."""
+        self.count_file.write_text("0")
+        self._process = spawn(self._args, log_path=self._log, cwd=REPO_ROOT)
 
     def count(self) -> int:
         """Messages it received so far."""
@@ -86,7 +94,7 @@ def bridge_worker(client_id: str, group: str, *, mqtt_url: str, database_url: st
     return WorkerProcess(client_id, env, log_dir=tmp)
 
 
-class SubProcess:
+class SubProcess(_Counted):
     """Mosquitto's own C client, mosquitto_sub, draining the share group: the broker's limit, not Python's.
 
     It prints one line per message (flushed each time), so the output file's
@@ -107,13 +115,6 @@ class SubProcess:
         self._log = tmp / f"{client_id}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def pid(self) -> int:
-        """PID of the running process."""
-        if self._process is None:
-            raise RuntimeError(f"{self.client_id} not started")
-        return self._process.pid
-
     def register(self) -> None:
         """Create the persistent session and its subscription, then leave (-E): the backlog queues for it."""
         subprocess.run([*self._args, "-E"], check=True, timeout=30, capture_output=True)
@@ -122,26 +123,6 @@ class SubProcess:
         """Connect and drain; the count starts at 0."""
         with self._out.open("wb") as out, self._log.open("ab") as log:
             self._process = subprocess.Popen(self._args, stdout=out, stderr=log, start_new_session=True)
-
-    def is_running(self) -> bool:
-        """Whether it is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        """SIGTERM: mosquitto_sub disconnects cleanly (its session is kept)."""
-        if self._process is None:
-            return 0
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-        try:
-            return self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            return self._process.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of what it wrote to stderr."""
-        return read_tail(self._log, lines=lines)
 
     def count(self) -> int:
         """Messages received so far: two bytes (".\n") each."""
@@ -182,16 +163,6 @@ def truncate(admin_url: str) -> None:
     """Empty both tables."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute("TRUNCATE readings, rejected_messages, rejected_replays")
-
-
-def memory_kb(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process in kB, from /proc/<pid>/status."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            values[name] = int(rest.split()[0])
-    return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
 
 VARIABLES = (("temperature", "°C"), ("humidity", "%"), ("pressure", "hPa"), ("co2", "ppm"))

@@ -5,18 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from iotcommon.contract import Heartbeat
-from iotcommon.health import read_health
+from iotcommon.health import read_fresh_health
 
 
 def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, str]:
     """(healthy, explanation): the worker wrote recently and is connected to the broker."""
     try:
-        data, age_s = read_health(path, now=now)
+        data, age_s = read_fresh_health(path, now=now, max_age_s=max_age_s, beat="heartbeat", who="worker")
+    except ValueError as exc:
+        return False, str(exc)
+    try:
         beat = Heartbeat.model_validate(data)
-    except ValueError as exc:  # pydantic's ValidationError is one too
+    except ValueError as exc:  # pydantic's ValidationError is one
         return False, f"unusable health file {path}: {' '.join(str(exc).split())[:200]}"
-    if age_s > max_age_s:
-        return False, f"last heartbeat {age_s:.0f} s ago (limit {max_age_s:.0f} s): worker stuck or stopped"
     if not beat.mqtt_connected:
         return False, "worker is not connected to the broker"
     database = "database ok" if beat.db_ok else "database UNAVAILABLE (retrying)"
@@ -31,9 +32,7 @@ def check_alive(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, st
     stopped worker fails this. check_health, with the broker connection, is for readiness.
     """
     try:
-        _, age_s = read_health(path, now=now)
+        _, age_s = read_fresh_health(path, now=now, max_age_s=max_age_s, beat="heartbeat", who="worker")
     except ValueError as exc:
         return False, str(exc)
-    if age_s > max_age_s:
-        return False, f"last heartbeat {age_s:.0f} s ago (limit {max_age_s:.0f} s): worker stuck or stopped"
     return True, f"alive: heartbeat {age_s:.1f} s ago"

@@ -35,3 +35,16 @@ def read_health(path: str, *, now: datetime) -> tuple[dict[str, Any], float]:
         return data, (now - datetime.fromisoformat(data["at"])).total_seconds()
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"no usable health file at {path}: {exc}") from None
+
+
+def read_fresh_health(
+    path: str, *, now: datetime, max_age_s: float, beat: str, who: str
+) -> tuple[dict[str, Any], float]:
+    """The snapshot and its age, if written within max_age_s; ValueError saying why not (for a health command).
+
+    `beat` names what is recorded ("heartbeat", "check cycle"), `who` the program ("worker", "watchdog").
+    """
+    data, age_s = read_health(path, now=now)
+    if age_s > max_age_s:
+        raise ValueError(f"last {beat} {age_s:.0f} s ago (limit {max_age_s:.0f} s): {who} stuck or stopped")
+    return data, age_s

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from iotcommon.health import read_health, write_health
+from iotcommon.health import read_fresh_health, write_health
 from watchdog.checks import (
     BROKER,
     DATA_LOSS,
@@ -164,10 +164,8 @@ def status_table(results: list[Result]) -> str:
 def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, str]:
     """(healthy, explanation): the watchdog finished a cycle recently; what it found is reported, not judged."""
     try:
-        data, age_s = read_health(path, now=now)
+        data, age_s = read_fresh_health(path, now=now, max_age_s=max_age_s, beat="check cycle", who="watchdog")
     except ValueError as exc:
         return False, str(exc)
-    if age_s > max_age_s:
-        return False, f"last check cycle {age_s:.0f} s ago (limit {max_age_s:.0f} s): watchdog stuck or stopped"
     down = ", ".join(data.get("down") or []) or "nothing"
     return True, f"healthy: cycle {data.get('cycles')} {age_s:.1f} s ago; down: {down}"
