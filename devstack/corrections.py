@@ -31,10 +31,6 @@ class Corrections:
     versions: dict[Key, set[Version]] = field(default_factory=lambda: defaultdict(set))
     sends: Counter[tuple[Key, Version]] = field(default_factory=Counter)  # how often each version is published
 
-    @property
-    def replaced_or_stale(self) -> int:
-        """How many versions must end in reading_revisions or as stale dead letters: all but the current ones."""
-        return sum(len(versions) for versions in self.versions.values()) - len(self.versions)
 
 
 def payload(key: Key, version: Version) -> tuple[str, bytes]:
@@ -103,12 +99,15 @@ def outcome(admin_url: str) -> Outcome:
 
 
 def wait_until_resolved(admin_url: str, sent: Corrections, *, timeout: float = 90) -> Outcome:
-    """Poll until every key is stored and every other version is replaced or stale; return the outcome."""
+    """Poll until every version sent is current, replaced or stale; return the outcome."""
 
     def settled() -> Outcome | None:
         seen = outcome(admin_url)
-        accounted = sum(map(len, seen.replaced.values())) + sum(map(len, seen.stale.values()))
-        return seen if len(seen.current) == len(sent.versions) and accounted >= sent.replaced_or_stale else None
+        for key, versions in sent.versions.items():
+            current = seen.current.get(key)
+            if current is None or not versions <= {current, *seen.replaced.get(key, ()), *seen.stale.get(key, ())}:
+                return None
+        return seen
 
     seen = wait_until(settled, timeout, interval=0.2, message="every version current, replaced or stale")
     if seen is None:  # wait_until returns only a truthy value; this tells mypy
