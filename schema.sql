@@ -4,10 +4,13 @@
 -- roles holding exactly the privileges each component needs; grant them to
 -- the login roles you create (deploy/postgres/roles.sql does it for Docker):
 --     iot_bridge   bridge workers: insert readings and dead letters
+--     iot_bridge_update  bridge workers with BRIDGE_ON_CONFLICT=update: also
+--                  replace a reading by a higher revision, appending the
+--                  replaced version to reading_revisions
 --     iot_replay   python -m bridge replay-rejected: read dead letters,
 --                  insert readings, append replay records
 --     iot_watchdog the watchdog: connect and run a trivial query
---     iot_reader   simulator --verify, dashboards: read all three tables
+--     iot_reader   simulator --verify, dashboards: read every table
 --     CREATE ROLE bridge LOGIN PASSWORD '...' IN ROLE iot_bridge;
 
 CREATE TABLE IF NOT EXISTS readings (
@@ -17,8 +20,14 @@ CREATE TABLE IF NOT EXISTS readings (
     value       double precision NOT NULL,
     unit        text             NOT NULL,
     ingested_at timestamptz      NOT NULL DEFAULT now(),
+    revision    integer          NOT NULL DEFAULT 0 CHECK (revision >= 0),
     PRIMARY KEY (sensor_id, "timestamp", variable)
 );
+
+-- revision (README, "Corrections"): added to an older database once. A constant
+-- default costs no table rewrite, and a worker of the release before, which does
+-- not send the column, keeps working during a rolling upgrade.
+ALTER TABLE readings ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 0 CHECK (revision >= 0);
 
 COMMENT ON TABLE readings IS
     'One row per sensor reading; the natural key makes re-deliveries harmless.';
@@ -34,6 +43,37 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The readings dashboard's "ingestion lag" selects by ingested_at. Rows arrive in
+-- ingested_at order, so a BRIN index (a few pages, nearly free to keep up on the
+-- insert path, unlike a second B-tree) narrows a time range to the blocks that
+-- hold it instead of a scan of the whole table (benchmarks/dashboard_queries.py).
+CREATE INDEX IF NOT EXISTS readings_ingested_at_brin
+    ON readings USING brin (ingested_at) WITH (autosummarize = on);
+
+-- Corrections (BRIDGE_ON_CONFLICT=update): each version a higher revision
+-- replaced, appended in the transaction that replaced it. Append-only. A key's
+-- replaced revisions only ever rise (a lower one is refused as stale), so
+-- (key, revision) is unique: a version can never be recorded twice.
+CREATE TABLE IF NOT EXISTS reading_revisions (
+    id          bigint           GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sensor_id   integer          NOT NULL,
+    "timestamp" timestamptz      NOT NULL,
+    variable    text             NOT NULL,
+    value       double precision NOT NULL,
+    unit        text             NOT NULL,
+    revision    integer          NOT NULL,
+    ingested_at timestamptz      NOT NULL,
+    replaced_at timestamptz      NOT NULL DEFAULT now(),
+    replaced_by text             NOT NULL,
+    UNIQUE (sensor_id, "timestamp", variable, revision)
+);
+
+CREATE INDEX IF NOT EXISTS reading_revisions_replaced_at_idx
+    ON reading_revisions (replaced_at);
+
+COMMENT ON TABLE reading_revisions IS
+    'Versions of a reading replaced by a higher revision (BRIDGE_ON_CONFLICT=update), with who replaced them and when.';
 
 -- Dead letters: every message (or array element) the bridge could not store
 -- as a reading, with its raw bytes and the reason. Nothing is dropped silently.
@@ -128,10 +168,31 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON readings, rejected_messages, rejected_replays FROM iot_bridge;
+REVOKE ALL ON readings, rejected_messages, rejected_replays, reading_revisions FROM iot_bridge;
 GRANT INSERT ON readings TO iot_bridge;
-GRANT SELECT (sensor_id, "timestamp", variable, value, unit) ON readings TO iot_bridge;
+GRANT SELECT (sensor_id, "timestamp", variable, value, unit, revision) ON readings TO iot_bridge;
 GRANT INSERT ON rejected_messages TO iot_bridge;
+
+-- Corrections (BRIDGE_ON_CONFLICT=update): the bridge's rights, plus replacing
+-- the value of a stored reading by a higher revision, reading what it replaces
+-- (ingested_at too, which the revision record keeps) and appending that to
+-- reading_revisions. Still no DELETE, TRUNCATE or DDL, and no UPDATE of a key.
+-- Keep mode's iot_bridge stays insert-only: grant this role only to the logins
+-- of workers that run in update mode.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iot_bridge_update') THEN
+        CREATE ROLE iot_bridge_update NOLOGIN;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON readings, rejected_messages, rejected_replays, reading_revisions FROM iot_bridge_update;
+GRANT iot_bridge TO iot_bridge_update;
+GRANT SELECT (ingested_at) ON readings TO iot_bridge_update;
+GRANT UPDATE (value, unit, revision, ingested_at) ON readings TO iot_bridge_update;
+GRANT SELECT (sensor_id, "timestamp", variable, value, unit, revision), INSERT ON reading_revisions
+    TO iot_bridge_update;
 
 -- Dead-letter replay, run by an operator, not by the workers: it reads the
 -- dead letters it re-validates, inserts readings that are now valid (reading
@@ -145,9 +206,9 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON readings, rejected_messages, rejected_replays FROM iot_replay;
+REVOKE ALL ON readings, rejected_messages, rejected_replays, reading_revisions FROM iot_replay;
 GRANT INSERT ON readings TO iot_replay;
-GRANT SELECT (sensor_id, "timestamp", variable, value, unit) ON readings TO iot_replay;
+GRANT SELECT (sensor_id, "timestamp", variable, value, unit, revision) ON readings TO iot_replay;
 GRANT SELECT (id, received_at, topic, payload, reason, reason_code) ON rejected_messages TO iot_replay;
 GRANT SELECT, INSERT ON rejected_replays TO iot_replay;
 
@@ -164,5 +225,5 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON readings, rejected_messages, rejected_replays FROM iot_watchdog, iot_reader;
-GRANT SELECT ON readings, rejected_messages, rejected_replays TO iot_reader;
+REVOKE ALL ON readings, rejected_messages, rejected_replays, reading_revisions FROM iot_watchdog, iot_reader;
+GRANT SELECT ON readings, rejected_messages, rejected_replays, reading_revisions TO iot_reader;

@@ -30,7 +30,14 @@ import harness  # benchmarks/ is on sys.path: this script's own folder
 
 from devstack.mqtt_client import MqttTestClient
 from devstack.processes import REPO_ROOT, memory_kb, wait_until
-from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password
+from devstack.servers import (
+    BRIDGE_TEST_ROLE,
+    BRIDGE_UPDATE_TEST_ROLE,
+    MosquittoServer,
+    PostgresServer,
+    apply_schema,
+    login_password,
+)
 from simulator.readings import Kind, MessageFactory
 
 SEED_RATE = 83  # readings/s: 5000 per minute
@@ -68,6 +75,7 @@ class Bench:
     def __init__(self, pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> None:
         self.admin = pg.url()
         self.bridge_url = pg.url(user=BRIDGE_TEST_ROLE, password=login_password(BRIDGE_TEST_ROLE))
+        self.bridge_update_url = pg.url(user=BRIDGE_UPDATE_TEST_ROLE, password=login_password(BRIDGE_UPDATE_TEST_ROLE))
         self.mqtt = mq.url
         self.tmp = tmp
         self.hwm_kb: dict[str, int] = {}
@@ -79,6 +87,9 @@ class Bench:
         if kind == "bridge":
             return [harness.bridge_worker(f"{name}-{n}", name, mqtt_url=self.mqtt, database_url=self.bridge_url,
                                           tmp=self.tmp) for n in range(size)]
+        if kind == "bridge-update":  # BRIDGE_ON_CONFLICT=update, as its own role
+            return [harness.bridge_worker(f"{name}-{n}", name, mqtt_url=self.mqtt, database_url=self.bridge_update_url,
+                                          tmp=self.tmp, on_conflict="update") for n in range(size)]
         return [harness.ConsumerProcess(kind, f"{name}-{n}", name, mqtt_url=self.mqtt, database_url=self.admin,
                                         tmp=self.tmp) for n in range(size)]
 
@@ -86,7 +97,7 @@ class Bench:
         """Register every group's session, publish the backlog once, then time each group's drain.
 
         specs: (kind, processes, messages to wait for); kind is count (bare paho), sub (mosquitto_sub),
-        bridge or naive.
+        bridge, bridge-update (BRIDGE_ON_CONFLICT=update) or naive.
         """
         groups = [(kind, size, wait_for, self.group(kind, size, f"{kind}{size}x{array}-{int(time.time())}"))
                   for kind, size, wait_for in specs]
@@ -117,8 +128,8 @@ class Bench:
             self._record_memory(kind, size, members)
             harness.stop_all(members)
             label = {"count": "ceiling: bare paho", "sub": "ceiling: mosquitto_sub", "bridge": "bridge",
-                     "naive": "naive INSERT+commit"}[kind]
-            noun = "worker" if kind == "bridge" else "consumer"
+                     "bridge-update": "bridge (update mode)", "naive": "naive INSERT+commit"}[kind]
+            noun = "worker" if kind.startswith("bridge") else "consumer"
             results.append(Result(f"{label}, {size} {noun}{'s' if size > 1 else ''}", array, wait_for,
                                   wait_for * array, seconds))
         return results
@@ -131,8 +142,9 @@ class Bench:
         return lambda: harness.stored(self.admin) >= target
 
     def _record_memory(self, kind: str, size: int, members: list[harness.GroupMember]) -> None:
-        if kind == "bridge":
-            label = f"drain, {size} worker{'s' if size > 1 else ''}"
+        if kind.startswith("bridge"):
+            mode = " (update mode)" if kind == "bridge-update" else ""
+            label = f"drain{mode}, {size} worker{'s' if size > 1 else ''}"
             self.hwm_kb[label] = max(memory_kb(m.pid, "VmHWM") for m in members)
 
     def live(self, messages: int, workers: list[harness.GroupMember]) -> Result:
@@ -230,6 +242,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the drains; prints each figure's range")
     parser.add_argument("--prefill-rows", type=int, default=0,
                         help="then drain into readings holding this many older rows (e.g. 20000000), against empty")
+    parser.add_argument("--on-conflict", nargs="+", choices=["keep", "update"], default=["keep"],
+                        help="BRIDGE_ON_CONFLICT of the bridge's drains: `keep update` adds update-mode lines "
+                             "(the same backlog of new keys, through the update path and its role)")
     return parser.parse_args()
 
 
@@ -237,7 +252,8 @@ def drain_round(bench: Bench, args: argparse.Namespace, round_: int) -> list[Res
     """Every drain once: bare paho, mosquitto_sub, the bridge (and the naive baseline), singles and arrays."""
     results: list[Result] = []
     for array, messages in ((1, args.messages), (args.array, args.array_messages)):
-        specs = [(kind, n, messages) for kind in ("count", "sub", "bridge") for n in args.workers]
+        bridges = [{"keep": "bridge", "update": "bridge-update"}[mode] for mode in args.on_conflict]
+        specs = [(kind, n, messages) for kind in ("count", "sub", *bridges) for n in args.workers]
         if array == 1:
             specs.append(("naive", 1, min(args.naive_messages, messages)))
         rows = bench.drains(specs, backlog(messages, array, f"b{array}r{round_}"), array)

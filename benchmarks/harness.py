@@ -87,10 +87,12 @@ class ConsumerProcess(_Counted):
             return 0
 
 
-def bridge_worker(client_id: str, group: str, *, mqtt_url: str, database_url: str, tmp: Path) -> WorkerProcess:
-    """A `python -m bridge` worker with the default settings and WARNING logs."""
+def bridge_worker(
+    client_id: str, group: str, *, mqtt_url: str, database_url: str, tmp: Path, on_conflict: str = "keep"
+) -> WorkerProcess:
+    """A `python -m bridge` worker with the default settings (BRIDGE_ON_CONFLICT aside) and WARNING logs."""
     env = worker_env(client_id, database_url=database_url, mqtt_url=mqtt_url, share_group=group, health_dir=tmp,
-                     bridge_log_level="WARNING")
+                     bridge_log_level="WARNING", bridge_on_conflict=on_conflict)
     return WorkerProcess(client_id, env, log_dir=tmp)
 
 
@@ -160,9 +162,9 @@ def stored(admin_url: str) -> int:
 
 
 def truncate(admin_url: str) -> None:
-    """Empty both tables."""
+    """Empty the tables."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE readings, rejected_messages, rejected_replays")
+        conn.execute("TRUNCATE readings, reading_revisions, rejected_messages, rejected_replays")
 
 
 VARIABLES = (("temperature", "°C"), ("humidity", "%"), ("pressure", "hPa"), ("co2", "ppm"))

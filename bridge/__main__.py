@@ -119,7 +119,7 @@ def build_worker(settings: Settings) -> Worker:
         application_name=settings.client_id,
         statement_timeout_ms=settings.statement_timeout_ms,
     )
-    sink = PostgresSink(database, client_id=settings.client_id)
+    sink = PostgresSink(database, client_id=settings.client_id, on_conflict=settings.on_conflict)
     client = build_client(settings)
     limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_future_s=settings.max_future_s)
     consumer = MqttConsumer(

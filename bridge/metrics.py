@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bridge.model import Delivery
+from bridge.staging import WriteResult
 from bridge.stats import Stats
 from iotcommon.contract import RejectionCode
 
@@ -33,6 +34,8 @@ class StatsCollector(Collector):
             ("bridge_readings_duplicate", stats.duplicates, "readings already stored with the same value"),
             ("bridge_readings_conflict", stats.conflicts, "readings whose key was stored with another value"),
             ("bridge_rejected", stats.rejected, "messages or elements stored as rejected (invalid)"),
+            ("bridge_readings_revised", stats.revised, "readings that replaced a lower revision (update mode)"),
+            ("bridge_readings_stale", stats.stale, "readings of a lower revision than the stored one (update mode)"),
             ("bridge_batches", stats.batches, "committed batches"),
             ("bridge_database_errors", stats.db_errors, "failed attempts to store a batch"),
         ):
@@ -69,10 +72,11 @@ class Metrics:
             for rejection in delivery.parsed.rejections:
                 self._rejected.labels(rejection.code.value).inc()
 
-    def observe_conflicts(self, count: int) -> None:
-        """Conflicting duplicates are rejected by the database step, not by validation."""
-        if count:
-            self._rejected.labels(RejectionCode.CONFLICT.value).inc(count)
+    def observe_database_rejections(self, result: WriteResult) -> None:
+        """Conflicts and stale revisions are rejected by the database step, not by validation."""
+        for code, count in ((RejectionCode.CONFLICT, result.conflicts), (RejectionCode.STALE_REVISION, result.stale)):
+            if count:
+                self._rejected.labels(code.value).inc(count)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from other hosts
         """Start the HTTP endpoint in a daemon thread."""

@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from iotcommon.contract import RejectionCode
 
 MAX_ARRAY_LEN = 1000
+MAX_REVISION = 2_147_483_647  # readings.revision is an integer column
 WHITESPACE = b" \t\n\r"  # JSON's
 
 
@@ -33,6 +34,8 @@ class Reading(BaseModel):
     variable: Annotated[str, Field(min_length=1, max_length=64, pattern=_NO_CONTROL)]
     value: Annotated[float, Field(allow_inf_nan=False)]
     unit: Annotated[str, Field(max_length=32, pattern=_NO_CONTROL)]
+    # Optional: a device that never corrects a reading never sends it (README, "Corrections").
+    revision: Annotated[int, Field(ge=0, le=MAX_REVISION)] = 0
 
 
 class Row(NamedTuple):
@@ -43,6 +46,7 @@ class Row(NamedTuple):
     variable: str
     value: float
     unit: str
+    revision: int = 0
 
 
 class Rejection(NamedTuple):

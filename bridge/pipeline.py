@@ -35,7 +35,7 @@ class CommitObserver(Protocol):
 
     def observe_commit(self, batch: Sequence[Delivery], seconds: float) -> None: ...
 
-    def observe_conflicts(self, count: int) -> None: ...
+    def observe_database_rejections(self, result: WriteResult) -> None: ...
 
 
 class Pipeline:
@@ -193,7 +193,7 @@ class Pipeline:
     def _committed(self, batch: Sequence[Delivery], result: WriteResult, seconds: float = 0.0) -> None:
         if self._observer is not None:
             self._observer.observe_commit(batch, seconds)
-            self._observer.observe_conflicts(result.conflicts)
+            self._observer.observe_database_rejections(result)
         if not self._stats.db_ok:
             logger.info("database available again after %d attempts", self._backoff.attempts)
         self._backoff.reset()
@@ -206,10 +206,14 @@ class Pipeline:
         stats.duplicates += result.duplicates
         stats.conflicts += result.conflicts
         stats.rejected += result.rejected
+        stats.revised += result.revised
+        stats.stale += result.stale
         stats.last_commit_at = self._now()
         logger.debug(
-            "committed batch of %d messages (stored=%d duplicates=%d conflicts=%d rejected=%d acked=%d)",
-            len(batch), result.stored, result.duplicates, result.conflicts, result.rejected, acked,
+            "committed batch of %d messages (stored=%d duplicates=%d conflicts=%d rejected=%d revised=%d stale=%d "
+            "acked=%d)",
+            len(batch), result.stored, result.duplicates, result.conflicts, result.rejected, result.revised,
+            result.stale, acked,
         )
 
 

@@ -132,10 +132,11 @@ def select(message: RejectedMessage, criteria: Criteria) -> Selection:
     """Apply the filters; conflicts and already-replayed messages are skipped, not filtered."""
     if not _matches(message, criteria):
         return Selection.FILTERED
-    # A conflict's key is already stored with another value: no rule change can
-    # store it (ON CONFLICT DO NOTHING keeps the first), so replaying it would only
-    # record a misleading 'duplicate'. Resolving a conflict is a human decision.
-    if message.code is RejectionCode.CONFLICT:
+    # A conflict's key is already stored with another value (a stale revision's
+    # with a higher revision): no rule change can store it (ON CONFLICT DO NOTHING
+    # keeps the stored row), so replaying it would only record a misleading
+    # 'duplicate'. Resolving a conflict is a human decision.
+    if message.code in (RejectionCode.CONFLICT, RejectionCode.STALE_REVISION):
         return Selection.CONFLICT
     if message.replayed and not criteria.again:
         return Selection.REPLAYED

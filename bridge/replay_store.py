@@ -31,8 +31,8 @@ LIMIT %(page)s
 """
 # The same ON CONFLICT DO NOTHING as the sink: a stored reading is never overwritten.
 _INSERT = """
-INSERT INTO readings (sensor_id, "timestamp", variable, value, unit)
-SELECT * FROM unnest(%s::integer[], %s::timestamptz[], %s::text[], %s::double precision[], %s::text[])
+INSERT INTO readings (sensor_id, "timestamp", variable, value, unit, revision)
+SELECT * FROM unnest(%s::integer[], %s::timestamptz[], %s::text[], %s::double precision[], %s::text[], %s::integer[])
 ON CONFLICT DO NOTHING
 """
 _RECORD = "INSERT INTO rejected_replays (rejected_id, outcome, detail, readings_stored) VALUES (%s, %s, %s, %s)"

@@ -4,36 +4,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from bridge.corrections import write_corrections
 from bridge.database import Database, connect_failure, translate
 from bridge.errors import SinkMisconfigured, SinkUnavailable
 from bridge.indoubt import TXID, InDoubt, Outcome, ask_status, batch_key, log_resolution
-from bridge.model import Delivery, Row
+from bridge.model import Delivery
+from bridge.revisions import OnConflict
+from bridge.staging import STAGING_DDL, Staged, WriteResult, describe_stored
 from iotcommon.contract import RejectionCode
+
+__all__ = ["PostgresSink", "Sink", "WriteResult", "check_schema", "configure_connection"]
 
 logger = logging.getLogger(__name__)
 
-STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS bridge_staging (
-    seq integer, sensor_id integer, "timestamp" timestamptz,
-    variable text, value double precision, unit text
-) ON COMMIT DELETE ROWS
-"""
-_COPY_STAGING = 'COPY bridge_staging (seq, sensor_id, "timestamp", variable, value, unit) FROM STDIN (FORMAT BINARY)'
-_STAGING_TYPES = ["int4", "int4", "timestamptz", "text", "float8", "text"]
 # DISTINCT ON keeps the first of several copies within one batch, so the
 # later copies are judged against it like any other duplicate.
 _INSERT = """
 WITH inserted AS (
-    INSERT INTO readings (sensor_id, "timestamp", variable, value, unit)
-    SELECT DISTINCT ON (sensor_id, "timestamp", variable) sensor_id, "timestamp", variable, value, unit
+    INSERT INTO readings (sensor_id, "timestamp", variable, value, unit, revision)
+    SELECT DISTINCT ON (sensor_id, "timestamp", variable) sensor_id, "timestamp", variable, value, unit, revision
     FROM bridge_staging ORDER BY sensor_id, "timestamp", variable, seq
     ON CONFLICT DO NOTHING
     RETURNING 1
@@ -41,19 +35,28 @@ WITH inserted AS (
 SELECT count(*) FROM inserted
 """
 _CONFLICTS = """
-SELECT s.seq, r.value, r.unit
+SELECT s.seq, r.value, r.unit, r.revision
 FROM bridge_staging s JOIN readings r USING (sensor_id, "timestamp", variable)
-WHERE s.value IS DISTINCT FROM r.value OR s.unit IS DISTINCT FROM r.unit
+WHERE s.value IS DISTINCT FROM r.value OR s.unit IS DISTINCT FROM r.unit OR s.revision <> r.revision
 ORDER BY s.seq
 """
-_COPY_REJECTED = (
-    "COPY rejected_messages (received_at, topic, payload, reason_code, reason, client_id) FROM STDIN (FORMAT BINARY)"
-)
-_REJECTED_TYPES = ["timestamptz", "text", "bytea", "text", "text", "text"]
-_PRIVILEGES = (
-    "SELECT has_table_privilege('readings', 'INSERT'), "
-    "has_table_privilege('rejected_messages', 'INSERT')"
-)
+# What each mode needs (schema.sql's iot_bridge and iot_bridge_update), as
+# (the grant that gives it, the check). A column or table schema.sql adds
+# raises UndefinedColumn/UndefinedTable here on a database it was not applied to.
+_NEEDS = {
+    OnConflict.KEEP: (
+        ("iot_bridge", "has_table_privilege('readings', 'INSERT')"),
+        ("iot_bridge", "has_table_privilege('rejected_messages', 'INSERT')"),
+        ("iot_bridge", "has_column_privilege('readings', 'revision', 'SELECT')"),
+    ),
+    OnConflict.UPDATE: (
+        ("iot_bridge_update", "has_column_privilege('readings', 'ingested_at', 'SELECT')"),
+        *(("iot_bridge_update", f"has_column_privilege('readings', '{column}', 'UPDATE')")
+          for column in ("value", "unit", "revision", "ingested_at")),
+        ("iot_bridge_update", "has_table_privilege('reading_revisions', 'INSERT')"),
+        ("iot_bridge_update", "has_column_privilege('reading_revisions', 'revision', 'SELECT')"),
+    ),
+}
 
 
 class Sink(Protocol):
@@ -62,33 +65,6 @@ class Sink(Protocol):
     def check(self) -> None: ...
 
     def write(self, batch: Sequence[Delivery]) -> WriteResult: ...
-
-
-@dataclass(slots=True)
-class WriteResult:
-    """What one committed batch did."""
-
-    stored: int = 0
-    duplicates: int = 0
-    conflicts: int = 0
-    rejected: int = 0
-
-    def add(self, other: WriteResult) -> None:
-        """Accumulate another result into this one."""
-        self.stored += other.stored
-        self.duplicates += other.duplicates
-        self.conflicts += other.conflicts
-        self.rejected += other.rejected
-
-
-_RejectedRow = tuple[datetime, str, bytes, str, str, str]
-
-
-@dataclass(slots=True)
-class _Staged:
-    rows: list[tuple[int, int, datetime, str, float, str]] = field(default_factory=list)
-    origins: list[tuple[Delivery, int, Row]] = field(default_factory=list)
-    rejected: list[_RejectedRow] = field(default_factory=list)
 
 
 class PostgresSink:
@@ -100,8 +76,11 @@ class PostgresSink:
     password, schema.sql not applied) is raised as SinkMisconfigured.
     """
 
-    def __init__(self, database: Database, *, client_id: str, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, database: Database, *, client_id: str, on_conflict: OnConflict = OnConflict.KEEP, timeout_s: float = 5.0
+    ) -> None:
         self._database = database
+        self._on_conflict = on_conflict
         self._pool: ConnectionPool[Any] = database.pool(name=f"bridge-{client_id}", configure=configure_connection)
         self._client_id = client_id
         self._timeout_s = timeout_s
@@ -119,7 +98,7 @@ class PostgresSink:
         where = self._database.where
         try:
             with self._database.connect() as conn:
-                check_schema(conn)
+                check_schema(conn, on_conflict=self._on_conflict)
         except psycopg.OperationalError as exc:
             raise connect_failure(exc, where=where) from None
         except psycopg.Error as exc:
@@ -145,7 +124,7 @@ class PostgresSink:
         settled = self._settle_in_doubt(key)
         if settled is not None:
             return settled
-        staged = self._stage(batch)
+        staged = Staged.of(batch, client_id=self._client_id)
         committing: InDoubt[WriteResult] | None = None
         try:
             with self._pool.connection(timeout=self._timeout_s) as conn:
@@ -186,50 +165,35 @@ class PostgresSink:
         self._in_doubt = None
         return doubt.result if status == Outcome.COMMITTED else None
 
-    def _stage(self, batch: Sequence[Delivery]) -> _Staged:
-        staged = _Staged()
-        for delivery in batch:
-            parsed = delivery.parsed
-            for row, index in zip(parsed.rows, parsed.indexes, strict=True):
-                staged.rows.append((len(staged.rows), *row))
-                staged.origins.append((delivery, index, row))
-            for rejection in parsed.rejections:
-                staged.rejected.append((
-                    delivery.received_at, delivery.topic, rejection.payload, rejection.code.value, rejection.reason,
-                    self._client_id,
-                ))
-        return staged
-
-    def _write(self, conn: psycopg.Connection[Any], staged: _Staged) -> WriteResult:
-        result = WriteResult()
+    def _write(self, conn: psycopg.Connection[Any], staged: Staged) -> WriteResult:
         with conn.cursor() as cur:
-            if staged.rows:
-                _copy(cur, _COPY_STAGING, _STAGING_TYPES, staged.rows)
-                cur.execute(_INSERT)
-                inserted = cur.fetchone()
-                result.stored = int(inserted[0]) if inserted else 0
-                if result.stored < len(staged.rows):
-                    cur.execute(_CONFLICTS)
-                    for seq, value, unit in cur.fetchall():
-                        staged.rejected.append(self._conflict(staged, seq, value, unit))
-                        result.conflicts += 1
-                result.duplicates = len(staged.rows) - result.stored - result.conflicts
-            if staged.rejected:
-                _copy(cur, _COPY_REJECTED, _REJECTED_TYPES, staged.rejected)
-        result.rejected = len(staged.rejected) - result.conflicts
+            if self._on_conflict is OnConflict.UPDATE:
+                result = write_corrections(cur, staged)
+            else:
+                result = _write_keeping(cur, staged)
+            staged.copy_rejected(cur)
+        result.rejected = len(staged.rejected) - result.conflicts - result.stale
         return result
 
-    def _conflict(self, staged: _Staged, seq: int, value: float, unit: str) -> _RejectedRow:
-        delivery, index, row = staged.origins[seq]
-        reason = (
-            f"conflict: a reading for sensor {row.sensor_id}, {row.variable} at "
-            f"{row.timestamp.isoformat()} is already stored with value {value!r} {unit!r}; "
-            f"this one has {row.value!r} {row.unit!r}. The stored reading was kept"
-        )
-        return (
-            delivery.received_at, delivery.topic, delivery.raw_reading(index), RejectionCode.CONFLICT.value, reason,
-            self._client_id,
-        )
+
+def _write_keeping(cur: psycopg.Cursor[Any], staged: Staged) -> WriteResult:
+    """BRIDGE_ON_CONFLICT=keep: new keys are stored, any other copy of a stored key is a duplicate or a conflict."""
+    result = WriteResult()
+    if not staged.rows:
+        return result
+    staged.copy_rows(cur)
+    cur.execute(_INSERT)
+    inserted = cur.fetchone()
+    result.stored = int(inserted[0]) if inserted else 0
+    if result.stored < len(staged.rows):
+        cur.execute(_CONFLICTS)
+        for seq, value, unit, revision in cur.fetchall():
+            row = staged.origins[seq][2]
+            words = describe_stored(row, value=value, unit=unit, revision=revision)
+            staged.dead_letter(seq, RejectionCode.CONFLICT, f"conflict: {words}. The stored reading was kept")
+            result.conflicts += 1
+    result.duplicates = len(staged.rows) - result.stored - result.conflicts
+    return result
 
 
 def _fetch_int(conn: psycopg.Connection[Any], query: str) -> int:
@@ -239,26 +203,29 @@ def _fetch_int(conn: psycopg.Connection[Any], query: str) -> int:
     return int(row[0])
 
 
-def check_schema(conn: psycopg.Connection[Any]) -> None:
-    """Raise SinkMisconfigured when schema.sql was not applied or the role may not insert."""
+def check_schema(conn: psycopg.Connection[Any], *, on_conflict: OnConflict = OnConflict.KEEP) -> None:
+    """Raise SinkMisconfigured when schema.sql was not applied or the role lacks what `on_conflict` needs."""
+    needs = _NEEDS[OnConflict.KEEP] + (_NEEDS[OnConflict.UPDATE] if on_conflict is OnConflict.UPDATE else ())
     try:
-        row = conn.execute(_PRIVILEGES).fetchone()
-    except psycopg.errors.UndefinedTable as exc:
+        row = conn.execute("SELECT " + ", ".join(check for _, check in needs)).fetchone()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
         raise SinkMisconfigured(f"{str(exc).strip()}: apply schema.sql to the database first") from None
-    if not row or not all(row):
+    missing = [need for need, granted in zip(needs, row or (), strict=True) if not granted]
+    if missing:
+        grant, check = missing[0]
         raise SinkMisconfigured(
-            "the database role may not insert into readings and rejected_messages: grant it iot_bridge"
+            f"the database role lacks {_privilege_of(check)}, which BRIDGE_ON_CONFLICT={on_conflict.value} "
+            f"needs: grant it {grant}"
         )
+
+
+def _privilege_of(check: str) -> str:
+    """'INSERT on readings' from has_table_privilege('readings', 'INSERT'), or 'UPDATE on readings.value'."""
+    names = [part.strip(" '") for part in check[check.index("(") + 1 : -1].split(",")]
+    return f"{names[-1]} on {'.'.join(names[:-1])}"
 
 
 def configure_connection(conn: psycopg.Connection[Any]) -> None:
     """Create the session's staging table (the pool calls this for each new connection)."""
     conn.execute(STAGING_DDL)
     conn.commit()
-
-
-def _copy(cur: psycopg.Cursor[Any], statement: str, types: list[str], rows: Sequence[Sequence[object]]) -> None:
-    with cur.copy(sql.SQL(statement)) as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)

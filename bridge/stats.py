@@ -25,14 +25,21 @@ class Stats:
     last_commit_at: datetime | None = None
     db_ok: bool = True
     mqtt_connected: bool = False
+    revised: int = 0  # BRIDGE_ON_CONFLICT=update: readings that replaced a lower revision
+    stale: int = 0  # ... and lower revisions than the stored one, dead-lettered
 
     def heartbeat(self, *, client_id: str, at: datetime) -> Heartbeat:
         """The counters as the contract's heartbeat, stamped `at`."""
         return Heartbeat(client_id=client_id, at=at, **asdict(self))
 
     def summary(self) -> str:
-        """The one-line summary logged at shutdown."""
+        """The one-line summary logged at shutdown.
+
+        The counters of corrections come last, so that what parses the line of
+        the release before still finds its counters where they were.
+        """
         return (
             f"received={self.received} stored={self.stored} duplicates={self.duplicates} "
-            f"conflicts={self.conflicts} rejected={self.rejected} in_flight={self.in_flight}"
+            f"conflicts={self.conflicts} rejected={self.rejected} in_flight={self.in_flight} "
+            f"revised={self.revised} stale={self.stale}"
         )

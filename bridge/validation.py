@@ -212,7 +212,7 @@ def _reject(payload: bytes, code: RejectionCode, reason: str) -> Parsed:
 
 
 def _row(reading: Reading) -> Row:
-    return Row(reading.sensor_id, reading.timestamp, reading.variable, reading.value, reading.unit)
+    return Row(reading.sensor_id, reading.timestamp, reading.variable, reading.value, reading.unit, reading.revision)
 
 
 def _show(value: Any) -> str:

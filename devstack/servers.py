@@ -51,7 +51,16 @@ MOSQUITTO_HINT = (
     "install Debian's `mosquitto` package (apt-get install -y mosquitto) or set TEST_MQTT_URL"
 )
 BRIDGE_TEST_ROLE = "bridge_test"
+BRIDGE_UPDATE_TEST_ROLE = "bridge_update_test"  # BRIDGE_ON_CONFLICT=update
 REPLAY_TEST_ROLE = "replay_test"
+READER_TEST_ROLE = "reader_test"  # the dashboards' read-only role
+# Each test login role and the group it is granted (schema.sql).
+TEST_ROLES = {
+    BRIDGE_TEST_ROLE: "iot_bridge",
+    BRIDGE_UPDATE_TEST_ROLE: "iot_bridge_update",
+    REPLAY_TEST_ROLE: "iot_replay",
+    READER_TEST_ROLE: "iot_reader",
+}
 
 # The broker runs with the project's dynamic-security setup; these are the
 # test passwords of its accounts (mosquitto/dynsec.py), plus `test`, a test
@@ -102,7 +111,7 @@ def apply_schema(admin_url: str) -> None:
     """Run the project's schema.sql and create the test login roles (passwords: login_password)."""
     apply_schema_file(admin_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        for role, group in ((BRIDGE_TEST_ROLE, "iot_bridge"), (REPLAY_TEST_ROLE, "iot_replay")):
+        for role, group in TEST_ROLES.items():
             names = {"role": sql.Identifier(role), "group": sql.Identifier(group),
                      "password": sql.Literal(login_password(role))}
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()

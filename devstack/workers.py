@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal as signals
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -126,6 +128,22 @@ class WorkerProcess:
             raise RuntimeError(f"worker {self._client_id} has not been started")
         return self._process
 
+
+
+# The worker's shutdown line (bridge/stats.py, Stats.summary); the corrections'
+# counters came later, at its end, so the line of an older worker still parses.
+SUMMARY = re.compile(
+    r"stopped: received=(\d+) stored=(\d+) duplicates=(\d+) conflicts=(\d+) rejected=(\d+) in_flight=(\d+)"
+    r"(?: revised=(\d+) stale=(\d+))?"
+)
+_SUMMARY_NAMES = ("received", "stored", "duplicates", "conflicts", "rejected", "in_flight", "revised", "stale")
+
+
+def summary_of(worker: WorkerProcess) -> Counter[str]:
+    """The counters of a worker's last shutdown summary line (its log spans restarts)."""
+    matches = SUMMARY.findall(worker.log_text())
+    assert matches, f"no summary line in the log of {worker.client_id}:\n{worker.log_tail()}"
+    return Counter({name: int(value or 0) for name, value in zip(_SUMMARY_NAMES, matches[-1], strict=True)})
 
 
 class Member(Protocol):

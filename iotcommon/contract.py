@@ -83,6 +83,10 @@ class Heartbeat(BaseModel):
     last_commit_at: AwareDatetime | None
     db_ok: bool
     mqtt_connected: bool
+    # Added with corrections (BRIDGE_ON_CONFLICT=update): defaults, so that the
+    # heartbeat of a worker of the release before still validates.
+    revised: int = Field(default=0, ge=0)
+    stale: int = Field(default=0, ge=0)
 
 
 class MalformedHeartbeat(ValueError):
@@ -126,6 +130,7 @@ class RejectionCode(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     TOPIC_MISMATCH = "topic_mismatch"
     CONFLICT = "conflict"
+    STALE_REVISION = "stale_revision"  # update mode: a lower revision than the stored one, never current
     DATABASE_REFUSED = "database_refused"
     INTERNAL_ERROR = "internal_error"
     UNKNOWN = "unknown"  # dead letters stored before codes existed whose reason matched no pattern

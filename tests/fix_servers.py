@@ -32,8 +32,10 @@ from devstack.mqtt_client import MqttTestClient
 from devstack.processes import REPO_ROOT, find_binary
 from devstack.servers import (
     BRIDGE_TEST_ROLE,
+    BRIDGE_UPDATE_TEST_ROLE,
     MOSQUITTO_HINT,
     POSTGRES_HINT,
+    READER_TEST_ROLE,
     REPLAY_TEST_ROLE,
     TEST_MQTT_PASSWORD,
     TEST_MQTT_USER,
@@ -206,6 +208,18 @@ def bridge_database_url(admin_database_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
+def bridge_update_database_url(admin_database_url: str) -> str:
+    """URL for the `bridge_update_test` role: the privileges of BRIDGE_ON_CONFLICT=update (iot_bridge_update)."""
+    return _login_url(admin_database_url, BRIDGE_UPDATE_TEST_ROLE)
+
+
+@pytest.fixture(scope="session")
+def reader_database_url(admin_database_url: str) -> str:
+    """URL for the `reader_test` role, which may only read (iot_reader): the dashboards' role."""
+    return _login_url(admin_database_url, READER_TEST_ROLE)
+
+
+@pytest.fixture(scope="session")
 def replay_database_url(admin_database_url: str) -> str:
     """URL for the `replay_test` role, which has only replay-rejected's privileges (iot_replay)."""
     return _login_url(admin_database_url, REPLAY_TEST_ROLE)
@@ -232,7 +246,7 @@ def _empty_tables(request: pytest.FixtureRequest) -> None:
         return
     admin_url: str = request.getfixturevalue("admin_database_url")
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE readings, rejected_messages, rejected_replays RESTART IDENTITY")
+        conn.execute("TRUNCATE readings, reading_revisions, rejected_messages, rejected_replays RESTART IDENTITY")
 
 
 @pytest.fixture

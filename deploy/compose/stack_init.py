@@ -43,6 +43,10 @@ TOKEN_BYTES = 24  # 32 URL-safe characters
 DYNSEC_FILE = "dynamic-security.json"
 HEALTH_FOLDER = "health"  # XDG_CONFIG_HOME of the broker's health check
 PGPASS_FILE = "postgres.pgpass"  # libpq's password file for the `migrate` service
+# The readings dashboard's data source logs in as `reader`: Grafana (its own uid)
+# gets its own copy of that password, so reader_db_password stays the app's alone.
+GRAFANA_READER_FILE = "grafana_reader_db_password"
+DERIVED_FILES = (PGPASS_FILE, GRAFANA_READER_FILE)  # written from other secrets, never set or shown by name
 PLACEHOLDER = "change-me"  # refused: the old .env.example published it
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 _DEVICE_FILE = re.compile(r"^mqtt_device_([0-9]+)_password$")
@@ -186,12 +190,14 @@ def health_client_options(password: str) -> str:
 
 
 def write_secrets(folder: Path, chosen: list[Secret], values: Mapping[str, tuple[str, str]], *, chown: Chown) -> None:
-    """Write each secret (readable by root and its owner only) and the derived pgpass file."""
+    """Write each secret (readable by root and its owner only) and the derived files (pgpass, Grafana's copy)."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)  # the files' own modes guard them; each service needs to open its own
     for secret in chosen:
         write_file(folder / secret.name, values[secret.name][0], owner=secret.owner, mode=0o400, chown=chown)
     write_file(folder / PGPASS_FILE, pgpass(values["postgres_password"][0]), owner=ROOT_UID, mode=0o400, chown=chown)
+    write_file(folder / GRAFANA_READER_FILE, values["reader_db_password"][0], owner=GRAFANA_UID, mode=0o400,
+               chown=chown)
 
 
 def read_broker_document(folder: Path) -> dict[str, Any]:
@@ -266,7 +272,7 @@ def show(folder: Path, names: list[str], *, out: Callable[[str], None] = print) 
     stored = read_stored(folder)
     if not names:
         for name in sorted(stored):
-            if name != PGPASS_FILE and not name.startswith("."):
+            if name not in DERIVED_FILES and not name.startswith("."):
                 out(name)
         return 0
     unknown = [name for name in names if name not in stored]

@@ -45,9 +45,13 @@ def raw_reading(sensor_id: int, /, **fields: str) -> str:
 
 
 def stored(sensor_id: int, *, timestamp: str = TIMESTAMP, variable: str = "t", value: str = "1.5",
-           unit: str = "C") -> list[Any]:
-    """An expected row: [sensor_id, ISO timestamp, variable, repr of the float value, unit]."""
-    return [sensor_id, timestamp, variable, value, unit]
+           unit: str = "C", revision: int = 0) -> list[Any]:
+    """An expected row: [sensor_id, ISO timestamp, variable, repr of the float value, unit(, revision)].
+
+    The revision is listed only when it is not the default 0, so the rows of
+    the cases older than the field read as they always did.
+    """
+    return [sensor_id, timestamp, variable, value, unit, *([revision] if revision else [])]
 
 
 class Corpus:
@@ -269,6 +273,16 @@ def build() -> Corpus:
     sid = c.sid()
     c.add("extra_fields_ignored", raw_reading(sid, extra='{"nested": [1, 2, {"x": null}]}', more='"y"').encode(),
           rows=[stored(sid)])
+    # --- revision (optional, default 0): a JSON integer 0 ... 2147483647, nothing coerced
+    for name, text in (("revision_3", "3"), ("revision_max", "2147483647")):
+        sid = c.sid()
+        c.add(name, raw_reading(sid, revision=text).encode(), rows=[stored(sid, revision=int(text))])
+    for name, text in (("revision_2_pow_31", "2147483648"), ("revision_negative", "-1")):
+        c.add(name, raw_reading(c.sid(), revision=text).encode(), reasons=["revision: Input should be"],
+              codes=["out_of_range"])
+    for n, text in enumerate(('"1"', "1.0", "true", "null", "1e2")):
+        c.add(f"wrong_type_revision_{n}", raw_reading(c.sid(), revision=text).encode(),
+              reasons=["revision: Input should be a valid integer"], codes=["wrong_type"])
     return c
 
 

@@ -6,7 +6,6 @@ Faults (killed workers, stopped servers, bad links) are in tests/faults/.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -21,19 +20,7 @@ from devstack import traffic
 from devstack.mqtt_client import MqttTestClient, heartbeats_of
 from devstack.processes import REPO_ROOT, wait_until
 from devstack.servers import MosquittoServer, PostgresServer, login_password
-from devstack.workers import MakeEnv, StartWorker, WorkerProcess
-
-SUMMARY = re.compile(
-    r"stopped: received=(\d+) stored=(\d+) duplicates=(\d+) conflicts=(\d+) rejected=(\d+) in_flight=(\d+)"
-)
-
-
-def summary_of(worker: WorkerProcess) -> Counter[str]:
-    """The counters of a worker's last shutdown summary line (its log spans restarts)."""
-    matches = SUMMARY.findall(worker.log_text())
-    assert matches, f"no summary line in the log of {worker.client_id}:\n{worker.log_tail()}"
-    names = ("received", "stored", "duplicates", "conflicts", "rejected", "in_flight")
-    return Counter(dict(zip(names, map(int, matches[-1]), strict=True)))
+from devstack.workers import MakeEnv, StartWorker, summary_of
 
 
 @pytest.fixture

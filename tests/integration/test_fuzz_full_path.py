@@ -111,7 +111,7 @@ def expected_outcome(messages: list[Message]) -> tuple[set[tuple[Any, ...]], Cou
         parsed = parse_message(topic, payload, now=now, limits=Limits())
         rows.update(
             (r.sensor_id, (r.timestamp - EPOCH) // timedelta(microseconds=1), r.variable, struct.pack(">d", r.value),
-             r.unit)
+             r.unit, r.revision)
             for r in parsed.rows
         )
         rejected.update((topic, rejection.payload) for rejection in parsed.rejections)
@@ -122,11 +122,11 @@ def stored(admin_url: str) -> tuple[set[tuple[Any, ...]], Counter[Message], list
     """(readings with exact microseconds and float bits, Counter of (topic, payload), [(topic, reason, code)])."""
     with psycopg.connect(admin_url) as conn:
         readings = conn.execute(
-            'SELECT sensor_id, (extract(epoch FROM "timestamp") * 1000000)::bigint, variable, float8send(value), unit '
-            "FROM readings"
+            'SELECT sensor_id, (extract(epoch FROM "timestamp") * 1000000)::bigint, variable, float8send(value), unit, '
+            "revision FROM readings"
         ).fetchall()
         rejected = conn.execute("SELECT topic, payload, reason, reason_code FROM rejected_messages").fetchall()
-    rows = {(s, t, v, bytes(bits), u) for s, t, v, bits, u in readings}
+    rows = {(s, t, v, bytes(bits), u, r) for s, t, v, bits, u, r in readings}
     counted = Counter((topic, bytes(payload)) for topic, payload, _, _ in rejected)
     return rows, counted, [(t, r, c) for t, _, r, c in rejected]
 

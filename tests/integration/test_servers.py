@@ -25,7 +25,7 @@ def test_postgres_accepts_connections_and_has_the_schema(admin_database_url: str
             " WHERE table_schema = 'public' ORDER BY table_name"
         ).fetchall()
 
-    assert [name for (name,) in rows] == ["readings", "rejected_messages", "rejected_replays"]
+    assert [name for (name,) in rows] == ["reading_revisions", "readings", "rejected_messages", "rejected_replays"]
 
 
 def test_bridge_role_can_insert_readings_and_dead_letters(bridge_database_url: str) -> None:

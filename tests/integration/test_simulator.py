@@ -105,11 +105,12 @@ def test_a_dropped_connection_mid_run_is_survived_with_an_honest_verdict(
 def test_benchmark_smoke_run_prints_the_table() -> None:
     command = [sys.executable, "benchmarks/bench.py", "--messages", "300", "--array", "5", "--array-messages", "60",
                "--naive-messages", "60", "--live-messages", "300", "--latency-seconds", "2", "--rounds", "2",
-               "--prefill-rows", "8000"]
+               "--prefill-rows", "8000", "--on-conflict", "keep", "update"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     for line in ("ceiling: bare paho, 2 consumers", "ceiling: mosquitto_sub, 2 consumers", "bridge, 1 worker",
-                 "bridge, 2 workers", "naive INSERT+commit, 1 consumer", "live: simulator + bridge, 2 workers",
+                 "bridge, 2 workers", "bridge (update mode), 1 worker", "bridge (update mode), 2 workers",
+                 "naive INSERT+commit, 1 consumer", "live: simulator + bridge, 2 workers",
                  "publish->commit latency at 83 readings/s", "worker peak RSS (VmHWM)", "Over 2 rounds",
                  "into one of 8,000 rows", "primary key index"):
         assert line in result.stdout, result.stdout

@@ -357,6 +357,25 @@ def test_observability_profile_scrapes_every_worker_and_provisions_the_dashboard
     assert environment(compose, "grafana") == {"GF_SECURITY_ADMIN_PASSWORD__FILE": "/secrets/grafana_admin_password"}
 
 
+def test_observability_provisions_the_readings_dashboard_on_the_read_only_role(
+    compose: dict[str, Any], stack_init: ModuleType
+) -> None:
+    dashboards = sorted(path.name for path in (ROOT / "deploy/grafana/dashboards").glob("*.json"))
+    assert dashboards == ["iot-bridge.json", "iot-readings.json"], "both dashboards in the provisioned folder"
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/iot.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in volumes(compose, "grafana")
+    provisioned = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/readings.yml").read_text())
+    [source] = provisioned["datasources"]
+    readings = json.loads((ROOT / "deploy/grafana/dashboards/iot-readings.json").read_text())
+    assert {panel["datasource"]["uid"] for panel in readings["panels"]} == {source["uid"]}
+    assert source["user"] == "reader" and source["jsonData"]["database"] == "sensors"
+    assert source["url"] == "postgres:5432"
+    password = source["secureJsonData"]["password"]
+    assert password == f"$__file{{{SECRETS_MOUNT}/{stack_init.GRAFANA_READER_FILE}}}", "from the secrets volume"
+    assert f"secrets:{SECRETS_MOUNT}:ro" in volumes(compose, "grafana")
+
+
 # --- the image ----------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
 from bridge.config import Settings, env_name
+from bridge.revisions import OnConflict
 from iotcommon.errors import ConfigError, SetupError
 from iotcommon.settings import MqttEndpoint, parse_mqtt_url
 
@@ -87,6 +88,8 @@ def test_empty_or_blank_value_means_default() -> None:
         ("BRIDGE_STARTUP_TIMEOUT_S", "7", "startup_timeout_s", 7.0),
         ("BRIDGE_HEALTH_FILE", "/run/bridge.health", "health_file", "/run/bridge.health"),
         ("BRIDGE_LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
+        ("BRIDGE_ON_CONFLICT", "update", "on_conflict", OnConflict.UPDATE),
+        ("BRIDGE_ON_CONFLICT", "keep", "on_conflict", OnConflict.KEEP),
     ],
 )
 def test_each_variable_is_read(variable: str, raw: str, field: str, expected: Any) -> None:
@@ -155,6 +158,8 @@ def test_settings_are_frozen() -> None:
         ("BRIDGE_SHARE_GROUP", "a/b"),
         ("BRIDGE_SHARE_GROUP", "#"),
         ("BRIDGE_LOG_LEVEL", "LOUD"),
+        ("BRIDGE_ON_CONFLICT", "overwrite"),
+        ("BRIDGE_ON_CONFLICT", "UPDATE"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, raw: str) -> None:

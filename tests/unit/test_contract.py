@@ -69,6 +69,17 @@ def test_a_newer_worker_s_extra_fields_are_ignored() -> None:
     assert parse_heartbeat(json.dumps({**data, "revisions": 5}).encode()) == Heartbeat.model_validate(data)
 
 
+def test_an_older_worker_s_heartbeat_without_the_corrections_counters_still_reads() -> None:
+    data = json.loads(Stats(revised=3, stale=1).heartbeat(client_id="w", at=AT).model_dump_json())
+    older = {key: value for key, value in data.items() if key not in ("revised", "stale")}
+
+    beat = parse_heartbeat(json.dumps(older).encode())
+
+    assert beat is not None
+    assert (beat.revised, beat.stale) == (0, 0)
+    assert parse_heartbeat(json.dumps(data).encode()) == Heartbeat.model_validate(data)
+
+
 def test_a_cleared_heartbeat_is_none() -> None:
     assert parse_heartbeat(b"") is None
 
@@ -78,6 +89,7 @@ def test_a_cleared_heartbeat_is_none() -> None:
     ({"at": "2026-11-29T08:00:00"}, "at"),  # a naive time cannot be trusted
     ({"db_ok": None}, "db_ok"),
     ({"stored": -1}, "stored"),
+    ({"revised": -1}, "revised"),
 ])
 def test_a_malformed_heartbeat_names_the_field(change: dict[str, object], named: str) -> None:
     data = {**json.loads(Stats().heartbeat(client_id="w", at=AT).model_dump_json()), **change}

@@ -24,9 +24,9 @@ ENTRIES: list[dict[str, Any]] = json.loads((CORPUS_DIR / "cases.json").read_text
 
 
 def expected_row(stored: list[Any]) -> Row:
-    """A row of the index ([sensor_id, ISO timestamp, variable, repr of value, unit]) as parse_message gives it."""
-    sensor_id, timestamp, variable, value, unit = stored
-    return Row(sensor_id, datetime.fromisoformat(timestamp), variable, float(value), unit)
+    """An index row ([sensor_id, ISO time, variable, repr of value, unit(, revision)]) as parse_message gives it."""
+    sensor_id, timestamp, variable, value, unit, *revision = stored
+    return Row(sensor_id, datetime.fromisoformat(timestamp), variable, float(value), unit, *revision)
 
 
 def same_row(actual: Row, expected: Row) -> bool:
@@ -58,7 +58,7 @@ def test_every_rejecting_case_states_a_code_and_the_codes_cover_validation() -> 
     used = {code for entry in ENTRIES for code in entry["codes"]}
     # The codes the database step and bugs give are covered by the sink's and the consumer's tests.
     assert used == {code.value for code in RejectionCode} - {
-        "conflict", "database_refused", "internal_error", "unknown"}
+        "conflict", "stale_revision", "database_refused", "internal_error", "unknown"}
 
 
 def test_the_corpus_covers_the_hostile_kinds_and_stays_small() -> None:
@@ -66,7 +66,7 @@ def test_the_corpus_covers_the_hostile_kinds_and_stays_small() -> None:
     for kind in ("truncated", "utf8_", "deep_", "1e400", "10e1000", "nul_", "sql_", "1mb", "10000", "wrong_type_",
                  "duplicate_key", "bom", "trailing_garbage", "empty_array", "non_objects", "surrogate",
                  "60000_chars", "offset_plus_14", "offset_plus_24", "leap_second", "year_0001", "year_9999",
-                 "negative_zero"):
+                 "negative_zero", "revision_"):
         assert any(kind in name for name in names), kind
     assert len({entry["topic"] for entry in ENTRIES}) == len(ENTRIES), "each case has its own topic"
     committed = [CORPUS_DIR / entry["file"] for entry in ENTRIES if not entry.get("generated")]

@@ -8,6 +8,7 @@ from fakes import delivery
 from prometheus_client import generate_latest
 
 from bridge.metrics import Metrics
+from bridge.staging import WriteResult
 from bridge.stats import Stats
 from iotcommon.contract import RejectionCode
 
@@ -27,7 +28,10 @@ def test_counters_come_from_stats_at_scrape_time() -> None:
     assert "bridge_readings_stored_total 7.0" in text
     assert "bridge_in_flight 3.0" in text
     assert "bridge_database_up 0.0" in text
-    stats.stored = 9
+    assert "bridge_readings_revised_total 0.0" in text
+    stats.stored, stats.revised, stats.stale = 9, 4, 2
+    assert "bridge_readings_revised_total 4.0" in scrape(metrics)
+    assert "bridge_readings_stale_total 2.0" in scrape(metrics)
     assert "bridge_readings_stored_total 9.0" in scrape(metrics)
 
 
@@ -36,8 +40,8 @@ def test_commits_feed_histograms_and_reasons() -> None:
     not_finite, too_long = RejectionCode.NOT_FINITE, RejectionCode.OUT_OF_RANGE
     batch = [delivery(1, rows=0, rejections=[not_finite]), delivery(2, rejections=[not_finite, too_long]), delivery(3)]
     metrics.observe_commit(batch, 0.02)
-    metrics.observe_conflicts(2)
-    metrics.observe_conflicts(0)
+    metrics.observe_database_rejections(WriteResult(conflicts=2, stale=3))
+    metrics.observe_database_rejections(WriteResult())
     text = scrape(metrics)
     assert "bridge_batch_size_count 1.0" in text
     assert "bridge_batch_size_sum 3.0" in text
@@ -45,6 +49,7 @@ def test_commits_feed_histograms_and_reasons() -> None:
     assert 'bridge_rejected_by_code_total{code="not_finite"} 2.0' in text
     assert 'bridge_rejected_by_code_total{code="out_of_range"} 1.0' in text
     assert 'bridge_rejected_by_code_total{code="conflict"} 2.0' in text
+    assert 'bridge_rejected_by_code_total{code="stale_revision"} 3.0' in text
 
 
 def test_watchdog_collector_reports_each_check() -> None:

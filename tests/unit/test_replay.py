@@ -179,6 +179,16 @@ def test_conflicts_and_already_replayed_are_skipped_and_counted() -> None:
     assert "conflicting duplicate" in lines[0] and "--again" in lines[1]
 
 
+def test_stale_revisions_are_skipped_like_conflicts() -> None:
+    stale = rejected(6, reading(NOW), reason="stale revision: kept", code=RejectionCode.STALE_REVISION)
+    store = FakeStore([stale])
+
+    summary, _ = run(store)
+
+    assert store.records == []
+    assert (summary.examined, summary.skipped) == (0, 1)
+
+
 def test_again_replays_messages_replayed_before() -> None:
     store = FakeStore([rejected(5, reading(NOW), replayed=True)])
 

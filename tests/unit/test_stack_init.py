@@ -74,7 +74,7 @@ def stack(stack_init: ModuleType, tmp_path: Path) -> Iterator[Stack]:
 def test_a_first_up_without_env_generates_every_password(stack: Stack, dynsec: ModuleType) -> None:
     lines = stack.apply()
 
-    assert {p.name for p in stack.secrets.iterdir()} == ALL_SECRETS | {"postgres.pgpass"}
+    assert {p.name for p in stack.secrets.iterdir()} == ALL_SECRETS | {"postgres.pgpass", "grafana_reader_db_password"}
     generated = {name: stack.secret(name) for name in ALL_SECRETS - {"discord_webhook_url"}}
     assert all(value.startswith("token-") for value in generated.values())
     assert len(set(generated.values())) == len(generated)
@@ -122,16 +122,26 @@ def test_a_value_in_env_overrides_the_stored_one(stack: Stack, dynsec: ModuleTyp
 def test_files_are_readable_only_by_root_and_their_reader(stack: Stack, stack_init: ModuleType) -> None:
     stack.apply()
 
-    for name in [*ALL_SECRETS, "postgres.pgpass"]:
+    for name in [*ALL_SECRETS, "postgres.pgpass", "grafana_reader_db_password"]:
         assert stat.S_IMODE((stack.secrets / name).stat().st_mode) == 0o400, name
     owner = {path.name: uid for path, uid in stack.owners.items()}
     assert owner["bridge_db_password"] == owner["mqtt_simulator_password"] == stack_init.APP_UID == 10001
     assert owner["postgres_password"] == owner["mqtt_admin_password"] == owner["postgres.pgpass"] == 0
-    assert owner["grafana_admin_password"] == 472
+    assert owner["grafana_admin_password"] == owner["grafana_reader_db_password"] == 472
+    assert owner["reader_db_password"] == stack_init.APP_UID, "Grafana's copy widens no other secret"
     assert owner["dynamic-security.json"] == owner["dynsec"] == 1883
     assert owner["mosquitto_sub"] == 0
     assert stat.S_IMODE((stack.dynsec / "dynamic-security.json").stat().st_mode) == 0o600
     assert not any(p.name.endswith(".tmp") for p in stack.secrets.iterdir())
+
+
+def test_grafana_gets_its_own_copy_of_the_reader_password_which_follows_it(stack: Stack) -> None:
+    stack.apply(READER_DB_PASSWORD="reader-pw")
+    assert stack.secret("grafana_reader_db_password") == stack.secret("reader_db_password") == "reader-pw"
+
+    stack.apply(READER_DB_PASSWORD="rotated-pw")
+
+    assert stack.secret("grafana_reader_db_password") == "rotated-pw"
 
 
 def test_the_health_check_gets_its_options_file_and_migrate_a_pgpass(stack: Stack) -> None:

@@ -10,17 +10,25 @@ from bridge.stats import Stats
 
 
 def test_summary_names_every_counter() -> None:
-    stats = Stats(received=10, stored=6, duplicates=2, conflicts=1, rejected=1, in_flight=4)
+    stats = Stats(received=10, stored=6, duplicates=2, conflicts=1, rejected=1, in_flight=4, revised=3, stale=2)
 
     summary = stats.summary()
 
-    for part in ("received=10", "stored=6", "duplicates=2", "conflicts=1", "rejected=1", "in_flight=4"):
+    for part in ("received=10", "stored=6", "duplicates=2", "conflicts=1", "rejected=1", "in_flight=4", "revised=3",
+                 "stale=2"):
         assert part in summary
+
+
+def test_the_summary_keeps_the_older_counters_first_and_in_order() -> None:
+    """What parses the line of the release before (an operator's grep, a test's regex) still finds them."""
+    assert Stats().summary().startswith(
+        "received=0 stored=0 duplicates=0 conflicts=0 rejected=0 in_flight=0 ")
 
 
 def test_every_counter_goes_into_the_heartbeat() -> None:
     stats = Stats(received=1, stored=2, duplicates=3, conflicts=4, rejected=5, handler_errors=6, batches=7,
-                  db_errors=8, in_flight=9, inbox_peak=10, last_commit_at=T0, db_ok=False, mqtt_connected=True)
+                  db_errors=8, in_flight=9, inbox_peak=10, last_commit_at=T0, db_ok=False, mqtt_connected=True,
+                  revised=11, stale=12)
 
     beat = stats.heartbeat(client_id="w1", at=T0)
 
