@@ -33,3 +33,18 @@ ALTER ROLE reader LOGIN PASSWORD :'reader_pw';
 GRANT iot_bridge TO bridge;
 GRANT iot_watchdog TO watchdog;
 GRANT iot_reader TO reader;
+
+-- BRIDGE_ON_CONFLICT=update (README, "Corrections"): the workers' login may also replace a
+-- reading by a higher revision. Granted only in that mode and taken back when .env returns
+-- to keep, so keep mode's workers stay insert-only. The migrate service passes the mode
+-- (-v on_conflict=...); without it, keep.
+\if :{?on_conflict}
+\else
+    \set on_conflict keep
+\endif
+SELECT :'on_conflict' = 'update' AS update_mode \gset
+\if :update_mode
+    GRANT iot_bridge_update TO bridge;
+\else
+    REVOKE iot_bridge_update FROM bridge;
+\endif

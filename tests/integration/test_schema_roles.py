@@ -8,9 +8,10 @@ folder written by the compose init (deploy/compose/stack_init.py).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import quote, urlsplit
@@ -21,6 +22,9 @@ import yaml
 from psycopg import sql
 from psycopg.errors import InsufficientPrivilege
 
+from bridge.errors import SinkMisconfigured
+from bridge.revisions import OnConflict
+from bridge.sink import check_schema
 from devstack.processes import REPO_ROOT, find_binary
 from devstack.servers import POSTGRES_HINT, PostgresServer, load_script
 
@@ -28,6 +32,7 @@ ROLES = ("bridge", "watchdog", "reader")
 OWNER = "migrate_owner"  # stands for the image's `owner` superuser
 # Quotes, $, backslash and the characters that break URLs and pgpass lines must all survive.
 AWKWARD = "p@ss/w%41:rd'\"$x\\"
+_COMPOSE_VARIABLE = re.compile(r"\$\{(\w+):-([^}]*)\}")  # ${NAME:-default}, the form docker-compose.yml uses
 
 
 def login_url(admin_url: str, user: str, password: str) -> str:
@@ -60,8 +65,10 @@ class Migration:
                 return arg.replace(target, str(source), 1)
         return arg
 
-    def run(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command, env=self.env, capture_output=True, text=True, timeout=60, check=False)
+    def run(self, dotenv: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run it as `docker compose up` would with `dotenv` as the .env file (default: none)."""
+        command = [_COMPOSE_VARIABLE.sub(lambda m: (dotenv or {}).get(m[1]) or m[2], arg) for arg in self.command]
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.fixture
@@ -179,3 +186,22 @@ def test_bridge_login_from_the_migration_inserts(role_urls: dict[str, str]) -> N
         )
         with pytest.raises(InsufficientPrivilege):
             conn.execute("DELETE FROM readings")
+
+
+def test_update_mode_in_env_grants_the_workers_login_what_it_needs_and_keep_takes_it_back(
+    migration: tuple[Migration, Path], admin_database_url: str
+) -> None:
+    command, secrets = migration
+    bridge_url = login_url(admin_database_url, "bridge", secret(secrets, "bridge"))
+
+    updated = command.run({"BRIDGE_ON_CONFLICT": "update"})
+
+    assert updated.returncode == 0, updated.stdout + updated.stderr
+    with psycopg.connect(bridge_url) as conn:
+        check_schema(conn, on_conflict=OnConflict.UPDATE)  # what a worker checks at start
+    kept = command.run()  # BRIDGE_ON_CONFLICT removed from .env: keep
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    with psycopg.connect(bridge_url) as conn:
+        check_schema(conn, on_conflict=OnConflict.KEEP)
+        with pytest.raises(SinkMisconfigured, match="grant it iot_bridge_update"):
+            check_schema(conn, on_conflict=OnConflict.UPDATE)

@@ -164,6 +164,13 @@ def test_migration_applies_the_schema_and_the_roles_and_stops_at_an_error(compos
     )
 
 
+def test_migration_grants_what_the_workers_mode_needs(compose: dict[str, Any]) -> None:
+    command = services(compose)["migrate"]["command"]
+    variables = [command[i + 1] for i, arg in enumerate(command) if arg == "-v"]
+    bridge_mode = environment(compose, "bridge-1")["BRIDGE_ON_CONFLICT"]
+    assert f"on_conflict={bridge_mode}" in variables, "roles.sql must see the workers' BRIDGE_ON_CONFLICT"
+
+
 def test_the_roles_script_reads_the_secrets_init_writes(stack_init: ModuleType) -> None:
     roles = (ROOT / "deploy/postgres/roles.sql").read_text()
     read = set(re.findall(r"`cat :'secrets'/(\w+)`", roles))
