@@ -173,6 +173,7 @@ class MqttConsumer:
         held, self._held, self._read_at = self._held, [], None
         if not held:
             return
+        self._stats.read_peak = max(self._stats.read_peak, len(held))
         try:
             self._inbox.put_many(held)
             self._stats.inbox_peak = self._inbox.peak

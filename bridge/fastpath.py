@@ -81,9 +81,20 @@ class BufferedSocket:
 
     def take_packet(self) -> tuple[int, bytearray] | None:
         """(first byte, body) of the next MQTT packet if all of it is buffered, consumed; else None."""
-        buffer, start = self._buffer, self._pos
-        end = len(buffer)
-        length, shift, cursor = 0, 0, start + 1
+        bounds = self._next_packet()
+        if bounds is None:
+            return None
+        start, (body, self._pos) = self._pos, bounds
+        return self._buffer[start], self._buffer[body : self._pos]
+
+    def has_packet(self) -> bool:
+        """Whether a whole packet is buffered (what take_packet would return, without consuming it)."""
+        return self._next_packet() is not None
+
+    def _next_packet(self) -> tuple[int, int] | None:
+        """(start of the body, end) of the next packet if all of it is buffered."""
+        buffer, end = self._buffer, len(self._buffer)
+        length, shift, cursor = 0, 0, self._pos + 1
         while True:  # the remaining length: a variable byte integer of at most 4 bytes
             if cursor >= end or shift > 21:
                 return None  # not all here yet (or malformed): paho's own reader takes over
@@ -95,8 +106,7 @@ class BufferedSocket:
             shift += 7
         if cursor + length > end:
             return None
-        self._pos = cursor + length
-        return buffer[start], buffer[cursor : self._pos]
+        return cursor, cursor + length
 
     def pending(self) -> int:
         """Bytes buffered here, plus those the TLS layer holds decrypted."""
@@ -168,7 +178,7 @@ class FastClient(mqtt.Client):
                                "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """Handle one packet, then every packet already buffered, before the loop selects again."""
+        """Handle one packet, then every whole packet already buffered, before the loop selects again."""
         try:
             while True:
                 if self._sock is None:
@@ -177,7 +187,11 @@ class FastClient(mqtt.Client):
                 if rc > 0:
                     return self._loop_rc_handle(rc)
                 sock: Any = self._sock  # our BufferedSocket, which paho types as any socket
-                if rc == MQTTErrorCode.MQTT_ERR_AGAIN or sock is None or not sock.pending():
+                # Only what is already buffered: reading the socket again here would never end
+                # while a backlog streams in, and on_read_end (the inbox, with its bound) would
+                # wait for the end. A partial packet left over is finished on the next turn,
+                # which paho starts without waiting in select() since pending() reports it.
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN or sock is None or not sock.has_packet():
                     return MQTTErrorCode.MQTT_ERR_SUCCESS
         finally:
             with self._msgtime_mutex:  # what paho does after each packet: the keep-alive watches it

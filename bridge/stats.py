@@ -27,6 +27,7 @@ class Stats:
     mqtt_connected: bool = False
     revised: int = 0  # BRIDGE_ON_CONFLICT=update: readings that replaced a lower revision
     stale: int = 0  # ... and lower revisions than the stored one, dead-lettered
+    read_peak: int = 0  # most messages one read of the socket brought, handed to the inbox together (fast path)
 
     def heartbeat(self, *, client_id: str, at: datetime) -> Heartbeat:
         """The counters as the contract's heartbeat, stamped `at`."""

@@ -87,6 +87,9 @@ class Heartbeat(BaseModel):
     # heartbeat of a worker of the release before still validates.
     revised: int = Field(default=0, ge=0)
     stale: int = Field(default=0, ge=0)
+    # Most messages one read of the broker's socket brought (at most 64 KiB of
+    # them), held by the network thread until they go into the inbox together.
+    read_peak: int = Field(default=0, ge=0)
 
 
 class MalformedHeartbeat(ValueError):

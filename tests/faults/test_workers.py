@@ -16,6 +16,7 @@ from fix_measure import Measure
 from fix_watchdog import StartWatchdog, alerts_about, kinds
 
 from bridge.config import Settings
+from bridge.fastpath import READ_CHUNK
 from devstack import traffic
 from devstack.discord_stub import DiscordStub
 from devstack.mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
@@ -123,10 +124,14 @@ def test_a_large_backlog_drains_with_the_worker_holding_no_more_than_its_limit(
 
     assert beat["inbox_peak"] <= limit, "the worker never held more than BRIDGE_MAX_IN_FLIGHT waiting"
     assert beat["inbox_peak"] >= batch, "the backlog really pressed on the limit"
+    # ... nor more than one read of the socket on its way to the inbox (no read loop that never ends).
+    smallest = min(len(topic) + len(payload) for topic, payload in sent.messages)
+    assert 0 < beat["read_peak"] <= READ_CHUNK // smallest + 1
     peak_rss_mb = memory_kb(again.pid, "VmHWM") / 1024
     measure("backlog drained", f"{len(sent.messages)} messages in {drained_s:.1f} s "
             f"({len(sent.messages) / drained_s:,.0f} messages/s)")
-    measure("most messages waiting in the worker", f"{beat['inbox_peak']} (BRIDGE_MAX_IN_FLIGHT={limit})")
+    measure("most messages waiting in the worker", f"{beat['inbox_peak']} (BRIDGE_MAX_IN_FLIGHT={limit}), "
+            f"plus at most {beat['read_peak']} from one read of the socket")
     measure("peak worker RSS (VmHWM)", f"{peak_rss_mb:.1f} MB")
 
 

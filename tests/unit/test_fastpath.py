@@ -105,6 +105,49 @@ def test_the_lean_path_hands_topic_payload_mid_and_qos_to_on_raw_message() -> No
     assert received == [(b"sensors/5/readings", b"{}", 42, 1)]
 
 
+class EndlessBacklog:
+    """A broker socket that always has more PUBLISH packets, cut at arbitrary points: a backlog streaming in."""
+
+    def __init__(self, packet: bytes, chunks: int) -> None:
+        self._stream = packet * (READ_CHUNK * chunks // len(packet) + 1)
+        self._sent = 0
+        self.reads = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._sent >= len(self._stream):
+            raise BlockingIOError  # only so that a loop that never stops ends this test
+        self.reads += 1
+        data = self._stream[self._sent : self._sent + size]
+        self._sent += len(data)
+        return data
+
+    def close(self) -> None:
+        """paho closes its socket when the client goes."""
+
+
+def test_a_loop_turn_hands_over_at_most_one_read_while_a_backlog_streams_in() -> None:
+    packet = b"\x32" + bytes(publish_packet(b"sensors/5/readings", b'{"v": 1}' * 10, mid=7, properties=b""))
+    packet = packet[:1] + bytes([len(packet) - 1]) + packet[1:]  # fixed header: type, remaining length
+    handed: list[int] = []
+    received: list[bytes] = []
+    client = FastClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    client.on_raw_message = lambda topic, payload, mid, qos: received.append(payload)
+    client.on_read_end = lambda: handed.append(len(received))
+    backlog = EndlessBacklog(packet, chunks=10)
+    client._sock = BufferedSocket(backlog)
+
+    assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+
+    per_read = READ_CHUNK // len(packet) + 1
+    assert handed == [len(received)], "on_read_end once, after the packets of this turn"
+    assert 0 < len(received) <= per_read + 1, "one socket read's worth, then the inbox gets them"
+    assert backlog.reads <= 2
+    while backlog.reads < 10:
+        client.loop_read()
+    assert max(b - a for a, b in zip([0, *handed], handed, strict=False)) <= per_read + 1
+    assert all(payload == b'{"v": 1}' * 10 for payload in received), "no packet torn at a read's edge"
+
+
 def test_ack_many_queues_the_pubacks_in_order_as_one_write() -> None:
     client = FastClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
 
