@@ -106,6 +106,7 @@ class Bench:
         finally:
             for *_, members in groups:
                 harness.stop_all(members)
+                harness.end_sessions(members, self.mqtt)
 
     def _drain_each(
         self, groups: list[tuple[str, int, int, list[harness.GroupMember]]], messages: list[tuple[str, bytes]],
@@ -232,7 +233,7 @@ def _span(values: list[float]) -> str:
 def parse_args() -> argparse.Namespace:
     """Sizes of each phase (defaults: the figures in docs/performance.md)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=50_000, help="single-reading backlog")
+    parser.add_argument("--messages", type=int, default=120_000, help="single-reading backlog")
     parser.add_argument("--array", type=int, default=20, help="readings per message in the array backlog")
     parser.add_argument("--array-messages", type=int, default=10_000)
     parser.add_argument("--naive-messages", type=int, default=5_000, help="the naive consumer's share")

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 
+from devstack.mqtt_client import MqttTestClient
 from devstack.processes import REPO_ROOT, find_binary, read_tail, spawn, wait_until
 from devstack.workers import Member, WorkerProcess, start_online, worker_env
 
@@ -143,6 +144,20 @@ def stop_all(members: Sequence[GroupMember]) -> None:
     """SIGTERM every member and wait for it."""
     for member in members:
         member.terminate(30.0)
+
+
+def end_sessions(members: Sequence[GroupMember], mqtt_url: str) -> None:
+    """Discard the members' broker sessions (a clean start with no expiry, then a disconnect).
+
+    A finished group's session would go on queueing a copy of everything
+    published later, and keep what it did not drain (the naive consumer takes
+    a share of the backlog only): every autosave of the broker then writes all
+    of it, which stalls the broker for a moment and shows in later phases'
+    latency.
+    """
+    for member in members:
+        with MqttTestClient.from_url(mqtt_url, client_id=member.client_id):
+            pass
 
 
 def timed(members: Sequence[GroupMember], done: Callable[[], bool], timeout_s: float) -> float:
