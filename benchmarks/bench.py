@@ -135,6 +135,26 @@ class Bench:
                                   wait_for * array, seconds))
         return results
 
+    def corrections(self, messages: list[tuple[str, bytes]], size: int) -> Result:
+        """Update mode, every message replacing a stored reading: `messages` stored, then each again at revision 1."""
+        members = self.group("bridge-update", size, f"corrections{size}-{int(time.time())}")
+        try:
+            harness.start_all(members, self.mqtt)  # registers the sessions, which then queue the backlog
+            harness.stop_all(members)
+            harness.truncate(self.admin)
+            harness.store(self.admin, messages)
+            fixes = [(topic, harness.corrected(payload)) for topic, payload in messages]
+            with MqttTestClient.from_url(self.mqtt) as publisher:
+                publisher.publish_many(fixes, timeout=900)
+            seconds = harness.timed(members, lambda: harness.revisions(self.admin) >= len(messages), timeout_s=900)
+            self.hwm_kb[f"corrections, {size} worker{'s' if size > 1 else ''}"] = max(
+                memory_kb(m.pid, "VmHWM") for m in members)
+        finally:
+            harness.stop_all(members)
+            harness.end_sessions(members, self.mqtt)
+        return Result(f"bridge (update mode: corrections), {size} worker{'s' if size > 1 else ''}", 1, len(messages),
+                      len(messages), seconds, note="every message replaces a stored reading")
+
     def _done(self, kind: str, members: list[harness.GroupMember], target: int) -> Callable[[], bool]:
         """When the drain is over: the consumers counted `target` messages, or `target` readings are stored."""
         counters = [m for m in members if isinstance(m, harness.ConsumerProcess | harness.SubProcess)]
@@ -258,15 +278,20 @@ def drain_round(bench: Bench, args: argparse.Namespace, round_: int) -> list[Res
         if array == 1:
             specs.append(("naive", 1, min(args.naive_messages, messages)))
         rows = bench.drains(specs, backlog(messages, array, f"b{array}r{round_}"), array)
+        if array == 1 and "update" in args.on_conflict:
+            rows += [bench.corrections(backlog(messages, 1, f"c{round_}"), n) for n in args.workers]
         for r in rows:
-            size = r.scenario.split(", ")[1].split()[0]
             if r.scenario.startswith("bridge"):
-                r.ceiling = next((c.rate for c in rows if c.scenario == f"ceiling: bare paho, {_group(size)}"), None)
-                r.reference = next(
-                    (c.rate for c in rows if c.scenario == f"ceiling: mosquitto_sub, {_group(size)}"), None
-                )
+                _compare_with_ceilings(r, rows)
         results += rows
     return results
+
+
+def _compare_with_ceilings(result: Result, rows: list[Result]) -> None:
+    """Set the rates of the ceilings with as many processes, from the same round and message shape."""
+    group = _group(result.scenario.split(", ")[1].split()[0])
+    result.ceiling = next((c.rate for c in rows if c.scenario == f"ceiling: bare paho, {group}"), None)
+    result.reference = next((c.rate for c in rows if c.scenario == f"ceiling: mosquitto_sub, {group}"), None)
 
 
 def _group(size: str) -> str:

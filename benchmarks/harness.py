@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -174,6 +175,34 @@ def stored(admin_url: str) -> int:
     with psycopg.connect(admin_url) as conn:
         row = conn.execute("SELECT count(*) FROM readings").fetchone()
     return int(row[0]) if row else 0
+
+
+def revisions(admin_url: str) -> int:
+    """Rows in reading_revisions: the versions a correction replaced."""
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute("SELECT count(*) FROM reading_revisions").fetchone()
+    return int(row[0]) if row else 0
+
+
+def store(admin_url: str, messages: Sequence[tuple[str, bytes]]) -> None:
+    """Store the single readings of `messages` directly (COPY), as a worker would have."""
+    columns = ("sensor_id", "timestamp", "variable", "value", "unit")
+    with (
+        psycopg.connect(admin_url) as conn,
+        conn.cursor() as cur,
+        cur.copy('COPY readings (sensor_id, "timestamp", variable, value, unit) FROM STDIN') as copy,
+    ):
+        for _, payload in messages:
+            reading = json.loads(payload)
+            copy.write_row([reading[column] for column in columns])
+
+
+def corrected(payload: bytes) -> bytes:
+    """The same reading with another value and revision 1: in update mode it replaces the stored one."""
+    reading = json.loads(payload)
+    reading["value"] += 1
+    reading["revision"] = 1
+    return json.dumps(reading).encode()
 
 
 def truncate(admin_url: str) -> None:

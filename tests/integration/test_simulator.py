@@ -110,6 +110,7 @@ def test_benchmark_smoke_run_prints_the_table() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for line in ("ceiling: bare paho, 2 consumers", "ceiling: mosquitto_sub, 2 consumers", "bridge, 1 worker",
                  "bridge, 2 workers", "bridge (update mode), 1 worker", "bridge (update mode), 2 workers",
+                 "bridge (update mode: corrections), 2 workers",
                  "naive INSERT+commit, 1 consumer", "live: simulator + bridge, 2 workers",
                  "publish->commit latency at 83 readings/s", "worker peak RSS (VmHWM)", "Over 2 rounds",
                  "into one of 8,000 rows", "primary key index"):
