@@ -15,7 +15,6 @@ to COUNT_FILE. SIGTERM disconnects cleanly and keeps the session.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -27,6 +26,9 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from iotcommon.contract import WorkerStatus, status_topic
+from iotcommon.signals import on_stop_signal
 
 INSERT = (
     'INSERT INTO readings (sensor_id, "timestamp", variable, value, unit) '
@@ -79,7 +81,7 @@ def main(argv: list[str]) -> int:
 
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    on_stop_signal(lambda name: stop.set())
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = 3600
     properties.ReceiveMaximum = 2000  # the bridge's default BRIDGE_MAX_IN_FLIGHT
@@ -90,7 +92,7 @@ def main(argv: list[str]) -> int:
     client.loop_start()
     while not stop.wait(0.05):
         counter.flush()
-    client.publish(f"bridge/status/{client_id}", "offline", qos=1, retain=True).wait_for_publish(2)
+    client.publish(status_topic(client_id), WorkerStatus.OFFLINE.value, qos=1, retain=True).wait_for_publish(2)
     client.disconnect()
     client.loop_stop()
     counter.flush()

@@ -6,13 +6,11 @@ import argparse
 import functools
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import FrameType
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -38,6 +36,7 @@ from bridge.validation import parse_message
 from iotcommon.backoff import Backoff
 from iotcommon.contract import WorkerStatus, status_topic
 from iotcommon.errors import BrokerTlsError, ConfigError
+from iotcommon.signals import on_stop_signal
 from iotcommon.transport import apply_endpoint, check_broker_tls
 
 logger = logging.getLogger("bridge")
@@ -239,18 +238,19 @@ def wait_until_subscribed(consumer: MqttConsumer, settings: Settings, stop: thre
 
 def install_signal_handlers(stop: threading.Event, worker: Worker, stopping_since: list[float]) -> None:
     """On SIGTERM/SIGINT stop taking messages, then let the pipeline drain."""
+    once = threading.Lock()
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            return
-        logger.info("received %s: draining, then stopping", signal.Signals(signum).name)
-        worker.consumer.stop_accepting()
-        stopping_since.append(time.monotonic())
-        stop.set()
-        worker.inbox.wake()
+    def begin_stopping(name: str) -> None:
+        with once:
+            if stop.is_set():
+                return
+            logger.info("received %s: draining, then stopping", name)
+            worker.consumer.stop_accepting()
+            stopping_since.append(time.monotonic())
+            stop.set()
+        worker.inbox.wake()  # the writer's lock: safe here, off the signal handler (iotcommon.signals)
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    on_stop_signal(begin_stopping)
 
 
 def say_goodbye(client: mqtt.Client, consumer: MqttConsumer) -> None:

@@ -6,12 +6,10 @@ import argparse
 import functools
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from datetime import UTC, datetime
-from types import FrameType
 
 import paho.mqtt.client as mqtt
 import requests
@@ -20,6 +18,7 @@ from pydantic import SecretStr
 
 from iotcommon.backoff import Backoff
 from iotcommon.errors import BrokerTlsError, ConfigError
+from iotcommon.signals import on_stop_signal
 from iotcommon.transport import apply_endpoint, check_broker_tls
 from watchdog.alerting import DiscordNotifier, Dispatcher, LogNotifier, Notifier, redact
 from watchdog.checks import WorkerRules
@@ -169,12 +168,11 @@ def run_forever(settings: Settings) -> int:
     """Check every WATCHDOG_INTERVAL_S until SIGTERM/SIGINT; log a summary line and exit 0."""
     stop = threading.Event()
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        logger.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
+    def begin_stopping(name: str) -> None:
+        logger.info("received %s: stopping", name)
+        stop.set()  # Event.set() takes the lock stop.wait() holds: off the signal handler (iotcommon.signals)
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    on_stop_signal(begin_stopping)
     dispatcher = Dispatcher(build_notifier(settings))
     client = build_client(settings)
     watchdog = build_watchdog(settings, client, dispatcher)
