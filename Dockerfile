@@ -13,6 +13,7 @@ COPY pyproject.toml README.md ./
 COPY bridge bridge
 COPY watchdog watchdog
 COPY simulator simulator
+COPY iotcommon iotcommon
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps .
 
 # Runtime stage: the virtualenv, the SQL, broker and init files, a non-root user.

@@ -7,6 +7,7 @@ stack relies on, without starting it.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -402,6 +403,36 @@ def test_the_image_holds_the_init_program_and_its_user_is_the_secrets_owner(stac
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "!deploy/compose/stack_init.py" in ignored
 
+
+
+def local_imports(package: str) -> set[str]:
+    """The project's top-level packages that `package`'s modules import."""
+    local = {path.parent.name for path in ROOT.glob("*/__init__.py")}
+    found: set[str] = set()
+    for module in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+    return found & local
+
+
+def test_the_image_holds_every_package_its_programs_import() -> None:
+    # The programs import iotcommon; an image built without it fails at start with
+    # ModuleNotFoundError, which no check here would see without a Docker engine.
+    (build,) = [stage for stage in re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.M)
+                if stage.startswith("python:3.11-slim AS build")]
+    copied = set(re.findall(r"^COPY (\w+) \1$", build, re.M))
+    needed = {"bridge", "watchdog", "simulator"}
+    while True:
+        more = set().union(*(local_imports(package) for package in needed)) - needed
+        if not more:
+            break
+        needed |= more
+    assert "iotcommon" in needed  # the walk itself works
+    assert needed <= copied, f"the image's build stage lacks COPY for {sorted(needed - copied)}"
+    assert "devstack" not in needed, "the programs must not need the development stack"
 
 def test_dependencies_are_installed_before_the_sources_are_copied() -> None:
     (build,) = [stage for stage in re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.M)
