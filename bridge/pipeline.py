@@ -109,8 +109,7 @@ class Pipeline:
             log = logger.warning if self._backoff.attempts % 10 == 1 else logger.debug
             log("database unavailable (%s); looking again in %.2f s", exc, delay)
             return
-        logger.info("database available again after %d attempts", self._backoff.attempts)
-        self._backoff.reset()
+        self._database_back()
         self._stats.db_ok = True
 
     def flush(self, batch: list[Delivery], *, deadline: Callable[[], float | None] = lambda: None) -> bool:
@@ -194,27 +193,22 @@ class Pipeline:
         if self._observer is not None:
             self._observer.observe_commit(batch, seconds)
             self._observer.observe_database_rejections(result)
-        if not self._stats.db_ok:
-            logger.info("database available again after %d attempts", self._backoff.attempts)
-        self._backoff.reset()
+        self._database_back()
         acked = self._acker.ack(batch)
         stats = self._stats
         stats.in_flight = len(self._inbox)  # the batch is acknowledged now
         stats.db_ok = True
         stats.batches += 1
-        stats.stored += result.stored
-        stats.duplicates += result.duplicates
-        stats.conflicts += result.conflicts
-        stats.rejected += result.rejected
-        stats.revised += result.revised
-        stats.stale += result.stale
+        result.add_to(stats)
         stats.last_commit_at = self._now()
-        logger.debug(
-            "committed batch of %d messages (stored=%d duplicates=%d conflicts=%d rejected=%d revised=%d stale=%d "
-            "acked=%d)",
-            len(batch), result.stored, result.duplicates, result.conflicts, result.rejected, result.revised,
-            result.stale, acked,
-        )
+        logger.debug("committed batch of %d messages (%s acked=%d)", len(batch), result, acked)
+
+
+    def _database_back(self) -> None:
+        """After a probe or a commit succeeded: say so if the database was unavailable, and start backoff afresh."""
+        if not self._stats.db_ok:
+            logger.info("database available again after %d attempts", self._backoff.attempts)
+        self._backoff.reset()
 
 
 def _as_refused(delivery: Delivery, error: str) -> Delivery:

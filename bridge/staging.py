@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -45,12 +45,19 @@ class WriteResult:
 
     def add(self, other: WriteResult) -> None:
         """Accumulate another result into this one."""
-        self.stored += other.stored
-        self.duplicates += other.duplicates
-        self.conflicts += other.conflicts
-        self.rejected += other.rejected
-        self.revised += other.revised
-        self.stale += other.stale
+        other.add_to(self)
+
+    def add_to(self, totals: Any) -> None:
+        """Add each outcome to the counter of the same name in `totals` (a WriteResult, or the worker's Stats)."""
+        for name in OUTCOMES:
+            setattr(totals, name, getattr(totals, name) + getattr(self, name))
+
+    def __str__(self) -> str:
+        return " ".join(f"{name}={getattr(self, name)}" for name in OUTCOMES)
+
+
+# Every field of WriteResult is an outcome; Stats counts each under the same name.
+OUTCOMES = tuple(f.name for f in fields(WriteResult))
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ import dataclasses
 
 from fakes import T0
 
+from bridge.staging import OUTCOMES, WriteResult
 from bridge.stats import Stats
 
 
@@ -34,3 +35,13 @@ def test_every_counter_goes_into_the_heartbeat() -> None:
 
     assert beat.model_dump(exclude={"client_id", "at"}) == dataclasses.asdict(stats)
     assert Stats().heartbeat(client_id="w1", at=T0).last_commit_at is None
+
+
+def test_every_outcome_of_a_committed_batch_has_its_counter() -> None:
+    result = WriteResult(stored=1, duplicates=2, conflicts=3, rejected=4, revised=5, stale=6)
+    stats = Stats()
+    result.add_to(stats)
+    result.add_to(stats)
+    assert OUTCOMES == ("stored", "duplicates", "conflicts", "rejected", "revised", "stale")
+    assert [getattr(stats, name) for name in OUTCOMES] == [2, 4, 6, 8, 10, 12]
+    assert str(result) == "stored=1 duplicates=2 conflicts=3 rejected=4 revised=5 stale=6"
