@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from bridge.revisions import OnConflict
+from iotcommon.contract import READINGS_FILTER
 from iotcommon.errors import ConfigError
 from iotcommon.settings import CONNECTION_VARIABLES, Connections, load_settings
 
@@ -17,7 +18,7 @@ class Settings(Connections):
 
     client_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "bridge-1"
     share_group: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/+#]+$")] = "bridge"
-    topic: Annotated[str, Field(min_length=1, max_length=256)] = "sensors/+/readings"
+    topic: Annotated[str, Field(min_length=1, max_length=256)] = READINGS_FILTER
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     flush_ms: Annotated[int, Field(ge=1, le=60_000)] = 50
     max_in_flight: Annotated[int, Field(ge=1, le=65_535)] = 2000
