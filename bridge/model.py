@@ -6,6 +6,7 @@ bridge/validation.py turns an MQTT message into these; the sink stores them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, NamedTuple
@@ -73,7 +74,7 @@ class Parsed(NamedTuple):
 
     `elements` holds the raw bytes of each array element when validation had
     to split the array (an array with a bad element); a valid array is
-    validated whole, without splitting it, and Delivery.raw_reading splits
+    validated whole, without splitting it, and Delivery.raw_readings splits
     it only if one of its readings must be quoted (a conflict).
     """
 
@@ -94,13 +95,13 @@ class Delivery(NamedTuple):
     received_at: datetime
     parsed: Parsed
 
-    def raw_reading(self, index: int) -> bytes:
-        """The raw bytes of the reading at array position `index` (the whole payload for a single object)."""
+    def raw_readings(self) -> Sequence[bytes]:
+        """The raw bytes of each reading, by array position (the whole payload for a single object)."""
         if self.parsed.elements:
-            return self.parsed.elements[index]
+            return self.parsed.elements
         if self.payload.lstrip(WHITESPACE)[:1] == b"[":
-            return split_array(self.payload)[index]
-        return self.payload
+            return split_array(self.payload)
+        return (self.payload,)
 
 
 def split_array(payload: bytes) -> list[bytes]:

@@ -68,6 +68,7 @@ class Staged:
     rows: list[StagedRow] = field(default_factory=list)
     origins: list[tuple[Delivery, int, Row]] = field(default_factory=list)
     rejected: list[RejectedRow] = field(default_factory=list)
+    _raw_readings: dict[int, Sequence[bytes]] = field(default_factory=dict)  # by id() of a delivery of this batch
 
     @classmethod
     def of(cls, batch: Sequence[Delivery], *, client_id: str) -> Staged:
@@ -88,9 +89,12 @@ class Staged:
     def dead_letter(self, seq: int, code: RejectionCode, reason: str) -> None:
         """Store the reading staged as `seq` in rejected_messages, with its own raw bytes."""
         delivery, index, _ = self.origins[seq]
-        self.rejected.append(
-            (delivery.received_at, delivery.topic, delivery.raw_reading(index), code.value, reason, self.client_id)
-        )
+        raw = self._raw_readings.get(id(delivery))
+        if raw is None:
+            # Split a valid array once, however many of its readings are dead letters:
+            # a re-sent array of 600 conflicting readings would otherwise split it 600 times.
+            raw = self._raw_readings[id(delivery)] = delivery.raw_readings()
+        self.rejected.append((delivery.received_at, delivery.topic, raw[index], code.value, reason, self.client_id))
 
     def copy_rows(self, cur: psycopg.Cursor[Any]) -> None:
         """COPY the readings into the session's staging table."""
