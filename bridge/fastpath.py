@@ -87,23 +87,13 @@ class BufferedSocket:
         start, (body, self._pos) = self._pos, bounds
         return self._buffer[start], self._buffer[body : self._pos]
 
-    def has_packet(self) -> bool:
-        """Whether a whole packet is buffered (what take_packet would return, without consuming it)."""
-        return self._next_packet() is not None
-
     def _next_packet(self) -> tuple[int, int] | None:
         """(start of the body, end) of the next packet if all of it is buffered."""
         buffer, end = self._buffer, len(self._buffer)
-        length, shift, cursor = 0, 0, self._pos + 1
-        while True:  # the remaining length: a variable byte integer of at most 4 bytes
-            if cursor >= end or shift > 21:
-                return None  # not all here yet (or malformed): paho's own reader takes over
-            byte = buffer[cursor]
-            cursor += 1
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
+        remaining = _varint(buffer, self._pos + 1, end)
+        if remaining is None:
+            return None  # not all here yet (or malformed): paho's own reader takes over
+        length, cursor = remaining
         if cursor + length > end:
             return None
         return cursor, cursor + length
@@ -134,12 +124,12 @@ class FastClient(mqtt.Client):
     on_read_end: Callable[[], None] | None = None  # after every packet of one read was handled
 
     def _handle_publish(self) -> MQTTErrorCode:
-        header = self._in_packet["command"]
+        qos = (self._in_packet["command"] & 0x06) >> 1
         handler = self.on_raw_message
-        if handler is None or not self._manual_ack or header & 0x06 == 0x04:
+        if handler is None or not self._manual_ack or qos == 2:
             return super()._handle_publish()
         try:
-            topic, mid, payload = _split_publish(self._in_packet["packet"], qos=(header & 0x06) >> 1,
+            topic, mid, payload = _split_publish(self._in_packet["packet"], qos=qos,
                                                  properties=self._protocol == mqtt.MQTTv5)
         except IndexError:
             # What paho 2.2 does with a malformed packet (2.1 would let the error end its loop):
@@ -147,7 +137,7 @@ class FastClient(mqtt.Client):
             logger.error("malformed PUBLISH from the broker (shorter than its header says); reconnecting")
             return MQTTErrorCode.MQTT_ERR_PROTOCOL
         with self._in_callback_mutex:
-            handler(topic, payload, mid, (header & 0x06) >> 1)
+            handler(topic, payload, mid, qos)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _create_socket(self) -> Any:
@@ -164,9 +154,14 @@ class FastClient(mqtt.Client):
         problem = _fill(sock)
         if problem is not None:
             return problem
+        rc = self._handle_buffered(sock)
+        return super()._packet_read() if rc is None else rc
+
+    def _handle_buffered(self, sock: BufferedSocket) -> MQTTErrorCode | None:
+        """Handle the next packet if all of it is buffered, straight from the buffer; None if it is not."""
         packet = sock.take_packet()
         if packet is None:
-            return super()._packet_read()
+            return None
         self._in_packet["command"], self._in_packet["packet"], self._in_packet["pos"] = packet[0], packet[1], 0
         try:
             return self._packet_handle()
@@ -180,19 +175,19 @@ class FastClient(mqtt.Client):
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Handle one packet, then every whole packet already buffered, before the loop selects again."""
         try:
-            while True:
-                if self._sock is None:
-                    return MQTTErrorCode.MQTT_ERR_NO_CONN
-                rc = self._packet_read()
-                if rc > 0:
-                    return self._loop_rc_handle(rc)
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc: MQTTErrorCode | None = self._packet_read()
+            # Then only what is already buffered: reading the socket again here would never end
+            # while a backlog streams in, and on_read_end (the inbox, with its bound) would
+            # wait for the end. A partial packet left over is finished on the next turn,
+            # which paho starts without waiting in select() since pending() reports it.
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 sock: Any = self._sock  # our BufferedSocket, which paho types as any socket
-                # Only what is already buffered: reading the socket again here would never end
-                # while a backlog streams in, and on_read_end (the inbox, with its bound) would
-                # wait for the end. A partial packet left over is finished on the next turn,
-                # which paho starts without waiting in select() since pending() reports it.
-                if rc == MQTTErrorCode.MQTT_ERR_AGAIN or sock is None or not sock.has_packet():
-                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+                rc = self._handle_buffered(sock) if isinstance(sock, BufferedSocket) else None
+            if rc is not None and rc > 0:
+                return self._loop_rc_handle(rc)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
         finally:
             with self._msgtime_mutex:  # what paho does after each packet: the keep-alive watches it
                 self._last_bytes_received = mqtt.time_func()
@@ -227,17 +222,27 @@ def _split_publish(packet: bytearray, *, qos: int, properties: bool) -> tuple[by
     if qos:
         mid = (packet[end] << 8) | packet[end + 1]
         end += 2
-    if properties:  # a variable byte integer: the properties' length, then the properties we do not use
-        length, shift = 0, 0
-        while True:
-            byte = packet[end]
-            end += 1
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
+    if properties:  # the properties' length, then the properties we do not use
+        found = _varint(packet, end, len(packet))
+        if found is None:
+            raise IndexError("the properties' length runs past the packet or over 4 bytes")
+        length, end = found
         end += length
     return topic, mid, bytes(packet[end:])
+
+
+def _varint(buffer: bytearray, cursor: int, end: int) -> tuple[int, int] | None:
+    """(value, position after it) of the MQTT variable byte integer at `cursor`; None if it runs past
+    `end` or over its 4 bytes."""
+    value, shift = 0, 0
+    while cursor < end and shift <= 21:
+        byte = buffer[cursor]
+        cursor += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, cursor
+        shift += 7
+    return None
 
 
 def missing_internals(client_class: type[mqtt.Client] | None = None) -> list[str]:

@@ -93,6 +93,17 @@ def test_a_truncated_publish_drops_the_connection_instead_of_ending_the_loop() -
     assert client._handle_publish() == mqtt.MQTT_ERR_PROTOCOL
 
 
+@pytest.mark.parametrize("length", [b"\x80\x80\x80\x80\x00", b"\x80"], ids=["five bytes", "cut short"])
+def test_a_publish_whose_properties_length_is_malformed_drops_the_connection(length: bytes) -> None:
+    # A variable byte integer has at most 4 bytes (MQTT 5, 1.5.5), as the packet's own length does.
+    client = FastClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    client.on_raw_message = lambda *args: pytest.fail("a broken packet was delivered")
+    client._in_packet["command"] = 0x32
+    client._in_packet["packet"] = bytearray(b"\x00\x01t\x00\x07" + length)
+
+    assert client._handle_publish() == mqtt.MQTT_ERR_PROTOCOL
+
+
 def test_the_lean_path_hands_topic_payload_mid_and_qos_to_on_raw_message() -> None:
     received: list[tuple[bytes, bytes, int, int]] = []
     client = FastClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
