@@ -83,11 +83,8 @@ class _Changes:
 
 
 def write_corrections(cur: psycopg.Cursor[Any], staged: Staged) -> WriteResult:
-    """Store the batch's readings in update mode; dead letters are added to `staged.rejected`."""
+    """Store the batch's readings (in the staging table already) in update mode; dead letters go to `staged`."""
     result = WriteResult()
-    if not staged.rows:
-        return result
-    staged.copy_rows(cur)
     cur.execute(_INSERT_FIRST)
     inserted = {(int(s), t, str(v)) for s, t, v in cur.fetchall()}
     result.stored = len(inserted)

@@ -167,21 +167,22 @@ class PostgresSink:
 
     def _write(self, conn: psycopg.Connection[Any], staged: Staged) -> WriteResult:
         with conn.cursor() as cur:
-            if self._on_conflict is OnConflict.UPDATE:
-                result = write_corrections(cur, staged)
-            else:
-                result = _write_keeping(cur, staged)
+            result = WriteResult()
+            if staged.rows:  # into the staging table; then each mode stores them its own way
+                staged.copy_rows(cur)
+                write = write_corrections if self._on_conflict is OnConflict.UPDATE else _write_keeping
+                result = write(cur, staged)
             staged.copy_rejected(cur)
         result.rejected = len(staged.rejected) - result.conflicts - result.stale
         return result
 
 
 def _write_keeping(cur: psycopg.Cursor[Any], staged: Staged) -> WriteResult:
-    """BRIDGE_ON_CONFLICT=keep: new keys are stored, any other copy of a stored key is a duplicate or a conflict."""
+    """BRIDGE_ON_CONFLICT=keep: new keys are stored, any other copy of a stored key is a duplicate or a conflict.
+
+    The batch's readings are in the staging table already.
+    """
     result = WriteResult()
-    if not staged.rows:
-        return result
-    staged.copy_rows(cur)
     cur.execute(_INSERT)
     inserted = cur.fetchone()
     result.stored = int(inserted[0]) if inserted else 0
