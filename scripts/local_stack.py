@@ -35,7 +35,7 @@ from psycopg import sql
 
 from bridge.health import check_health as bridge_health
 from devstack.mqtt_client import MqttTestClient, MqttTestError
-from devstack.processes import REPO_ROOT, read_tail, service_account
+from devstack.processes import REPO_ROOT, free_port, read_tail, service_account
 from devstack.servers import MosquittoServer, PostgresServer, apply_schema_file, load_dynsec
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import WorkerProcess, worker_env
@@ -112,13 +112,6 @@ def load_stack(home: Path) -> Stack:
     state.write_text(json.dumps({"ports": ports, "passwords": passwords}))
     state.chmod(0o600)
     return Stack(home, ports, passwords)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_taken(port: int) -> bool:
