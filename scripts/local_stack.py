@@ -31,12 +31,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
-from psycopg import sql
 
 from bridge.health import check_health as bridge_health
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.processes import REPO_ROOT, free_port, read_tail, service_account
-from devstack.servers import MosquittoServer, PostgresServer, apply_schema_file, load_dynsec
+from devstack.servers import MosquittoServer, PostgresServer, apply_schema_file, ensure_login_role, load_dynsec
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import WorkerProcess, worker_env
 from watchdog.runner import check_health as watchdog_health
@@ -247,12 +246,7 @@ def prepare_database(server: PostgresServer, stack: Stack) -> None:
     apply_schema_file(server.socket_url("sensors"))
     with psycopg.connect(server.socket_url("sensors"), autocommit=True) as conn:
         for role, group in LOGIN_ROLES:
-            password = sql.Literal(stack.passwords["db_" + role])
-            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), password))
-            else:
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), password))
-            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
+            ensure_login_role(conn, role, stack.passwords["db_" + role], group)
 
 
 def write_accounts(stack: Stack) -> Callable[[Path], None]:
