@@ -34,7 +34,7 @@ import psycopg
 
 from bridge.health import check_health as bridge_health
 from devstack.mqtt_client import MqttTestClient, MqttTestError
-from devstack.processes import REPO_ROOT, free_port, read_tail, service_account
+from devstack.processes import REPO_ROOT, free_port, read_tail, service_account, wait_until
 from devstack.servers import MosquittoServer, PostgresServer, apply_schema_file, ensure_login_role, load_dynsec
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import WorkerProcess, worker_env
@@ -151,10 +151,9 @@ def stop(stack: Stack, name: str) -> bool:
     pid = running_pid(stack, name)
     if pid is not None:
         os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while running_pid(stack, name) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if running_pid(stack, name) is not None:
+        try:
+            wait_until(lambda: running_pid(stack, name) is None, STOP_TIMEOUT_S, interval=0.1)
+        except AssertionError:  # wait_until's deadline: it ignored the signal
             os.kill(pid, signal.SIGKILL)
     stack.pid_file(name).unlink(missing_ok=True)
     return pid is not None
