@@ -252,9 +252,9 @@ def write_accounts(stack: Stack) -> Callable[[Path], None]:
     """The broker's accounts from the stack's passwords (production hashing), written on first use."""
 
     def write(path: Path) -> None:
-        env = {f"MQTT_{u.upper()}_PASSWORD": stack.passwords[f"mqtt_{u}"] for u in ("bridge", "watchdog", "simulator")}
-        env["MQTT_DEVICES"] = f"{DEVICE_SENSOR_ID}:{stack.passwords[f'mqtt_device_{DEVICE_SENSOR_ID}']}"
-        path.write_text(json.dumps(load_dynsec().build(env)))
+        passwords = {user: stack.passwords[f"mqtt_{user}"] for user in ("bridge", "watchdog", "simulator")}
+        passwords[f"device-{DEVICE_SENSOR_ID}"] = stack.passwords[f"mqtt_device_{DEVICE_SENSOR_ID}"]
+        path.write_text(json.dumps(load_dynsec().build_document(passwords)))
         path.chmod(0o600)
 
     return write
