@@ -47,7 +47,6 @@ PGPASS_FILE = "postgres.pgpass"  # libpq's password file for the `migrate` servi
 # gets its own copy of that password, so reader_db_password stays the app's alone.
 GRAFANA_READER_FILE = "grafana_reader_db_password"
 DERIVED_FILES = (PGPASS_FILE, GRAFANA_READER_FILE)  # written from other secrets, never set or shown by name
-PLACEHOLDER = "change-me"  # refused: the old .env.example published it
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 _DEVICE_FILE = re.compile(r"^mqtt_device_([0-9]+)_password$")
 
@@ -116,20 +115,20 @@ def wanted(environ: Mapping[str, str], dynsec: ModuleType) -> tuple[list[Secret]
     given: dict[str, str] = {}
     for secret in SECRETS:
         if secret.variable and environ.get(secret.variable):
-            check_given(secret.variable, environ[secret.variable])
+            check_given(secret.variable, environ[secret.variable], placeholder=dynsec.PLACEHOLDER_PASSWORD)
             given[secret.name] = environ[secret.variable]
     for sensor_id, password in devices.items():
         if password:
-            check_given(f"MQTT_DEVICES (device {sensor_id})", password)
+            check_given(f"MQTT_DEVICES (device {sensor_id})", password, placeholder=dynsec.PLACEHOLDER_PASSWORD)
             given[device_secret(sensor_id).name] = password
     return [*SECRETS, *(device_secret(n) for n in sorted(devices))], given
 
 
-def check_given(variable: str, value: str) -> None:
+def check_given(variable: str, value: str, *, placeholder: str) -> None:
     """InitError naming the variable when a value from .env cannot be used as it is."""
-    if value == PLACEHOLDER:
+    if value == placeholder:  # dynsec's PLACEHOLDER_PASSWORD, which the old .env.example published
         raise InitError(
-            f"{variable}: {PLACEHOLDER!r} is the old examples' placeholder, which anyone can read in them; "
+            f"{variable}: {placeholder!r} is the old examples' placeholder, which anyone can read in them; "
             "set a real password, or remove the line to have one generated"
         )
     if _UNSAFE.search(value) or value != value.strip():
