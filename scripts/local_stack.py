@@ -32,20 +32,23 @@ from urllib.parse import quote
 
 import psycopg
 
+from bridge.config import Settings as BridgeSettings
 from bridge.health import check_health as bridge_health
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.processes import REPO_ROOT, free_port, read_tail, service_account, wait_until
 from devstack.servers import MosquittoServer, PostgresServer, apply_schema_file, ensure_login_role, load_dynsec
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import WorkerProcess, worker_env
+from watchdog.config import Settings as WatchdogSettings
 from watchdog.runner import check_health as watchdog_health
 
 WORKERS = ("local-bridge-1", "local-bridge-2", "local-bridge-3")
 DEVICE_SENSOR_ID = 1
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
-HEARTBEAT_S = 5.0  # the workers' default BRIDGE_HEARTBEAT_S
-WATCHDOG_INTERVAL_S = 10.0
+# The workers and the watchdog run with their default intervals, so their health limits are the defaults'.
+BRIDGE_HEALTH_MAX_AGE_S = BridgeSettings().health_max_age_s
+WATCHDOG_HEALTH_MAX_AGE_S = WatchdogSettings().health_max_age_s
 # Stop order: consumers first, servers last, so nothing is left waiting on a dead server.
 STOP_ORDER = ("watchdog", *WORKERS, "mosquitto", "postgres")
 PASSWORDS = ("mqtt_bridge", "mqtt_watchdog", "mqtt_simulator", f"mqtt_device_{DEVICE_SENSOR_ID}",
@@ -296,9 +299,8 @@ def health(stack: Stack, name: str) -> tuple[bool, str]:
     if name == "mosquitto":
         return _broker_health(stack)
     if name == "watchdog":
-        max_age_s = 3 * WATCHDOG_INTERVAL_S + 10
-        return watchdog_health(str(stack.health_file("watchdog")), now=now, max_age_s=max_age_s)
-    return bridge_health(str(stack.health_file(name)), now=now, max_age_s=3 * HEARTBEAT_S)
+        return watchdog_health(str(stack.health_file("watchdog")), now=now, max_age_s=WATCHDOG_HEALTH_MAX_AGE_S)
+    return bridge_health(str(stack.health_file(name)), now=now, max_age_s=BRIDGE_HEALTH_MAX_AGE_S)
 
 
 def _database_health(stack: Stack) -> tuple[bool, str]:
