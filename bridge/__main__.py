@@ -90,7 +90,7 @@ def build_health_parser() -> argparse.ArgumentParser:
 def run_health(settings: Settings, *, live: bool = False) -> int:
     """Exit 0 when the worker's health file is fresh (and, unless `live`, it is connected), else 1."""
     check = check_alive if live else check_health
-    healthy, message = check(settings.health_path, now=datetime.now(UTC), max_age_s=3 * settings.heartbeat_s)
+    healthy, message = check(settings.health_path, now=datetime.now(UTC), max_age_s=settings.health_max_age_s)
     print(message)
     return 0 if healthy else 1
 

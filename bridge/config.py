@@ -63,6 +63,11 @@ class Settings(Connections):
         """Where the worker records its health for the `health` command."""
         return self.health_file or f"/tmp/iot-bridge-{self.client_id}.health"
 
+    @property
+    def health_max_age_s(self) -> float:
+        """How old the health file may be before the worker counts as unhealthy: three missed heartbeats."""
+        return 3 * self.heartbeat_s
+
 
 def env_name(field: str) -> str:
     """The environment variable that sets a Settings field."""

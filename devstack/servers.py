@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import psycopg
@@ -112,13 +112,21 @@ def apply_schema(admin_url: str) -> None:
     apply_schema_file(admin_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for role, group in TEST_ROLES.items():
-            names = {"role": sql.Identifier(role), "group": sql.Identifier(group),
-                     "password": sql.Literal(login_password(role))}
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE ROLE {role} LOGIN").format(**names))
-            conn.execute(sql.SQL("GRANT {group} TO {role}").format(**names))
-            conn.execute(sql.SQL("ALTER ROLE {role} PASSWORD {password}").format(**names))
+            ensure_login_role(conn, role, login_password(role), group)
+
+
+def ensure_login_role(conn: psycopg.Connection[Any], role: str, password: str, group: str) -> None:
+    """Create login role `role` if missing, else give it LOGIN; set its password and grant it `group`.
+
+    Idempotent, so it runs on every start against a database that may already hold the role.
+    CREATE/ALTER ROLE take no bind parameters: the password goes in as a quoted literal.
+    """
+    names = {"role": sql.Identifier(role), "group": sql.Identifier(group), "password": sql.Literal(password)}
+    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+        conn.execute(sql.SQL("ALTER ROLE {role} LOGIN PASSWORD {password}").format(**names))
+    else:
+        conn.execute(sql.SQL("CREATE ROLE {role} LOGIN PASSWORD {password}").format(**names))
+    conn.execute(sql.SQL("GRANT {group} TO {role}").format(**names))
 
 
 class PostgresServer:

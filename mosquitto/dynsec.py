@@ -155,18 +155,25 @@ def build_document(
     salt: Callable[[], bytes] = lambda: os.urandom(SALT_BYTES),
 ) -> dict[str, Any]:
     """The whole dynamic-security document for accounts (name -> password); each gets the role of its name."""
-    devices = sorted(int(user.removeprefix("device-")) for user in passwords if user.startswith("device-"))
     return {
-        # Everything not granted by a role is refused, unsubscribing aside.
-        "defaultACLAccess": {
-            "publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": True,
-        },
+        "defaultACLAccess": default_acl_access(),
         "clients": [
             client(user, password, user, iterations=iterations, salt=salt()) for user, password in passwords.items()
         ],
         "groups": [],
-        "roles": [role for role in roles(share_group, devices) if role["rolename"] in passwords],
+        "roles": account_roles(passwords, share_group),
     }
+
+
+def default_acl_access() -> dict[str, bool]:
+    """Everything not granted by a role is refused, unsubscribing aside."""
+    return {"publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": True}
+
+
+def account_roles(passwords: Mapping[str, str], share_group: str) -> list[dict[str, Any]]:
+    """The roles of the given accounts (each account's role has its name)."""
+    devices = sorted(int(user.removeprefix("device-")) for user in passwords if user.startswith("device-"))
+    return [role for role in roles(share_group, devices) if role["rolename"] in passwords]
 
 
 def build(
@@ -199,27 +206,39 @@ def update(
     changed). Nothing is deleted: an account no longer given stays.
     """
     document = copy.deepcopy(existing)
-    fresh = build_document(passwords, share_group=share_group, iterations=iterations, salt=salt)
-    for key in ("defaultACLAccess", "clients", "groups", "roles"):
-        document.setdefault(key, fresh[key] if key == "defaultACLAccess" else [])
-    clients = {entry.get("username"): entry for entry in document["clients"]}
-    for new in fresh["clients"]:
-        entry = clients.get(new["username"])
-        if entry is None:
-            document["clients"].append(new)
-            continue
-        if not password_matches(entry, passwords[new["username"]]):
-            entry.update({key: new[key] for key in ("password", "salt", "iterations")})
-        entry.setdefault("roles", [])
-        if not any(role.get("rolename") == new["username"] for role in entry["roles"]):
-            entry["roles"].append({"rolename": new["username"]})
+    document.setdefault("defaultACLAccess", default_acl_access())
+    for key in ("clients", "groups", "roles"):
+        document.setdefault(key, [])
+    update_clients(document["clients"], passwords, iterations=iterations, salt=salt)
     saved_roles = {role.get("rolename"): role for role in document["roles"]}
-    for new in fresh["roles"]:
+    for new in account_roles(passwords, share_group):
         if new["rolename"] in saved_roles:
             saved_roles[new["rolename"]]["acls"] = new["acls"]
         else:
             document["roles"].append(new)
     return document
+
+
+def update_clients(
+    clients: list[dict[str, Any]], passwords: Mapping[str, str], *, iterations: int, salt: Callable[[], bytes]
+) -> None:
+    """Add our missing accounts to the saved `clients`, rehash changed passwords, give each account its role.
+
+    Only a new or changed password is hashed: at 210,000 PBKDF2 iterations each
+    hash costs ~0.1 s, and checking a saved hash already costs one.
+    """
+    saved = {entry.get("username"): entry for entry in clients}
+    for user, password in passwords.items():
+        entry = saved.get(user)
+        if entry is None:
+            clients.append(client(user, password, user, iterations=iterations, salt=salt()))
+            continue
+        if not password_matches(entry, password):
+            new = client(user, password, user, iterations=iterations, salt=salt())
+            entry.update({key: new[key] for key in ("password", "salt", "iterations")})
+        entry.setdefault("roles", [])
+        if not any(role.get("rolename") == user for role in entry["roles"]):
+            entry["roles"].append({"rolename": user})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,22 +31,24 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
-from psycopg import sql
 
+from bridge.config import Settings as BridgeSettings
 from bridge.health import check_health as bridge_health
 from devstack.mqtt_client import MqttTestClient, MqttTestError
-from devstack.processes import REPO_ROOT, read_tail, service_account
-from devstack.servers import MosquittoServer, PostgresServer, apply_schema_file, load_dynsec
+from devstack.processes import REPO_ROOT, free_port, read_tail, service_account, wait_until
+from devstack.servers import MosquittoServer, PostgresServer, apply_schema_file, ensure_login_role, load_dynsec
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import WorkerProcess, worker_env
+from watchdog.config import Settings as WatchdogSettings
 from watchdog.runner import check_health as watchdog_health
 
 WORKERS = ("local-bridge-1", "local-bridge-2", "local-bridge-3")
 DEVICE_SENSOR_ID = 1
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
-HEARTBEAT_S = 5.0  # the workers' default BRIDGE_HEARTBEAT_S
-WATCHDOG_INTERVAL_S = 10.0
+# The workers and the watchdog run with their default intervals, so their health limits are the defaults'.
+BRIDGE_HEALTH_MAX_AGE_S = BridgeSettings().health_max_age_s
+WATCHDOG_HEALTH_MAX_AGE_S = WatchdogSettings().health_max_age_s
 # Stop order: consumers first, servers last, so nothing is left waiting on a dead server.
 STOP_ORDER = ("watchdog", *WORKERS, "mosquitto", "postgres")
 PASSWORDS = ("mqtt_bridge", "mqtt_watchdog", "mqtt_simulator", f"mqtt_device_{DEVICE_SENSOR_ID}",
@@ -114,13 +116,6 @@ def load_stack(home: Path) -> Stack:
     return Stack(home, ports, passwords)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def port_taken(port: int) -> bool:
     """Whether something listens on 127.0.0.1:port."""
     with socket.socket() as sock:
@@ -159,10 +154,9 @@ def stop(stack: Stack, name: str) -> bool:
     pid = running_pid(stack, name)
     if pid is not None:
         os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while running_pid(stack, name) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if running_pid(stack, name) is not None:
+        try:
+            wait_until(lambda: running_pid(stack, name) is None, STOP_TIMEOUT_S, interval=0.1)
+        except AssertionError:  # wait_until's deadline: it ignored the signal
             os.kill(pid, signal.SIGKILL)
     stack.pid_file(name).unlink(missing_ok=True)
     return pid is not None
@@ -254,21 +248,16 @@ def prepare_database(server: PostgresServer, stack: Stack) -> None:
     apply_schema_file(server.socket_url("sensors"))
     with psycopg.connect(server.socket_url("sensors"), autocommit=True) as conn:
         for role, group in LOGIN_ROLES:
-            password = sql.Literal(stack.passwords["db_" + role])
-            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), password))
-            else:
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), password))
-            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
+            ensure_login_role(conn, role, stack.passwords["db_" + role], group)
 
 
 def write_accounts(stack: Stack) -> Callable[[Path], None]:
     """The broker's accounts from the stack's passwords (production hashing), written on first use."""
 
     def write(path: Path) -> None:
-        env = {f"MQTT_{u.upper()}_PASSWORD": stack.passwords[f"mqtt_{u}"] for u in ("bridge", "watchdog", "simulator")}
-        env["MQTT_DEVICES"] = f"{DEVICE_SENSOR_ID}:{stack.passwords[f'mqtt_device_{DEVICE_SENSOR_ID}']}"
-        path.write_text(json.dumps(load_dynsec().build(env)))
+        passwords = {user: stack.passwords[f"mqtt_{user}"] for user in ("bridge", "watchdog", "simulator")}
+        passwords[f"device-{DEVICE_SENSOR_ID}"] = stack.passwords[f"mqtt_device_{DEVICE_SENSOR_ID}"]
+        path.write_text(json.dumps(load_dynsec().build_document(passwords)))
         path.chmod(0o600)
 
     return write
@@ -310,9 +299,8 @@ def health(stack: Stack, name: str) -> tuple[bool, str]:
     if name == "mosquitto":
         return _broker_health(stack)
     if name == "watchdog":
-        max_age_s = 3 * WATCHDOG_INTERVAL_S + 10
-        return watchdog_health(str(stack.health_file("watchdog")), now=now, max_age_s=max_age_s)
-    return bridge_health(str(stack.health_file(name)), now=now, max_age_s=3 * HEARTBEAT_S)
+        return watchdog_health(str(stack.health_file("watchdog")), now=now, max_age_s=WATCHDOG_HEALTH_MAX_AGE_S)
+    return bridge_health(str(stack.health_file(name)), now=now, max_age_s=BRIDGE_HEALTH_MAX_AGE_S)
 
 
 def _database_health(stack: Stack) -> tuple[bool, str]:

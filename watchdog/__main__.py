@@ -88,8 +88,7 @@ def configure_logging(settings: Settings) -> None:
 
 def run_health(settings: Settings) -> int:
     """Exit 0 when the watchdog completed a cycle recently, else 1."""
-    max_age_s = 3 * settings.interval_s + settings.broker_timeout_s + settings.database_timeout_s
-    healthy, message = check_health(settings.health_path, now=datetime.now(UTC), max_age_s=max_age_s)
+    healthy, message = check_health(settings.health_path, now=datetime.now(UTC), max_age_s=settings.health_max_age_s)
     print(message)
     return 0 if healthy else 1
 

@@ -90,6 +90,11 @@ class Settings(Connections):
         """Where the watchdog records each cycle for the `health` command."""
         return self.health_file or f"/tmp/iot-watchdog-{self.client_id}.health"
 
+    @property
+    def health_max_age_s(self) -> float:
+        """How old the health file may be: three intervals, plus one cycle's broker and database timeouts."""
+        return 3 * self.interval_s + self.broker_timeout_s + self.database_timeout_s
+
 
 def env_name(field: str) -> str:
     """The environment variable that sets a Settings field."""

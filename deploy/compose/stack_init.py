@@ -47,9 +47,7 @@ PGPASS_FILE = "postgres.pgpass"  # libpq's password file for the `migrate` servi
 # gets its own copy of that password, so reader_db_password stays the app's alone.
 GRAFANA_READER_FILE = "grafana_reader_db_password"
 DERIVED_FILES = (PGPASS_FILE, GRAFANA_READER_FILE)  # written from other secrets, never set or shown by name
-PLACEHOLDER = "change-me"  # refused: the old .env.example published it
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
-_DEVICE_FILE = re.compile(r"^mqtt_device_([0-9]+)_password$")
 
 Chown = Callable[[Path, int], None]
 
@@ -60,12 +58,13 @@ class InitError(Exception):
 
 @dataclass(frozen=True)
 class Secret:
-    """One file of the secrets volume: who may read it and which .env variable sets it."""
+    """One file of the secrets volume: who may read it, which .env variable sets it, which broker account uses it."""
 
     name: str
     variable: str  # "" for a secret only ever generated
     owner: int
     generated: bool = True  # False: written from .env only, empty when unset (the webhook)
+    account: str = ""  # the broker account whose password it holds, if any
 
 
 SECRETS = (
@@ -73,27 +72,19 @@ SECRETS = (
     Secret("bridge_db_password", "BRIDGE_DB_PASSWORD", APP_UID),
     Secret("watchdog_db_password", "WATCHDOG_DB_PASSWORD", APP_UID),
     Secret("reader_db_password", "READER_DB_PASSWORD", APP_UID),
-    Secret("mqtt_bridge_password", "MQTT_BRIDGE_PASSWORD", APP_UID),
-    Secret("mqtt_watchdog_password", "MQTT_WATCHDOG_PASSWORD", APP_UID),
-    Secret("mqtt_simulator_password", "MQTT_SIMULATOR_PASSWORD", APP_UID),
-    Secret("mqtt_admin_password", "MQTT_ADMIN_PASSWORD", ROOT_UID),
-    Secret("mqtt_health_password", "", ROOT_UID),
+    Secret("mqtt_bridge_password", "MQTT_BRIDGE_PASSWORD", APP_UID, account="bridge"),
+    Secret("mqtt_watchdog_password", "MQTT_WATCHDOG_PASSWORD", APP_UID, account="watchdog"),
+    Secret("mqtt_simulator_password", "MQTT_SIMULATOR_PASSWORD", APP_UID, account="simulator"),
+    Secret("mqtt_admin_password", "MQTT_ADMIN_PASSWORD", ROOT_UID, account="admin"),
+    Secret("mqtt_health_password", "", ROOT_UID, account="health"),
     Secret("grafana_admin_password", "GRAFANA_ADMIN_PASSWORD", GRAFANA_UID),
     Secret("discord_webhook_url", "DISCORD_WEBHOOK_URL", APP_UID, generated=False),
 )
-# Broker account -> the secret holding its password (devices are added per id).
-BROKER_ACCOUNTS = {
-    "bridge": "mqtt_bridge_password",
-    "watchdog": "mqtt_watchdog_password",
-    "simulator": "mqtt_simulator_password",
-    "admin": "mqtt_admin_password",
-    "health": "mqtt_health_password",
-}
 
 
 def device_secret(sensor_id: int) -> Secret:
     """The password file of broker account device-N; only people read it (through `show`)."""
-    return Secret(f"mqtt_device_{sensor_id}_password", "", ROOT_UID)
+    return Secret(f"mqtt_device_{sensor_id}_password", "", ROOT_UID, account=f"device-{sensor_id}")
 
 
 def load_dynsec() -> ModuleType:
@@ -116,20 +107,20 @@ def wanted(environ: Mapping[str, str], dynsec: ModuleType) -> tuple[list[Secret]
     given: dict[str, str] = {}
     for secret in SECRETS:
         if secret.variable and environ.get(secret.variable):
-            check_given(secret.variable, environ[secret.variable])
+            check_given(secret.variable, environ[secret.variable], placeholder=dynsec.PLACEHOLDER_PASSWORD)
             given[secret.name] = environ[secret.variable]
     for sensor_id, password in devices.items():
         if password:
-            check_given(f"MQTT_DEVICES (device {sensor_id})", password)
+            check_given(f"MQTT_DEVICES (device {sensor_id})", password, placeholder=dynsec.PLACEHOLDER_PASSWORD)
             given[device_secret(sensor_id).name] = password
     return [*SECRETS, *(device_secret(n) for n in sorted(devices))], given
 
 
-def check_given(variable: str, value: str) -> None:
+def check_given(variable: str, value: str, *, placeholder: str) -> None:
     """InitError naming the variable when a value from .env cannot be used as it is."""
-    if value == PLACEHOLDER:
+    if value == placeholder:  # dynsec's PLACEHOLDER_PASSWORD, which the old .env.example published
         raise InitError(
-            f"{variable}: {PLACEHOLDER!r} is the old examples' placeholder, which anyone can read in them; "
+            f"{variable}: {placeholder!r} is the old examples' placeholder, which anyone can read in them; "
             "set a real password, or remove the line to have one generated"
         )
     if _UNSAFE.search(value) or value != value.strip():
@@ -247,8 +238,7 @@ def apply(
     chosen, given = wanted(environ, dynsec)
     existing = read_broker_document(dynsec_folder)
     values = resolve(chosen, given, read_stored(secrets_folder), token=token)
-    passwords = {account: values[name][0] for account, name in BROKER_ACCOUNTS.items()}
-    passwords |= {f"device-{n}": values[device_secret(n).name][0] for n in device_ids(chosen)}
+    passwords = {secret.account: values[secret.name][0] for secret in chosen if secret.account}
     share_group = environ.get("BRIDGE_SHARE_GROUP") or "bridge"
     document = dynsec.update(existing, passwords, share_group=share_group, iterations=iterations)
 
@@ -260,11 +250,6 @@ def apply(
     changed = write_broker_files(dynsec_folder, existing, document, passwords["health"], chown=chown)
     state = "updated (a running broker loads them when restarted)" if changed else "unchanged"
     report(f"init: broker accounts {', '.join(passwords)}: {state}")
-
-
-def device_ids(chosen: list[Secret]) -> list[int]:
-    """The sensor ids of the device accounts among the secrets."""
-    return [int(match[1]) for secret in chosen if (match := _DEVICE_FILE.match(secret.name))]
 
 
 def show(folder: Path, names: list[str], *, out: Callable[[str], None] = print) -> int:

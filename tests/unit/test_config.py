@@ -542,3 +542,8 @@ def test_readme_default_matches_settings(field: str) -> None:
     assert getattr(parsed, field) == getattr(Settings(), field), (
         f"README says {env_name(field)} defaults to {written!r}; Settings says {_model_default(field)!r}"
     )
+
+
+def test_health_max_age_is_three_heartbeats() -> None:
+    assert settings_from().health_max_age_s == 15  # scripts/local-stack checks with the defaults
+    assert settings_from(BRIDGE_HEARTBEAT_S="0.5").health_max_age_s == 1.5

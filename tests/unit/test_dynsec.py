@@ -158,6 +158,21 @@ def test_update_rehashes_a_changed_password_and_keeps_the_account_otherwise(dyns
     assert dynsec.password_matches(client_entry(saved, "bridge"), "b-pw")
 
 
+def test_update_hashes_only_new_or_changed_passwords(dynsec: ModuleType) -> None:
+    saved = saved_by_the_broker(dynsec)
+    salts: list[bytes] = []
+
+    def salt() -> bytes:
+        salts.append(bytes([len(salts)]) * 12)
+        return salts[-1]
+
+    unchanged = dynsec.update(saved, PASSWORDS, iterations=10, salt=salt)
+    assert salts == [] and unchanged == saved  # a PBKDF2 hash at 210,000 iterations costs ~0.1 s
+    updated = dynsec.update(saved, {**PASSWORDS, "bridge": "new-pw", "device-9": "d9"}, iterations=10, salt=salt)
+    assert len(salts) == 2
+    assert client_entry(updated, "watchdog") == client_entry(saved, "watchdog")
+
+
 def test_update_adds_new_devices_and_deletes_nothing(dynsec: ModuleType) -> None:
     saved = saved_by_the_broker(dynsec)
     passwords = {**{k: v for k, v in PASSWORDS.items() if k != "device-7"}, "device-9": "d9", "health": "h"}

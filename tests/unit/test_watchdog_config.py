@@ -211,3 +211,9 @@ def test_readme_default_matches_settings(field: str) -> None:
     assert written, f"default of {env_name(field)} should be in backticks, got {cell!r}"
     parsed = Settings.model_validate({field: written.group(1)})
     assert getattr(parsed, field) == getattr(Settings(), field)
+
+
+def test_health_max_age_allows_three_intervals_and_one_cycles_timeouts() -> None:
+    assert Settings.from_env({}).health_max_age_s == 40  # scripts/local-stack checks with the defaults
+    slow = Settings.from_env({"WATCHDOG_INTERVAL_S": "20", "WATCHDOG_BROKER_TIMEOUT_S": "2"})
+    assert slow.health_max_age_s == 3 * 20 + 2 + 5
