@@ -36,7 +36,7 @@ from devstack.servers import (
     MosquittoServer,
     PostgresServer,
     apply_schema,
-    login_password,
+    login_url,
 )
 from simulator.readings import Kind, MessageFactory
 
@@ -74,8 +74,8 @@ class Bench:
 
     def __init__(self, pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> None:
         self.admin = pg.url()
-        self.bridge_url = pg.url(user=BRIDGE_TEST_ROLE, password=login_password(BRIDGE_TEST_ROLE))
-        self.bridge_update_url = pg.url(user=BRIDGE_UPDATE_TEST_ROLE, password=login_password(BRIDGE_UPDATE_TEST_ROLE))
+        self.bridge_url = login_url(self.admin, BRIDGE_TEST_ROLE)
+        self.bridge_update_url = login_url(self.admin, BRIDGE_UPDATE_TEST_ROLE)
         self.mqtt = mq.url
         self.tmp = tmp
         self.hwm_kb: dict[str, int] = {}

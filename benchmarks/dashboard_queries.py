@@ -26,7 +26,7 @@ import psycopg
 
 from devstack.grafana_sql import QueryContext, expand
 from devstack.processes import REPO_ROOT
-from devstack.servers import READER_TEST_ROLE, PostgresServer, apply_schema, login_password
+from devstack.servers import READER_TEST_ROLE, PostgresServer, apply_schema, login_url
 
 END_AT = datetime(2026, 3, 2, tzinfo=UTC)
 SENSORS, VARIABLES = 50, ("temperature", "humidity", "pressure", "co2", "pm2_5", "illuminance", "noise", "voc")
@@ -102,7 +102,7 @@ def main() -> int:
         with psycopg.connect(admin) as conn:
             count = conn.execute("SELECT count(*) FROM readings").fetchone()
         print(f"filled {count[0] if count else 0:,} readings in {time.monotonic() - started:.0f} s")
-        reader = server.url(user=READER_TEST_ROLE, password=login_password(READER_TEST_ROLE))
+        reader = login_url(admin, READER_TEST_ROLE)
         sensors = [str(n) for n in range(1, 6)]
         for label, span, interval in (("last 6 h", timedelta(hours=6), timedelta(minutes=1)),
                                       ("last 24 h", timedelta(hours=24), timedelta(minutes=5))):

@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
@@ -19,7 +19,7 @@ import pytest
 from devstack import traffic
 from devstack.mqtt_client import MqttTestClient, heartbeats_of
 from devstack.processes import REPO_ROOT, wait_until
-from devstack.servers import MosquittoServer, PostgresServer, login_password
+from devstack.servers import MosquittoServer, PostgresServer, login_password, with_login
 from devstack.workers import MakeEnv, StartWorker, summary_of
 
 
@@ -67,9 +67,9 @@ def test_a_worker_reads_its_passwords_from_files(
 
     worker = start(
         "pwfiles",
-        mqtt_url=urlunsplit(mqtt._replace(netloc=f"{mqtt.username}@{mqtt.hostname}:{mqtt.port}")),
+        mqtt_url=with_login(mqtt_url, unquote(mqtt.username or "")),
         mqtt_password_file=tmp_path / "mqtt",
-        database_url=urlunsplit(database._replace(netloc=f"{database.username}@{database.hostname}:{database.port}")),
+        database_url=with_login(bridge_database_url, unquote(database.username or "")),
         database_password_file=tmp_path / "db",
     )
     topic, payload, row = traffic.reading(1)
@@ -91,7 +91,7 @@ def test_a_wrong_password_file_stops_the_worker_naming_the_database(
 
     worker = start(
         "pwwrong", ready=False, bridge_startup_timeout_s=2, database_password_file=tmp_path / "db",
-        database_url=urlunsplit(database._replace(netloc=f"{database.username}@{database.hostname}:{database.port}")),
+        database_url=with_login(bridge_database_url, unquote(database.username or "")),
     )
 
     assert worker.wait(30) == 1
@@ -283,9 +283,8 @@ def test_what_no_waiting_fixes_stops_the_worker_at_once_naming_the_fix(
     start: StartWorker, misconfigured_database: str, case: str,
 ) -> None:
     role, password, dbname, fix = MISCONFIGURED[case]
-    host_port = urlsplit(misconfigured_database).netloc.rpartition("@")[2]
     worker = start(case.replace(" ", "-").replace(".", ""), ready=False,
-                   database_url=f"postgresql://{role}:{quote(password, safe='')}@{host_port}/{dbname}")
+                   database_url=with_login(misconfigured_database, role, password, dbname=dbname))
 
     assert worker.wait(30) == 1
     log = worker.log_text()
