@@ -92,7 +92,6 @@ def measure(stack: Stack, watchdog: WatchdogProcess, name: str, component: str, 
     repair()
     wait_until(lambda: any("RECOVERED" in p.content and f"`{component}`" in p.content
                            for p in stack.discord.accepted()[before:]), 120, message=f"RECOVERED for {component}")
-    assert at is not None  # wait_until returns only a truthy value
     seconds = at - started
     print(f"  {name:<22} {seconds:5.1f} s  {content}", flush=True)
     return seconds

@@ -51,14 +51,16 @@ def free_port() -> int:
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float,
     interval: float = 0.05,
     message: str = "condition not met",
 ) -> T:
     """Poll `predicate` until it returns a truthy value, and return that value.
 
-    Raises AssertionError naming `message` and the last value at the deadline.
+    A predicate may return None for "not yet": the result's type leaves None
+    out, so callers need no check of their own. Raises AssertionError naming
+    `message` and the last value at the deadline.
     """
     deadline = time.monotonic() + timeout
     while True:

@@ -58,10 +58,10 @@ class WatchdogProcess:
     def wait_until_all_ok(self, timeout: float = 30) -> dict[str, Any]:
         """Wait for a cycle in which every component is ok."""
 
-        def all_ok() -> dict[str, Any]:
+        def all_ok() -> dict[str, Any] | None:
             health = self.health()
             components = health.get("components")
-            return health if components and set(components.values()) == {"ok"} else {}
+            return health if components and set(components.values()) == {"ok"} else None
 
         return wait_until(all_ok, timeout, interval=0.1, message="a cycle with every component ok")
 

@@ -159,9 +159,9 @@ def test_broker_sigkilled_while_the_database_is_down_loses_nothing_the_workers_h
     with MqttTestClient.from_url(mqtt_url) as client:
         client.subscribe("bridge/heartbeat/+")
         # Keep the database down until each worker has retried once more on the new connection.
-        def every_worker_s_errors() -> dict[str, int]:
+        def every_worker_s_errors() -> dict[str, int] | None:
             errors = _latest(client, ids, "db_errors")
-            return errors if len(errors) == len(ids) else {}
+            return errors if len(errors) == len(ids) else None
 
         before = wait_until(every_worker_s_errors, 10, message="heartbeats on the new connection")
         wait_until(lambda: all(_latest(client, ids, "db_errors")[w] > before[w] for w in ids), 30,
