@@ -86,6 +86,16 @@ class WorkerProcess:
             [sys.executable, "-m", "bridge"], log_path=self._log_path, env=self._env, cwd=REPO_ROOT
         )
 
+    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run `python -m bridge *args` to completion in the worker's environment (e.g. health, health --live).
+
+        The same environment as the worker's, as a probe in its container has.
+        """
+        return subprocess.run(
+            [sys.executable, "-m", "bridge", *args], env=self._env, cwd=REPO_ROOT,
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+
     def is_running(self) -> bool:
         """Whether the worker process is alive."""
         return self._process is not None and self._process.poll() is None

@@ -6,8 +6,6 @@ Faults (killed workers, stopped servers, bad links) are in tests/faults/.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +16,9 @@ import pytest
 
 from devstack import traffic
 from devstack.mqtt_client import MqttTestClient, heartbeats_of
-from devstack.processes import REPO_ROOT, wait_until
+from devstack.processes import wait_until
 from devstack.servers import MosquittoServer, PostgresServer, login_password, with_login
-from devstack.workers import MakeEnv, StartWorker, summary_of
+from devstack.workers import StartWorker, summary_of
 
 
 @pytest.fixture
@@ -185,7 +183,7 @@ def test_sigterm_drains_acks_and_exits_zero_within_grace(
 
 
 def test_status_heartbeat_and_health_command(
-    start: StartWorker, mqtt_client: MqttTestClient, bridge_env: object,
+    start: StartWorker, mqtt_client: MqttTestClient,
 ) -> None:
     worker = start("hb")
     heartbeat_topic, status_topic = f"bridge/heartbeat/{worker.client_id}", f"bridge/status/{worker.client_id}"
@@ -199,11 +197,7 @@ def test_status_heartbeat_and_health_command(
     assert beat["client_id"] == worker.client_id
     assert beat["db_ok"] is True
     assert set(beat) >= {"received", "stored", "duplicates", "rejected", "in_flight", "last_commit_at"}
-    env = bridge_env(worker.client_id)  # type: ignore[operator]
-    health = subprocess.run(
-        [sys.executable, "-m", "bridge", "health"],
-        check=False, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
-    )
+    health = worker.run("health")
     assert health.returncode == 0, health.stdout + health.stderr
     assert "healthy" in health.stdout
 
@@ -229,17 +223,14 @@ def test_worker_killed_leaves_its_crashed_will(
 
 
 def test_unreachable_database_at_start_is_an_outage_the_worker_waits_out(
-    start: StartWorker, mqtt_client: MqttTestClient, bridge_env: MakeEnv,
+    start: StartWorker, mqtt_client: MqttTestClient,
 ) -> None:
     worker = start("nodb", database_url="postgresql://bridge:secret-pw@127.0.0.1:1/nowhere")
     mqtt_client.subscribe(f"bridge/heartbeat/{worker.client_id}")
     wait_until(lambda: len(heartbeats_of(mqtt_client, {worker.client_id})) >= 3, 10,
                message="three heartbeats from the worker waiting for its database")
     beat = heartbeats_of(mqtt_client, {worker.client_id})[-1]
-    health = subprocess.run(
-        [sys.executable, "-m", "bridge", "health"], env=bridge_env(worker.client_id),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False,
-    )
+    health = worker.run("health")
 
     assert worker.is_running()
     assert beat["db_ok"] is False and beat["mqtt_connected"] is True
