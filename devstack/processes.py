@@ -21,6 +21,12 @@ STOP_TIMEOUT_S = 30.0
 
 T = TypeVar("T")
 
+# Variables a program the tests start inherits from the test run; everything
+# else (for example a DATABASE_URL in the developer's shell) is left out so
+# only the test's settings apply. COV_CORE_/COVERAGE_ let pytest-cov measure it.
+_INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV")
+_INHERITED_PREFIXES = ("PYTHON", "COV_CORE_", "COVERAGE_")
+
 
 def find_binary(name: str, hint: str) -> Path:
     """Return the path of executable `name` from PATH, PostgreSQL's bin folders or /usr/sbin."""
@@ -41,6 +47,18 @@ def _postgres_bin_dirs() -> list[Path]:
         return tuple(int(part) for part in re.findall(r"\d+", folder.parent.name))
 
     return sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+
+
+def program_environ(overrides: Mapping[str, str]) -> dict[str, str]:
+    """A minimal copy of os.environ with `overrides` applied: for the workers, watchdog and simulator we start."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in _INHERITED_ENV or key.startswith(_INHERITED_PREFIXES)
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
 
 
 def free_port() -> int:
