@@ -26,7 +26,7 @@ from bridge.errors import SinkMisconfigured
 from bridge.revisions import OnConflict
 from bridge.sink import check_schema
 from devstack.processes import REPO_ROOT, find_binary
-from devstack.servers import POSTGRES_HINT, PostgresServer, load_script, with_login
+from devstack.servers import POSTGRES_HINT, PostgresServer, with_login
 
 ROLES = ("bridge", "watchdog", "reader")
 OWNER = "migrate_owner"  # stands for the image's `owner` superuser
@@ -64,11 +64,6 @@ class Migration:
         """Run it as `docker compose up` would with `dotenv` as the .env file (default: none)."""
         command = [_COMPOSE_VARIABLE.sub(lambda m: (dotenv or {}).get(m[1]) or m[2], arg) for arg in self.command]
         return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=60, check=False)
-
-
-@pytest.fixture
-def stack_init() -> ModuleType:
-    return load_script("deploy/compose/stack_init.py")
 
 
 @pytest.fixture
