@@ -294,6 +294,8 @@ def bridge_env(
             client_id, database_url=bridge_database_url, mqtt_url=mqtt_url, share_group=share_group,
             health_dir=tmp_path, bridge_heartbeat_s=1, bridge_log_level="INFO",
         )
+        # Applied here, not passed on to worker_env: an override of database_url,
+        # mqtt_url or share_group would clash with worker_env's own parameters.
         return {**env, **{key.upper(): str(value) for key, value in overrides.items()}}
 
     return make_env
