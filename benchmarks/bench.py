@@ -36,11 +36,13 @@ from devstack.servers import (
     MosquittoServer,
     PostgresServer,
     apply_schema,
-    login_password,
+    login_url,
 )
+from devstack.workers import start_online
 from simulator.readings import Kind, MessageFactory
 
 SEED_RATE = 83  # readings/s: 5000 per minute
+ONLINE_TIMEOUT_S = 60.0  # for a whole group to publish `online`; start_online's default is for one test worker
 
 
 @dataclass
@@ -74,8 +76,8 @@ class Bench:
 
     def __init__(self, pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> None:
         self.admin = pg.url()
-        self.bridge_url = pg.url(user=BRIDGE_TEST_ROLE, password=login_password(BRIDGE_TEST_ROLE))
-        self.bridge_update_url = pg.url(user=BRIDGE_UPDATE_TEST_ROLE, password=login_password(BRIDGE_UPDATE_TEST_ROLE))
+        self.bridge_url = login_url(self.admin, BRIDGE_TEST_ROLE)
+        self.bridge_update_url = login_url(self.admin, BRIDGE_UPDATE_TEST_ROLE)
         self.mqtt = mq.url
         self.tmp = tmp
         self.hwm_kb: dict[str, int] = {}
@@ -117,7 +119,7 @@ class Bench:
             for sub in subs:
                 sub.register()
             if not subs:
-                harness.start_all(members, self.mqtt)
+                start_online(members, self.mqtt, timeout_s=ONLINE_TIMEOUT_S)
                 harness.stop_all(members)
         with MqttTestClient.from_url(self.mqtt) as publisher:
             publisher.publish_many(messages, timeout=900)
@@ -139,7 +141,8 @@ class Bench:
         """Update mode, every message replacing a stored reading: `messages` stored, then each again at revision 1."""
         members = self.group("bridge-update", size, f"corrections{size}-{int(time.time())}")
         try:
-            harness.start_all(members, self.mqtt)  # registers the sessions, which then queue the backlog
+            # Registers the sessions, which then queue the backlog.
+            start_online(members, self.mqtt, timeout_s=ONLINE_TIMEOUT_S)
             harness.stop_all(members)
             harness.truncate(self.admin)
             harness.store(self.admin, messages)
@@ -322,7 +325,7 @@ def run(bench: Bench, args: argparse.Namespace) -> tuple[list[Result], float, li
         print_ranges(rounds)
     naive_rate = next(r.rate for r in results if r.scenario.startswith("naive"))
     workers = bench.group("bridge", max(args.workers), f"live-{int(time.time())}")
-    harness.start_all(workers, bench.mqtt)
+    start_online(workers, bench.mqtt, timeout_s=ONLINE_TIMEOUT_S)
     try:
         with MemorySampler(workers[0].pid, bench.admin) as sampler:
             # Seed load first: right after a full-speed burst, autovacuum of the

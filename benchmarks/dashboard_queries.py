@@ -15,7 +15,6 @@ runs and the index its plan uses.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
@@ -24,9 +23,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from devstack.grafana_sql import QueryContext, expand
-from devstack.processes import REPO_ROOT
-from devstack.servers import READER_TEST_ROLE, PostgresServer, apply_schema, login_password
+from devstack.grafana_sql import QueryContext, expand, load_dashboard, panel_targets
+from devstack.servers import READER_TEST_ROLE, PostgresServer, apply_schema, login_url
 
 END_AT = datetime(2026, 3, 2, tzinfo=UTC)
 SENSORS, VARIABLES = 50, ("temperature", "humidity", "pressure", "co2", "pm2_5", "illuminance", "noise", "voc")
@@ -67,9 +65,9 @@ def fill(admin_url: str, rows: int) -> None:
 
 def queries() -> list[tuple[str, str]]:
     """(name, rawSql) of every panel target and template variable of the readings dashboard."""
-    dashboard = json.loads((REPO_ROOT / "deploy/grafana/dashboards/iot-readings.json").read_text(encoding="utf-8"))
+    dashboard = load_dashboard()
     found = [(f"variable ${v['name']}", v["query"]) for v in dashboard["templating"]["list"]]
-    found += [(f"{p['title']} {t['refId']}", t["rawSql"]) for p in dashboard["panels"] for t in p["targets"]]
+    found += [(f"{title} {ref}", raw_sql) for title, ref, raw_sql in panel_targets(dashboard)]
     return found
 
 
@@ -102,7 +100,7 @@ def main() -> int:
         with psycopg.connect(admin) as conn:
             count = conn.execute("SELECT count(*) FROM readings").fetchone()
         print(f"filled {count[0] if count else 0:,} readings in {time.monotonic() - started:.0f} s")
-        reader = server.url(user=READER_TEST_ROLE, password=login_password(READER_TEST_ROLE))
+        reader = login_url(admin, READER_TEST_ROLE)
         sensors = [str(n) for n in range(1, 6)]
         for label, span, interval in (("last 6 h", timedelta(hours=6), timedelta(minutes=1)),
                                       ("last 24 h", timedelta(hours=24), timedelta(minutes=5))):

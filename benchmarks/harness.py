@@ -16,7 +16,8 @@ import psycopg
 
 from devstack.mqtt_client import MqttTestClient
 from devstack.processes import REPO_ROOT, find_binary, read_tail, spawn, wait_until
-from devstack.workers import Member, WorkerProcess, start_online, worker_env
+from devstack.traffic import VARIABLES
+from devstack.workers import Member, WorkerProcess, worker_env
 
 HERE = Path(__file__).resolve().parent
 
@@ -136,11 +137,6 @@ class SubProcess(_Counted):
             return 0
 
 
-def start_all(members: Sequence[GroupMember], mqtt_url: str, timeout_s: float = 60.0) -> None:
-    """Start every member and wait for its retained `online` (sent after its SUBACK)."""
-    start_online(members, mqtt_url, timeout_s=timeout_s)
-
-
 def stop_all(members: Sequence[GroupMember]) -> None:
     """SIGTERM every member and wait for it."""
     for member in members:
@@ -209,9 +205,6 @@ def truncate(admin_url: str) -> None:
     """Empty the tables."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute("TRUNCATE readings, reading_revisions, rejected_messages, rejected_replays")
-
-
-VARIABLES = (("temperature", "°C"), ("humidity", "%"), ("pressure", "hPa"), ("co2", "ppm"))
 
 
 def prefill(admin_url: str, rows: int) -> tuple[int, float]:

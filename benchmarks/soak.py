@@ -23,7 +23,7 @@ from pathlib import Path
 
 from devstack import traffic
 from devstack.processes import memory_kb
-from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password
+from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_url
 from devstack.soak import (
     FaultPlan,
     Lateness,
@@ -57,7 +57,7 @@ class Stack:
         apply_schema(self.admin_url)
 
     def start_worker(self, name: str) -> WorkerProcess:
-        env = worker_env(name, database_url=self.postgres.url(BRIDGE_TEST_ROLE, login_password(BRIDGE_TEST_ROLE)),
+        env = worker_env(name, database_url=login_url(self.postgres.url(), BRIDGE_TEST_ROLE),
                          mqtt_url=self.mqtt_url, share_group="soak", health_dir=self.tmp,
                          bridge_log_level="INFO")
         worker = WorkerProcess(name, env, log_dir=self.tmp)

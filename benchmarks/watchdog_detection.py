@@ -24,7 +24,7 @@ from pathlib import Path
 from devstack.discord_stub import DiscordStub
 from devstack.mqtt_client import MqttTestClient
 from devstack.processes import wait_until
-from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_password
+from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_url
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import WorkerProcess, start_online, worker_env
 
@@ -33,7 +33,7 @@ WORKER = "bench-worker-1"
 
 def bridge_url(pg: PostgresServer) -> str:
     """The test server's URL for the role with only the bridge's privileges (the watchdog's too)."""
-    return pg.url(user=BRIDGE_TEST_ROLE, password=login_password(BRIDGE_TEST_ROLE))
+    return login_url(pg.url(), BRIDGE_TEST_ROLE)
 
 
 class Stack:
@@ -92,7 +92,6 @@ def measure(stack: Stack, watchdog: WatchdogProcess, name: str, component: str, 
     repair()
     wait_until(lambda: any("RECOVERED" in p.content and f"`{component}`" in p.content
                            for p in stack.discord.accepted()[before:]), 120, message=f"RECOVERED for {component}")
-    assert at is not None  # wait_until returns only a truthy value
     seconds = at - started
     print(f"  {name:<22} {seconds:5.1f} s  {content}", flush=True)
     return seconds

@@ -109,10 +109,7 @@ def wait_until_resolved(admin_url: str, sent: Corrections, *, timeout: float = 9
                 return None
         return seen
 
-    seen = wait_until(settled, timeout, interval=0.2, message="every version current, replaced or stale")
-    if seen is None:  # wait_until returns only a truthy value; this tells mypy
-        raise AssertionError("wait_until returned nothing")
-    return seen
+    return wait_until(settled, timeout, interval=0.2, message="every version current, replaced or stale")
 
 
 def assert_resolved(seen: Outcome, sent: Corrections, *, redelivered: bool = False) -> None:

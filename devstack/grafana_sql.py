@@ -1,8 +1,9 @@
 """Grafana's PostgreSQL data source, as far as our dashboards use it: template variables and macros, expanded.
 
-Grafana is not run by the tests; this turns a panel's rawSql into the SQL
-Grafana would send, so the test suite and benchmarks/dashboard_queries.py can
-run it. It follows Grafana's own code:
+Grafana is not run by the tests; this reads the panels' queries from the
+provisioned dashboards and turns a panel's rawSql into the SQL Grafana would
+send, so the test suite and benchmarks/dashboard_queries.py can run it. It
+follows Grafana's own code:
 
 - template variables (the front end, `interpolateVariable` of the SQL data
   sources): a multi-value or include-All variable becomes its values, each
@@ -16,15 +17,31 @@ run it. It follows Grafana's own code:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from devstack.processes import REPO_ROOT
 
 _MACRO = re.compile(r"\$__(\w+)\(([^)]*)\)")
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}|\[\[(\w+)\]\]")
 _INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def load_dashboard(name: str = "iot-readings.json") -> dict[str, Any]:
+    """A provisioned dashboard's JSON model, from deploy/grafana/dashboards/ (the readings dashboard by default)."""
+    model: dict[str, Any] = json.loads((REPO_ROOT / "deploy/grafana/dashboards" / name).read_text(encoding="utf-8"))
+    return model
+
+
+def panel_targets(dashboard: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(panel title, refId, rawSql) of every query of every panel, in the dashboard's order."""
+    return [(panel["title"], target["refId"], target["rawSql"])
+            for panel in dashboard["panels"] for target in panel["targets"]]
 
 
 class MacroError(ValueError):

@@ -243,11 +243,6 @@ class PacedPublisher:
         self._thread = threading.Thread(target=self._run, name="paced-publisher", daemon=True)
         self._thread.start()
 
-    @property
-    def sent(self) -> int:
-        """How many messages were published so far."""
-        return sum(1 for at in self.published_at if at is not None)
-
     def hold(self, timeout: float = 30.0) -> None:
         """Stop publishing and disconnect; return once disconnected."""
         self._idle.clear()

@@ -21,6 +21,12 @@ STOP_TIMEOUT_S = 30.0
 
 T = TypeVar("T")
 
+# Variables a program the tests start inherits from the test run; everything
+# else (for example a DATABASE_URL in the developer's shell) is left out so
+# only the test's settings apply. COV_CORE_/COVERAGE_ let pytest-cov measure it.
+_INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV")
+_INHERITED_PREFIXES = ("PYTHON", "COV_CORE_", "COVERAGE_")
+
 
 def find_binary(name: str, hint: str) -> Path:
     """Return the path of executable `name` from PATH, PostgreSQL's bin folders or /usr/sbin."""
@@ -43,6 +49,18 @@ def _postgres_bin_dirs() -> list[Path]:
     return sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
 
 
+def program_environ(overrides: Mapping[str, str]) -> dict[str, str]:
+    """A minimal copy of os.environ with `overrides` applied: for the workers, watchdog and simulator we start."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in _INHERITED_ENV or key.startswith(_INHERITED_PREFIXES)
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -51,14 +69,16 @@ def free_port() -> int:
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float,
     interval: float = 0.05,
     message: str = "condition not met",
 ) -> T:
     """Poll `predicate` until it returns a truthy value, and return that value.
 
-    Raises AssertionError naming `message` and the last value at the deadline.
+    A predicate may return None for "not yet": the result's type leaves None
+    out, so callers need no check of their own. Raises AssertionError naming
+    `message` and the last value at the deadline.
     """
     deadline = time.monotonic() + timeout
     while True:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -96,6 +96,26 @@ def login_password(role: str) -> str:
     It holds @ / % : on purpose: each breaks a URL it is pasted into raw (`quote(pw, safe="")` it).
     """
     return f"{role}-p@ss/w%41:rd"
+
+
+def with_login(url: str, user: str, password: str | None = None, *, dbname: str | None = None) -> str:
+    """`url` logging in as `user` with `password` (none if None), both percent-encoded; on `dbname` if given.
+
+    The host, port and query stay as `url` has them, so it serves the URL of
+    any backend (an external TEST_DATABASE_URL too) and MQTT URLs alike.
+    """
+    parts = urlsplit(url)
+    credentials = quote(user, safe="")
+    if password is not None:
+        credentials += ":" + quote(password, safe="")
+    host_port = parts.netloc.rpartition("@")[2]
+    path = parts.path if dbname is None else "/" + quote(dbname, safe="")
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{host_port}", path=path))
+
+
+def login_url(url: str, role: str) -> str:
+    """`url` logging in as a test login role (TEST_ROLES) with its password instead of the URL's own credentials."""
+    return with_login(url, role, login_password(role))
 
 
 def apply_schema_file(admin_url: str) -> None:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
-from devstack.processes import REPO_ROOT
-
-_INHERITED_ENV = ("PATH", "HOME", "LANG", "VIRTUAL_ENV")
+from devstack.processes import REPO_ROOT, program_environ
 
 
 def simulator_env(mqtt_url: str, database_url: str) -> dict[str, str]:
     """A minimal environment pointing the simulator at a broker and (for --verify) a database."""
-    env = {key: value for key, value in os.environ.items() if key in _INHERITED_ENV or key.startswith("COV")}
-    return {**env, "MQTT_URL": mqtt_url, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    return program_environ({"MQTT_URL": mqtt_url, "DATABASE_URL": database_url})
 
 
 def simulate(args: list[str], env: dict[str, str], *, timeout: float = 90) -> subprocess.CompletedProcess[str]:

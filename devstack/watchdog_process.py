@@ -9,15 +9,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from devstack.processes import REPO_ROOT, read_tail, spawn, wait_until
-from devstack.workers import _worker_environ
+from devstack.processes import REPO_ROOT, program_environ, read_tail, spawn, wait_until
 
 
 class WatchdogProcess:
     """One `python -m watchdog`, run from the repository root, logging to a file."""
 
     def __init__(self, env: Mapping[str, str], *, folder: Path) -> None:
-        self._env = _worker_environ(env)
+        self._env = program_environ(env)
         self._log_path = folder / f"{env.get('WATCHDOG_CLIENT_ID', 'watchdog')}.log"
         self.health_path = Path(env["WATCHDOG_HEALTH_FILE"])
         self._process: subprocess.Popen[bytes] | None = None
@@ -58,10 +57,10 @@ class WatchdogProcess:
     def wait_until_all_ok(self, timeout: float = 30) -> dict[str, Any]:
         """Wait for a cycle in which every component is ok."""
 
-        def all_ok() -> dict[str, Any]:
+        def all_ok() -> dict[str, Any] | None:
             health = self.health()
             components = health.get("components")
-            return health if components and set(components.values()) == {"ok"} else {}
+            return health if components and set(components.values()) == {"ok"} else None
 
         return wait_until(all_ok, timeout, interval=0.1, message="a cycle with every component ok")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal as signals
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from devstack.mqtt_client import MqttTestClient
-from devstack.processes import REPO_ROOT, read_tail, spawn, wait_until
+from devstack.processes import REPO_ROOT, program_environ, read_tail, spawn, wait_until
 
 
 class MakeEnv(Protocol):
@@ -32,25 +31,6 @@ class StartWorker(Protocol):
 
 
 
-# Variables a worker inherits from the test run; everything else (for example
-# a DATABASE_URL in the developer's shell) is left out so only the test's
-# settings apply. COV_CORE_/COVERAGE_ let pytest-cov measure the workers.
-_INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV")
-_INHERITED_PREFIXES = ("PYTHON", "COV_CORE_", "COVERAGE_")
-
-
-def _worker_environ(overrides: Mapping[str, str]) -> dict[str, str]:
-    """A minimal copy of os.environ with `overrides` applied."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key in _INHERITED_ENV or key.startswith(_INHERITED_PREFIXES)
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(overrides)
-    return env
-
-
 class WorkerProcess:
     """One `python -m bridge` worker, run from the repository root, logging to a file."""
 
@@ -58,7 +38,7 @@ class WorkerProcess:
         self, client_id: str, env: Mapping[str, str], *, log_dir: Path | None = None
     ) -> None:
         self._client_id = client_id
-        self._env = _worker_environ(env)
+        self._env = program_environ(env)
         folder = log_dir or Path(tempfile.mkdtemp(prefix="bridge-test-worker-"))
         self._log_path = folder / f"worker-{client_id}.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -84,6 +64,16 @@ class WorkerProcess:
             raise RuntimeError(f"worker {self._client_id} is already running (pid {self.pid})")
         self._process = spawn(
             [sys.executable, "-m", "bridge"], log_path=self._log_path, env=self._env, cwd=REPO_ROOT
+        )
+
+    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run `python -m bridge *args` to completion in the worker's environment (e.g. health, health --live).
+
+        The same environment as the worker's, as a probe in its container has.
+        """
+        return subprocess.run(
+            [sys.executable, "-m", "bridge", *args], env=self._env, cwd=REPO_ROOT,
+            capture_output=True, text=True, timeout=timeout, check=False,
         )
 
     def is_running(self) -> bool:

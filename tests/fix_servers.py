@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 import pytest
@@ -42,7 +42,7 @@ from devstack.servers import (
     MosquittoServer,
     PostgresServer,
     apply_schema,
-    login_password,
+    login_url,
     write_test_accounts,
 )
 from devstack.workers import MakeEnv, NotOnline, StartWorker, WorkerProcess, start_online, worker_env
@@ -204,33 +204,25 @@ def bridge_database_url(admin_database_url: str) -> str:
             "TEST_DATABASE_URL must be a postgresql://user@host:port/dbname URL, "
             f"got {admin_database_url!r}"
         )
-    return _login_url(admin_database_url, BRIDGE_TEST_ROLE)
+    return login_url(admin_database_url, BRIDGE_TEST_ROLE)
 
 
 @pytest.fixture(scope="session")
 def bridge_update_database_url(admin_database_url: str) -> str:
     """URL for the `bridge_update_test` role: the privileges of BRIDGE_ON_CONFLICT=update (iot_bridge_update)."""
-    return _login_url(admin_database_url, BRIDGE_UPDATE_TEST_ROLE)
+    return login_url(admin_database_url, BRIDGE_UPDATE_TEST_ROLE)
 
 
 @pytest.fixture(scope="session")
 def reader_database_url(admin_database_url: str) -> str:
     """URL for the `reader_test` role, which may only read (iot_reader): the dashboards' role."""
-    return _login_url(admin_database_url, READER_TEST_ROLE)
+    return login_url(admin_database_url, READER_TEST_ROLE)
 
 
 @pytest.fixture(scope="session")
 def replay_database_url(admin_database_url: str) -> str:
     """URL for the `replay_test` role, which has only replay-rejected's privileges (iot_replay)."""
-    return _login_url(admin_database_url, REPLAY_TEST_ROLE)
-
-
-def _login_url(admin_url: str, role: str) -> str:
-    """The admin URL with a test login role instead of the superuser."""
-    parts = urlsplit(admin_url)
-    host_port = parts.netloc.rpartition("@")[2]
-    credentials = f"{quote(role, safe='')}:{quote(login_password(role), safe='')}"
-    return urlunsplit(parts._replace(netloc=f"{credentials}@{host_port}"))
+    return login_url(admin_database_url, REPLAY_TEST_ROLE)
 
 
 @pytest.fixture(scope="session")
@@ -302,6 +294,8 @@ def bridge_env(
             client_id, database_url=bridge_database_url, mqtt_url=mqtt_url, share_group=share_group,
             health_dir=tmp_path, bridge_heartbeat_s=1, bridge_log_level="INFO",
         )
+        # Applied here, not passed on to worker_env: an override of database_url,
+        # mqtt_url or share_group would clash with worker_env's own parameters.
         return {**env, **{key.upper(): str(value) for key, value in overrides.items()}}
 
     return make_env

@@ -159,9 +159,9 @@ def test_broker_sigkilled_while_the_database_is_down_loses_nothing_the_workers_h
     with MqttTestClient.from_url(mqtt_url) as client:
         client.subscribe("bridge/heartbeat/+")
         # Keep the database down until each worker has retried once more on the new connection.
-        def every_worker_s_errors() -> dict[str, int]:
+        def every_worker_s_errors() -> dict[str, int] | None:
             errors = _latest(client, ids, "db_errors")
-            return errors if len(errors) == len(ids) else {}
+            return errors if len(errors) == len(ids) else None
 
         before = wait_until(every_worker_s_errors, 10, message="heartbeats on the new connection")
         wait_until(lambda: all(_latest(client, ids, "db_errors")[w] > before[w] for w in ids), 30,
@@ -180,15 +180,13 @@ def _latest(client: MqttTestClient, ids: set[str], field: str) -> dict[str, int]
 
 
 def test_broker_down_fails_readiness_but_not_liveness(
-    start: StartWorker, bridge_env: object, restartable_mosquitto: MosquittoServer,
+    start: StartWorker, restartable_mosquitto: MosquittoServer,
 ) -> None:
     """Why deploy/k8s probes liveness with `health --live`: a broker outage must not restart every worker."""
     worker = start("probes", bridge_heartbeat_s=1)
-    env = bridge_env(worker.client_id, bridge_heartbeat_s=1)  # type: ignore[operator]
 
     def health(*options: str) -> int:
-        return subprocess.run([sys.executable, "-m", "bridge", "health", *options], env=env, cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=30, check=False).returncode
+        return worker.run("health", *options).returncode
 
     # The first beat may predate the CONNACK; a later one shows the worker connected.
     wait_until(lambda: health() == 0, 10, message="readiness passing once connected")

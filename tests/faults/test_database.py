@@ -6,8 +6,6 @@ not just a count. Figures go to the end-of-run table (see conftest.measure).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from urllib.parse import urlsplit
@@ -19,10 +17,10 @@ from fix_watchdog import StartWatchdog, alerts_about, kinds
 from devstack import traffic
 from devstack.discord_stub import DiscordStub
 from devstack.mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
-from devstack.processes import REPO_ROOT, memory_kb, wait_until
+from devstack.processes import memory_kb, wait_until
 from devstack.proxy import TcpProxy
 from devstack.servers import PostgresServer
-from devstack.workers import MakeEnv, StartWorker, WorkerProcess
+from devstack.workers import StartWorker, WorkerProcess
 
 OUTAGE_S = 30
 MAX_IN_FLIGHT = 300
@@ -144,7 +142,7 @@ def test_readings_locked_for_20_s_time_out_are_retried_and_lose_nothing(
 
 
 def test_worker_restarted_as_postgres_stops_waits_for_it_and_stores_everything_soon_after(
-    start: StartWorker, bridge_env: MakeEnv, mqtt_url: str, admin_database_url: str,
+    start: StartWorker, mqtt_url: str, admin_database_url: str,
     restartable_postgres: PostgresServer, mqtt_client: MqttTestClient, measure: Measure,
 ) -> None:
     # Overlapping faults: a worker restarts (deploy, crash) just as the database
@@ -165,10 +163,7 @@ def test_worker_restarted_as_postgres_stops_waits_for_it_and_stores_everything_s
     publisher = BackgroundPublisher(mqtt_url, during, chunk=100)
     wait_until(lambda: _any_beat_says_database_down(mqtt_client, [restarted]), 15,
                message="the restarted worker's heartbeat: database down")
-    health = subprocess.run(
-        [sys.executable, "-m", "bridge", "health"], env=bridge_env(restarted.client_id),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False,
-    )
+    health = restarted.run("health")
     publisher.join()
     wait_until(lambda: not restarted.is_running() or time.monotonic() - stopped_at >= RESTART_OUTAGE_S,
                RESTART_OUTAGE_S + 5, message=f"{RESTART_OUTAGE_S} s of outage")

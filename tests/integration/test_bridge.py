@@ -6,21 +6,19 @@ Faults (killed workers, stopped servers, bad links) are in tests/faults/.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
 
 from devstack import traffic
 from devstack.mqtt_client import MqttTestClient, heartbeats_of
-from devstack.processes import REPO_ROOT, wait_until
-from devstack.servers import MosquittoServer, PostgresServer, login_password
-from devstack.workers import MakeEnv, StartWorker, summary_of
+from devstack.processes import wait_until
+from devstack.servers import MosquittoServer, PostgresServer, login_password, with_login
+from devstack.workers import StartWorker, summary_of
 
 
 @pytest.fixture
@@ -67,9 +65,9 @@ def test_a_worker_reads_its_passwords_from_files(
 
     worker = start(
         "pwfiles",
-        mqtt_url=urlunsplit(mqtt._replace(netloc=f"{mqtt.username}@{mqtt.hostname}:{mqtt.port}")),
+        mqtt_url=with_login(mqtt_url, unquote(mqtt.username or "")),
         mqtt_password_file=tmp_path / "mqtt",
-        database_url=urlunsplit(database._replace(netloc=f"{database.username}@{database.hostname}:{database.port}")),
+        database_url=with_login(bridge_database_url, unquote(database.username or "")),
         database_password_file=tmp_path / "db",
     )
     topic, payload, row = traffic.reading(1)
@@ -91,7 +89,7 @@ def test_a_wrong_password_file_stops_the_worker_naming_the_database(
 
     worker = start(
         "pwwrong", ready=False, bridge_startup_timeout_s=2, database_password_file=tmp_path / "db",
-        database_url=urlunsplit(database._replace(netloc=f"{database.username}@{database.hostname}:{database.port}")),
+        database_url=with_login(bridge_database_url, unquote(database.username or "")),
     )
 
     assert worker.wait(30) == 1
@@ -185,7 +183,7 @@ def test_sigterm_drains_acks_and_exits_zero_within_grace(
 
 
 def test_status_heartbeat_and_health_command(
-    start: StartWorker, mqtt_client: MqttTestClient, bridge_env: object,
+    start: StartWorker, mqtt_client: MqttTestClient,
 ) -> None:
     worker = start("hb")
     heartbeat_topic, status_topic = f"bridge/heartbeat/{worker.client_id}", f"bridge/status/{worker.client_id}"
@@ -196,15 +194,10 @@ def test_status_heartbeat_and_health_command(
                       and b["mqtt_connected"]), None),
         10, message="a heartbeat from the connected worker",
     )
-    assert beat is not None
     assert beat["client_id"] == worker.client_id
     assert beat["db_ok"] is True
     assert set(beat) >= {"received", "stored", "duplicates", "rejected", "in_flight", "last_commit_at"}
-    env = bridge_env(worker.client_id)  # type: ignore[operator]
-    health = subprocess.run(
-        [sys.executable, "-m", "bridge", "health"],
-        check=False, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
-    )
+    health = worker.run("health")
     assert health.returncode == 0, health.stdout + health.stderr
     assert "healthy" in health.stdout
 
@@ -230,17 +223,14 @@ def test_worker_killed_leaves_its_crashed_will(
 
 
 def test_unreachable_database_at_start_is_an_outage_the_worker_waits_out(
-    start: StartWorker, mqtt_client: MqttTestClient, bridge_env: MakeEnv,
+    start: StartWorker, mqtt_client: MqttTestClient,
 ) -> None:
     worker = start("nodb", database_url="postgresql://bridge:secret-pw@127.0.0.1:1/nowhere")
     mqtt_client.subscribe(f"bridge/heartbeat/{worker.client_id}")
     wait_until(lambda: len(heartbeats_of(mqtt_client, {worker.client_id})) >= 3, 10,
                message="three heartbeats from the worker waiting for its database")
     beat = heartbeats_of(mqtt_client, {worker.client_id})[-1]
-    health = subprocess.run(
-        [sys.executable, "-m", "bridge", "health"], env=bridge_env(worker.client_id),
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False,
-    )
+    health = worker.run("health")
 
     assert worker.is_running()
     assert beat["db_ok"] is False and beat["mqtt_connected"] is True
@@ -283,9 +273,8 @@ def test_what_no_waiting_fixes_stops_the_worker_at_once_naming_the_fix(
     start: StartWorker, misconfigured_database: str, case: str,
 ) -> None:
     role, password, dbname, fix = MISCONFIGURED[case]
-    host_port = urlsplit(misconfigured_database).netloc.rpartition("@")[2]
     worker = start(case.replace(" ", "-").replace(".", ""), ready=False,
-                   database_url=f"postgresql://{role}:{quote(password, safe='')}@{host_port}/{dbname}")
+                   database_url=with_login(misconfigured_database, role, password, dbname=dbname))
 
     assert worker.wait(30) == 1
     log = worker.log_text()

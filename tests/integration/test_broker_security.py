@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -15,7 +16,7 @@ import yaml
 from devstack import traffic
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.processes import REPO_ROOT, wait_until
-from devstack.servers import MOSQUITTO_HINT, MQTT_TEST_ACCOUNTS, MosquittoServer, load_script
+from devstack.servers import MOSQUITTO_HINT, MQTT_TEST_ACCOUNTS, MosquittoServer
 from devstack.workers import StartWorker, WorkerProcess
 
 DEVICE = ("device-7", MQTT_TEST_ACCOUNTS["MQTT_DEVICES"].split(":", 1)[1])
@@ -116,11 +117,12 @@ def compose_health_check(options_folder: Path) -> str:
     return re.sub(r"^XDG_CONFIG_HOME=\S+ ", f"XDG_CONFIG_HOME={options_folder} ", command)
 
 
-def run_health_check(broker: MosquittoServer, tmp_path: Path, password: str) -> subprocess.CompletedProcess[str]:
+def run_health_check(
+    stack_init: ModuleType, broker: MosquittoServer, tmp_path: Path, password: str
+) -> subprocess.CompletedProcess[str]:
     """The health check with the options file init writes, plus the test broker's port (the container's is 1883)."""
     folder = tmp_path / "health"
     folder.mkdir(exist_ok=True)
-    stack_init = load_script("deploy/compose/stack_init.py")
     (folder / "mosquitto_sub").write_text(stack_init.health_client_options(password) + f"-p {broker.port}\n")
     home = tmp_path / "home"  # no ~/.config/mosquitto_sub of the machine's user may help
     home.mkdir(exist_ok=True)
@@ -130,12 +132,14 @@ def run_health_check(broker: MosquittoServer, tmp_path: Path, password: str) -> 
     )
 
 
-def test_the_compose_health_check_logs_in_from_its_options_file(broker: MosquittoServer, tmp_path: Path) -> None:
+def test_the_compose_health_check_logs_in_from_its_options_file(
+    stack_init: ModuleType, broker: MosquittoServer, tmp_path: Path
+) -> None:
     if shutil.which("mosquitto_sub") is None:
         pytest.fail(f"mosquitto_sub not found: {MOSQUITTO_HINT}")
 
-    healthy = run_health_check(broker, tmp_path, HEALTH[1])
-    wrong = run_health_check(broker, tmp_path, HEALTH[1] + "-wrong")
+    healthy = run_health_check(stack_init, broker, tmp_path, HEALTH[1])
+    wrong = run_health_check(stack_init, broker, tmp_path, HEALTH[1] + "-wrong")
 
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert wrong.returncode != 0, "a refused login must make the broker unhealthy"

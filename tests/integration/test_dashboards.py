@@ -6,7 +6,6 @@ and macros as Grafana's PostgreSQL data source does.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,10 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from devstack.grafana_sql import QueryContext, expand
-from devstack.processes import REPO_ROOT
+from devstack.grafana_sql import QueryContext, expand, load_dashboard, panel_targets
 
-DASHBOARD = json.loads((REPO_ROOT / "deploy/grafana/dashboards/iot-readings.json").read_text(encoding="utf-8"))
+DASHBOARD = load_dashboard()
+TARGETS = panel_targets(DASHBOARD)
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 LAG = timedelta(milliseconds=250)
 CONTEXT = QueryContext(
@@ -63,13 +62,8 @@ def run(url: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         return [column.name for column in cur.description], cur.fetchall()
 
 
-def targets() -> list[tuple[str, str, str]]:
-    return [(panel["title"], target["refId"], target["rawSql"]) for panel in DASHBOARD["panels"]
-            for target in panel["targets"]]
-
-
 @pytest.mark.usefixtures("seeded")
-@pytest.mark.parametrize(("title", "ref", "raw_sql"), targets(), ids=[f"{t} {r}" for t, r, _ in targets()])
+@pytest.mark.parametrize(("title", "ref", "raw_sql"), TARGETS, ids=[f"{t} {r}" for t, r, _ in TARGETS])
 def test_every_panel_runs_as_the_reader_with_its_columns(
     reader_database_url: str, title: str, ref: str, raw_sql: str
 ) -> None:
@@ -84,7 +78,7 @@ def test_every_panel_runs_as_the_reader_with_its_columns(
 
 
 def test_every_panel_is_checked_and_uses_the_readings_data_source() -> None:
-    assert {(title, ref) for title, ref, _ in targets()} == {
+    assert {(title, ref) for title, ref, _ in TARGETS} == {
         (title, ref) for title, refs in COLUMNS.items() for ref in refs}
     for panel in DASHBOARD["panels"]:
         assert panel["datasource"]["uid"] == "readings"
@@ -93,7 +87,7 @@ def test_every_panel_is_checked_and_uses_the_readings_data_source() -> None:
 
 @pytest.mark.usefixtures("seeded")
 def test_the_figures_are_the_seeded_ones(reader_database_url: str) -> None:
-    sql = {(title, ref): raw for title, ref, raw in targets()}
+    sql = {(title, ref): raw for title, ref, raw in TARGETS}
     _, latest = run(reader_database_url, expand(sql[("Latest value per sensor", "A")], CONTEXT))
     _, lag = run(reader_database_url, expand(sql[("Ingestion lag (ingested_at − timestamp)", "A")], CONTEXT))
     _, rejected = run(reader_database_url, expand(sql[("Rejected messages by reason code", "A")], CONTEXT))

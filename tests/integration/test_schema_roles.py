@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -26,18 +26,13 @@ from bridge.errors import SinkMisconfigured
 from bridge.revisions import OnConflict
 from bridge.sink import check_schema
 from devstack.processes import REPO_ROOT, find_binary
-from devstack.servers import POSTGRES_HINT, PostgresServer, load_script
+from devstack.servers import POSTGRES_HINT, PostgresServer, with_login
 
 ROLES = ("bridge", "watchdog", "reader")
 OWNER = "migrate_owner"  # stands for the image's `owner` superuser
 # Quotes, $, backslash and the characters that break URLs and pgpass lines must all survive.
 AWKWARD = "p@ss/w%41:rd'\"$x\\"
 _COMPOSE_VARIABLE = re.compile(r"\$\{(\w+):-([^}]*)\}")  # ${NAME:-default}, the form docker-compose.yml uses
-
-
-def login_url(admin_url: str, user: str, password: str) -> str:
-    parts = urlsplit(admin_url)
-    return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}:{parts.port}{parts.path}"
 
 
 class Migration:
@@ -72,11 +67,6 @@ class Migration:
 
 
 @pytest.fixture
-def stack_init() -> ModuleType:
-    return load_script("deploy/compose/stack_init.py")
-
-
-@pytest.fixture
 def migration(
     admin_database_url: str, postgres_server: PostgresServer | None, stack_init: ModuleType, tmp_path: Path
 ) -> Iterator[tuple[Migration, Path]]:
@@ -106,7 +96,7 @@ def role_urls(migration: tuple[Migration, Path], admin_database_url: str) -> dic
     command, secrets = migration
     result = command.run()
     assert result.returncode == 0, result.stdout + result.stderr
-    return {role: login_url(admin_database_url, role, secret(secrets, role)) for role in ROLES}
+    return {role: with_login(admin_database_url, role, secret(secrets, role)) for role in ROLES}
 
 
 def test_schema_is_rerunnable(admin_database_url: str) -> None:
@@ -131,10 +121,10 @@ def test_the_migration_reruns_and_applies_changed_passwords(
     again = command.run()
 
     assert again.returncode == 0, again.stdout + again.stderr
-    with psycopg.connect(login_url(admin_database_url, "bridge", f"rotated-{AWKWARD}")) as conn:
+    with psycopg.connect(with_login(admin_database_url, "bridge", f"rotated-{AWKWARD}")) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("bridge",)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(login_url(admin_database_url, "watchdog", "not-its-password")).close()
+        psycopg.connect(with_login(admin_database_url, "watchdog", "not-its-password")).close()
     assert AWKWARD not in again.stdout + again.stderr
 
 
@@ -192,7 +182,7 @@ def test_update_mode_in_env_grants_the_workers_login_what_it_needs_and_keep_take
     migration: tuple[Migration, Path], admin_database_url: str
 ) -> None:
     command, secrets = migration
-    bridge_url = login_url(admin_database_url, "bridge", secret(secrets, "bridge"))
+    bridge_url = with_login(admin_database_url, "bridge", secret(secrets, "bridge"))
 
     updated = command.run({"BRIDGE_ON_CONFLICT": "update"})
 

@@ -1,4 +1,4 @@
-"""Fixtures of the unit tests: the shared fakes of tests/unit/fakes.py. No network, no servers."""
+"""Fixtures of the unit tests (their fakes are plain classes in tests/unit/fakes.py). No network, no servers."""
 
 from __future__ import annotations
 
@@ -6,15 +6,8 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from fakes import FakeClock
 
 from iotcommon.signals import STOP_SIGNALS
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """A clock that moves only when the code under test sleeps or the test advances it."""
-    return FakeClock()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 from bridge.config import Settings, env_name
-from devstack.servers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 BRIDGES = ("bridge-1", "bridge-2", "bridge-3")
@@ -37,11 +36,6 @@ COMPOSE_V1_HINT = "install Debian's `docker-compose` package (apt-get install -y
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
-
-
-@pytest.fixture(scope="module")
-def stack_init() -> ModuleType:
-    return load_script("deploy/compose/stack_init.py")
 
 
 def services(compose: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,7 +17,9 @@ from pydantic import SecretStr
 from bridge.config import Settings, env_name
 from bridge.revisions import OnConflict
 from iotcommon.errors import ConfigError, SetupError
-from iotcommon.settings import MqttEndpoint, parse_mqtt_url
+from iotcommon.settings import Connections, MqttEndpoint, parse_mqtt_url
+from simulator.config import Settings as SimulatorSettings
+from watchdog.config import Settings as WatchdogSettings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MQTT_PASSWORD = "s3cr3t-mqtt-pw"
@@ -356,6 +359,31 @@ def test_passwords_from_files_reach_the_clients_intact(tmp_path: Path, password:
         assert password not in text
 
 
+# The simulator and the watchdog read their connections with the same iotcommon.settings as the bridge.
+@pytest.mark.parametrize(("from_env", "mqtt_user", "database_user", "password"), [
+    pytest.param(SimulatorSettings.from_env, "simulator", "reader", "s1m@ul/at%41:or", id="simulator"),
+    pytest.param(WatchdogSettings.from_env, "watchdog", "watchdog", "w@tch/dog%41:pw", id="watchdog"),
+])
+def test_the_other_programs_read_passwords_from_files_as_the_bridge_does(
+    tmp_path: Path, from_env: Callable[[Mapping[str, str]], Connections], mqtt_user: str, database_user: str,
+    password: str,
+) -> None:
+    settings = from_env({
+        "MQTT_URL": f"mqtt://{mqtt_user}@broker", "MQTT_PASSWORD_FILE": secret_file(tmp_path, "mqtt", password + "\n"),
+        "DATABASE_URL": f"postgresql://{database_user}@db/sensors",
+        "DATABASE_PASSWORD_FILE": secret_file(tmp_path, "db", password + "\n"),
+    })
+
+    assert settings.mqtt().password == SecretStr(password)
+    assert conninfo_to_dict(settings.conninfo())["password"] == password
+    assert password not in repr(settings)
+    for environ, variable in (({"DATABASE_PASSWORD_FILE": str(tmp_path / "none")}, "DATABASE_PASSWORD_FILE"),
+                              ({"MQTT_URL": f"mqtt://{mqtt_user}:change-me@broker"}, "MQTT_URL")):
+        with pytest.raises(ConfigError) as caught:
+            from_env(environ)
+        assert caught.value.variable == variable
+
+
 @pytest.mark.parametrize("password", AWKWARD_PASSWORDS)
 def test_passwords_from_plain_variables_reach_the_clients_intact(password: str) -> None:
     settings = settings_from(
@@ -482,12 +510,20 @@ _ROW = re.compile(r"^\|\s*`(?P<name>[A-Z][A-Z0-9_]*)`\s*\|(?P<default>[^|]*)\|")
 _CODE = re.compile(r"`([^`]*)`")
 
 
-def _readme_tables() -> list[dict[str, str]]:
-    """Each markdown table whose first column holds backticked variable names: name -> default cell."""
+def readme_tables(section: str | None = None) -> list[dict[str, str]]:
+    """Each markdown table whose first column holds backticked variable names: name -> default cell.
+
+    With `section`, only the tables under the README's `## section` heading.
+    Also the simulator's and the watchdog's tests read their tables with it.
+    """
     assert README.is_file(), f"{README} is missing: it must document every setting in a table"
+    text = README.read_text(encoding="utf-8")
+    if section is not None:
+        text = text[text.index(f"\n## {section}\n"):]
+        text = text[:text.index("\n## ", 1)]
     tables: list[dict[str, str]] = []
     current: dict[str, str] = {}
-    for line in README.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         match = _ROW.match(line.strip())
         if match:
             current[match["name"]] = match["default"].strip()
@@ -500,9 +536,10 @@ def _readme_tables() -> list[dict[str, str]]:
     return tables
 
 
-def _readme_settings_table() -> dict[str, str]:
-    tables = [table for table in _readme_tables() if any(name.startswith("BRIDGE_") for name in table)]
-    assert len(tables) == 1, f"expected one README table of BRIDGE_* settings, found {len(tables)}"
+def readme_settings_table(prefix: str = "BRIDGE_") -> dict[str, str]:
+    """The one README table of `prefix`* settings (the bridge's, or WATCHDOG_ for the watchdog's)."""
+    tables = [table for table in readme_tables() if any(name.startswith(prefix) for name in table)]
+    assert len(tables) == 1, f"expected one README table of {prefix}* settings, found {len(tables)}"
     return tables[0]
 
 
@@ -512,7 +549,7 @@ def _model_default(field: str) -> str:
 
 
 def test_readme_documents_exactly_the_settings() -> None:
-    documented = set(_readme_settings_table())
+    documented = set(readme_settings_table())
 
     expected = {env_name(field) for field in Settings.model_fields}
     assert documented == expected, (
@@ -522,7 +559,7 @@ def test_readme_documents_exactly_the_settings() -> None:
 
 @pytest.mark.parametrize("field", sorted(Settings.model_fields))
 def test_readme_default_matches_settings(field: str) -> None:
-    cell = _readme_settings_table().get(env_name(field))
+    cell = readme_settings_table().get(env_name(field))
     assert cell is not None, f"{env_name(field)} is not in the README table"
     code = _CODE.search(cell)
     if _model_default(field) in ("", None) and field != "health_file":

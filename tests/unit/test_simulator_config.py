@@ -6,16 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
+from test_config import readme_tables
 
 from iotcommon.errors import ConfigError
 from iotcommon.settings import CONNECTION_VARIABLES
 from simulator.__main__ import UsageError, parse_args, run
 from simulator.config import Settings, env_name
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-PASSWORD = "s1m@ul/at%41:or"
 
 
 def test_defaults_are_a_local_broker_and_the_owner_database() -> None:
@@ -23,20 +20,6 @@ def test_defaults_are_a_local_broker_and_the_owner_database() -> None:
 
     assert (settings.mqtt().host, settings.mqtt().port, settings.mqtt().password) == ("127.0.0.1", 1883, None)
     assert settings.conninfo() == "postgresql://postgres@127.0.0.1:5432/sensors"
-
-
-def test_passwords_come_from_files_as_for_the_bridge(tmp_path: Path) -> None:
-    (tmp_path / "mqtt").write_text(PASSWORD + "\n", encoding="utf-8")
-    (tmp_path / "db").write_text(PASSWORD + "\n", encoding="utf-8")
-
-    settings = Settings.from_env({
-        "MQTT_URL": "mqtt://simulator@broker", "MQTT_PASSWORD_FILE": str(tmp_path / "mqtt"),
-        "DATABASE_URL": "postgresql://reader@db/sensors", "DATABASE_PASSWORD_FILE": str(tmp_path / "db"),
-    })
-
-    assert settings.mqtt().password == SecretStr(PASSWORD)
-    assert conninfo_to_dict(settings.conninfo())["password"] == PASSWORD
-    assert PASSWORD not in repr(settings)
 
 
 @pytest.mark.parametrize(("environ", "variable"), [
@@ -63,11 +46,8 @@ def test_every_variable_is_a_shared_connection_variable() -> None:
 
 def _readme_simulator_table() -> dict[str, str]:
     """The variables table of the README's Simulator section: name -> default cell."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("\n## Simulator\n"):]
-    section = section[:section.index("\n## ", 1)]
-    rows = re.findall(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|([^|]*)\|", section, re.M)
-    return {name: default.strip() for name, default in rows}
+    [table] = readme_tables("Simulator")
+    return table
 
 
 def test_readme_documents_exactly_the_settings_with_their_defaults() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from devstack.servers import load_dynsec, load_script
+from devstack.servers import load_dynsec
 
 ALL_SECRETS = {
     "postgres_password", "bridge_db_password", "watchdog_db_password", "reader_db_password",
@@ -19,11 +19,6 @@ ALL_SECRETS = {
     "mqtt_health_password", "grafana_admin_password", "discord_webhook_url",
 }
 OUR_ACCOUNTS = {"bridge", "watchdog", "simulator", "admin", "health"}
-
-
-@pytest.fixture(scope="module")
-def stack_init() -> ModuleType:
-    return load_script("deploy/compose/stack_init.py")
 
 
 @pytest.fixture(scope="module")

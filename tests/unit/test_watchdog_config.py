@@ -8,13 +8,12 @@ from typing import Any
 
 import certifi
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
+from test_config import readme_settings_table
 
 from iotcommon.errors import ConfigError
 from watchdog.config import Settings, env_name
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 TOKEN = "s3cr3t-webhook-token-abcdef"
 WEBHOOK = f"https://discord.com/api/webhooks/1234/{TOKEN}"
 
@@ -160,40 +159,10 @@ def test_an_empty_webhook_file_means_no_webhook_like_an_empty_variable(tmp_path:
     assert Settings.from_env({"DISCORD_WEBHOOK_URL": " "}).discord_webhook_url is None
 
 
-def test_connection_passwords_come_from_files_as_for_the_bridge(tmp_path: Path) -> None:
-    password = "w@tch/dog%41:pw"
-    for name in ("db", "mqtt"):
-        (tmp_path / name).write_text(password + "\n", encoding="utf-8")
-
-    settings = Settings.from_env({
-        "DATABASE_URL": "postgresql://watchdog@db/sensors", "DATABASE_PASSWORD_FILE": str(tmp_path / "db"),
-        "MQTT_URL": "mqtt://watchdog@broker", "MQTT_PASSWORD_FILE": str(tmp_path / "mqtt"),
-    })
-
-    assert settings.mqtt().password == SecretStr(password)
-    assert conninfo_to_dict(settings.conninfo())["password"] == password
-    assert password not in repr(settings)
-    assert config_error(DATABASE_PASSWORD_FILE=str(tmp_path / "none")).variable == "DATABASE_PASSWORD_FILE"
-    assert config_error(MQTT_URL="mqtt://watchdog:change-me@broker").variable == "MQTT_URL"
-
-
 # --- README's Watchdog table: same names and defaults as Settings ----------------------------------
 
-_ROW = re.compile(r"^\|\s*`(?P<name>[A-Z][A-Z0-9_]*)`\s*\|(?P<default>[^|]*)\|")
-
-
 def _watchdog_table() -> dict[str, str]:
-    tables: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    for line in README.read_text(encoding="utf-8").splitlines():
-        if match := _ROW.match(line.strip()):
-            current[match["name"]] = match["default"].strip()
-        elif not line.strip().startswith("|") and current:
-            tables.append(current)
-            current = {}
-    found = [table for table in tables if any(name.startswith("WATCHDOG_") for name in table)]
-    assert len(found) == 1, f"expected one README table of WATCHDOG_* settings, found {len(found)}"
-    return found[0]
+    return readme_settings_table("WATCHDOG_")
 
 
 def test_readme_documents_exactly_the_settings() -> None:
