@@ -62,26 +62,30 @@ def test_pubacks_only_after_commit_in_order_and_never_across_connections(
 ) -> None:
     with TcpProxy(urlsplit(mqtt_url).port or 1883, record=True) as proxy:
         worker = start("fp", mqtt_url=proxy.url_for(mqtt_url), bridge_batch_size=50, bridge_flush_ms=20)
+        # The connection the worker is subscribed on: the last one it opened (under load an
+        # attempt before it may have failed, and it is recorded too).
+        live = len(proxy.recorded) - 1
         first, second = traffic.build(200), traffic.build(200, first=10_000)
         with psycopg.connect(admin_database_url) as locker, MqttTestClient.from_url(mqtt_url) as publisher:
             # While readings is locked nothing commits, so nothing may be acknowledged.
             locker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
             publisher.publish_many(first.messages)
-            wait_until(lambda: len(delivered_mids(proxy.recorded[0])) == 200, 30, message="200 delivered")
-            assert acked_mids(proxy.recorded[0]) == [], "acknowledged before the commit"
+            wait_until(lambda: len(delivered_mids(proxy.recorded[live])) == 200, 30, message="200 delivered")
+            assert acked_mids(proxy.recorded[live]) == [], "acknowledged before the commit"
             # The connection dies holding 200 uncommitted messages; the broker
             # sends them again on the next one, with their ids.
             proxy.cut()
-            wait_until(lambda: len(proxy.recorded) > 1 and len(delivered_mids(proxy.recorded[1])) >= 200, 30,
+            wait_until(lambda: len(proxy.recorded) > live + 1 and len(delivered_mids(proxy.recorded[live + 1])) >= 200,
+                       30,
                        message="the 200 sent again on the new connection")
             publisher.publish_many(second.messages)
             locker.rollback()  # releases the lock: the batches commit
         expected = first.expected | second.expected
         traffic.wait_for_counts(admin_database_url, len(expected))
-        later = proxy.recorded[1]
+        later = proxy.recorded[live + 1]
         wait_until(lambda: len(acked_mids(later)) >= len(delivered_mids(later)), 30, message="every delivery acked")
 
     assert traffic.stored_rows(admin_database_url) == expected
-    assert acked_mids(proxy.recorded[0]) == [], "the dead connection's ids were never acknowledged"
+    assert acked_mids(proxy.recorded[live]) == [], "the dead connection's ids were never acknowledged"
     assert acked_mids(later) == delivered_mids(later), "each delivery of the connection acked once, in order"
     assert "fast path off" not in worker.log_text()
