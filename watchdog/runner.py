@@ -21,6 +21,7 @@ from watchdog.checks import (
     Status,
     WorkerRules,
     judge_data_loss,
+    judge_site_bridges,
     judge_workers,
     observe_dropped,
     probe_result,
@@ -49,6 +50,7 @@ class Limits:
     min_workers: int
     rules: WorkerRules
     data_loss_clear_s: float
+    site_bridges: tuple[str, ...] = ()
 
 
 class Watchdog:
@@ -102,6 +104,7 @@ class Watchdog:
             broker_ok=broker_error is None, database_down=database_error is not None,
             min_workers=limits.min_workers, rules=limits.rules,
         )
+        results += judge_site_bridges(seen.links, limits.site_bridges, now=now, broker_ok=broker_error is None)
         self._drops = observe_dropped(self._drops, seen.dropped, now)
         loss, self._drops = judge_data_loss(self._drops, now=now, clear_s=limits.data_loss_clear_s)
         if broker_error is not None:
