@@ -78,7 +78,7 @@ def write_plan(folder: Path, plan: Plan, *, chown: Callable[[Path, int], None] =
 
 def next_plan(
     previous: Plan | None, before: Mapping[str, Any], after: Mapping[str, Any], *,
-    accounts: dict[str, str], roles: list[dict[str, Any]], old_admin_password: str,
+    accounts: dict[str, str], roles: list[dict[str, Any]], stored_admin_password: str,
 ) -> Plan:
     """The plan after init turned the accounts file `before` into `after`.
 
@@ -86,14 +86,15 @@ def next_plan(
     account), plus those still pending from an `up` whose broker-sync did not finish.
     Without a previous plan (the first `up`, or one after an older release) every
     account is pending: the CONNECT tries tell which ones the broker knows.
+    admin's password before a change stays in the plan until a sync applied it (the
+    oldest one: two changes without a sync between leave the broker the first).
     """
     hashes = {name: _hashes(document) for name, document in (("before", before), ("after", after))}
     changed = {user for user in accounts if hashes["after"].get(user) != hashes["before"].get(user)}
     pending = set(accounts) if previous is None else {*previous.pending, *changed} & set(accounts)
-    keep = previous.old_admin_password if previous and previous.old_admin_password else ""
-    admin_changed = ADMIN in changed and old_admin_password and not keep
-    return Plan(accounts=accounts, roles=roles, pending=sorted(pending),
-                old_admin_password=keep or (old_admin_password if admin_changed else ""))
+    old_admin = (previous.old_admin_password if previous else "") or (
+        stored_admin_password if ADMIN in changed else "")
+    return Plan(accounts=accounts, roles=roles, pending=sorted(pending), old_admin_password=old_admin)
 
 
 def _hashes(document: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:

@@ -135,7 +135,7 @@ def apply(
         broker_sync.read_plan(secrets_folder), existing, document,
         accounts={secret.account: secret.name for secret in want.chosen if secret.account},
         roles=dynsec.account_roles(passwords, share_group),
-        old_admin_password=stored.get("mqtt_admin_password", ""),
+        stored_admin_password=stored.get("mqtt_admin_password", ""),
     )
 
     files.write_secrets(secrets_folder, [secret.name for secret in want.chosen], resolved, chown=chown)
