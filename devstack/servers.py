@@ -13,7 +13,6 @@ import json
 import os
 import pwd
 import re
-import resource
 import shutil
 import signal as signals
 import socket
@@ -523,11 +522,9 @@ class MosquittoServer:
         if self.is_running():
             return
         self._process = spawn(
-            [str(self._binary), "-c", str(self._config_path)], log_path=self._output_path
+            [str(self._binary), "-c", str(self._config_path)], log_path=self._output_path,
+            open_files=self._open_files,
         )
-        if self._open_files is not None:
-            # One descriptor per client: a fleet needs more than the usual 1024 (docs/scaling.md).
-            resource.prlimit(self._process.pid, resource.RLIMIT_NOFILE, (self._open_files, self._open_files))
         wait_for_start(
             self._process, self._accepts_clients, what="mosquitto", log_tail=self.log_text
         )
