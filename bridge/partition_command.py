@@ -81,7 +81,7 @@ def run_setup(conn: psycopg.Connection[Any], settings: PartitionSettings) -> Non
     if read_layout(conn).partitioned:
         configure(conn, settings)
         print(f"partition setup: readings is already partitioned; premake {settings.premake}, "
-              f"retention {settings.retention or 'none'} applied")
+              f"retention {settings.retention} applied")
     else:
         done = convert(conn, settings, major=major)
         conn.execute("ANALYZE readings")

@@ -18,8 +18,9 @@ from iotcommon.settings import CONNECTION_VARIABLES, Connections, load_settings
 # A PostgreSQL interval of whole hours, days, weeks or months: shorter partitions would be
 # thousands of tables a year, and each needs a lock in every query that is not pruned.
 INTERVAL = r"^[1-9][0-9]{0,3} (hour|day|week|month)s?$"
-# A retention: the same form, or empty for "keep everything".
-RETENTION = r"^([1-9][0-9]{0,4} (hour|day|week|month|year)s?)?$"
+# A retention: the same form, or `none` to keep everything.
+RETENTION = r"^(none|[1-9][0-9]{0,4} (hour|day|week|month|year)s?)$"
+KEEP_ALL = "none"
 
 _NAMES = {**CONNECTION_VARIABLES, "min_timestamp": "BRIDGE_MIN_TIMESTAMP"}
 
@@ -36,6 +37,11 @@ class PartitionSettings(Connections):
     lock_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # The workers' floor (BRIDGE_MIN_TIMESTAMP): a conversion moves rows older than it to the dead letters.
     min_timestamp: AwareDatetime = MIN_TIMESTAMP
+
+    @staticmethod
+    def kept(retention: str) -> str | None:
+        """A retention as PostgreSQL reads it, or None for `none` (keep everything)."""
+        return None if retention == KEEP_ALL else retention
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PartitionSettings:

@@ -24,7 +24,7 @@ from psycopg import sql
 
 from bridge.partition_config import PartitionSettings
 from iotcommon.contract import RejectionCode
-from iotcommon.partitions import LAYOUT, RANGES
+from iotcommon.partitions import LAYOUT, RANGES, over_ranges
 
 PARENT = "public.readings"  # as pg_partman's part_config names it
 OLD = "readings_unpartitioned"  # the table a conversion leaves behind, for the owner to check and drop
@@ -62,7 +62,8 @@ def read_layout(conn: psycopg.Connection[Any], table: str = "readings") -> Layou
     """Whether `table` is partitioned, with a DEFAULT partition, and its partitions' ranges."""
     row = conn.execute(LAYOUT, {"table": table}).fetchone()
     partitioned, has_default = (bool(row[0]), bool(row[1])) if row else (False, False)
-    ranges = conn.execute(f"SELECT lower, upper FROM ({RANGES}) AS r ORDER BY lower", {"table": table}).fetchall()
+    ranges = conn.execute(over_ranges("SELECT lower, upper FROM ({ranges}) AS r ORDER BY lower"),
+                          {"table": table}).fetchall()
     return Layout(partitioned, has_default, tuple((lower, upper) for lower, upper in ranges))
 
 
@@ -93,7 +94,7 @@ def convert(conn: psycopg.Connection[Any], settings: PartitionSettings, *, major
         _swap_in_partitioned_table(conn)
         _create_parent(conn, settings, major=major)
         _partitions_for_old_rows(conn, settings)
-        horizon = _scalar(conn, f"SELECT max(upper) FROM ({RANGES}) AS r", {"table": "readings"})
+        horizon = _scalar(conn, over_ranges("SELECT max(upper) FROM ({ranges}) AS r"), {"table": "readings"})
         set_aside = _set_aside(conn, floor=settings.min_timestamp, horizon=horizon)
         rows = _copy_rows(conn, floor=settings.min_timestamp, horizon=horizon)
         if rows + set_aside != total:
@@ -162,30 +163,31 @@ def _create_parent(conn: psycopg.Connection[Any], settings: PartitionSettings, *
 
 def _partitions_for_old_rows(conn: psycopg.Connection[Any], settings: PartitionSettings) -> None:
     """A partition for each interval older than the premade ones that holds rows: only those, not every one between."""
-    conn.execute(f"""
+    conn.execute(sql.SQL("""
         SELECT partman.create_partition_time(%(parent)s, array_agg(DISTINCT start ORDER BY start))
         FROM (SELECT (partman.show_partition_name(%(parent)s, hour::text)).suffix_timestamp AS start
-              FROM (SELECT DISTINCT date_trunc('hour', "timestamp") AS hour FROM {OLD}
+              FROM (SELECT DISTINCT date_trunc('hour', "timestamp") AS hour FROM {old}
                     WHERE "timestamp" >= %(floor)s
-                      AND "timestamp" < (SELECT min(lower) FROM ({RANGES}) AS r)) AS hours) AS starts
+                      AND "timestamp" < (SELECT min(lower) FROM ({ranges}) AS r)) AS hours) AS starts
         HAVING count(*) > 0
-    """, {"parent": PARENT, "floor": settings.min_timestamp, "table": "readings"})
+    """).format(old=sql.Identifier(OLD), ranges=sql.SQL(RANGES)),
+        {"parent": PARENT, "floor": settings.min_timestamp, "table": "readings"})
 
 
-_SET_ASIDE = f"""
+_SET_ASIDE = sql.SQL("""
 INSERT INTO rejected_messages (received_at, topic, payload, reason_code, reason, client_id)
 SELECT ingested_at, 'sensors/' || sensor_id || '/readings',
        convert_to(json_build_object('sensor_id', sensor_id, 'timestamp', "timestamp", 'variable', variable,
                                     'value', value, 'unit', unit, 'revision', revision)::text, 'UTF8'),
        CASE WHEN "timestamp" < %(floor)s THEN %(past)s ELSE %(future)s END,
-       'timestamp: ' || (to_json("timestamp") #>> '{}') || CASE WHEN "timestamp" < %(floor)s
-            THEN ' is before BRIDGE_MIN_TIMESTAMP=' || (to_json(%(floor)s::timestamptz) #>> '{}')
+       'timestamp: ' || (to_json("timestamp") #>> '{{}}') || CASE WHEN "timestamp" < %(floor)s
+            THEN ' is before BRIDGE_MIN_TIMESTAMP=' || (to_json(%(floor)s::timestamptz) #>> '{{}}')
             ELSE ' is after the last partition made when readings was partitioned ('
-                 || (to_json(%(horizon)s::timestamptz) #>> '{}') || ')' END
+                 || (to_json(%(horizon)s::timestamptz) #>> '{{}}') || ')' END
        || '; set aside by python -m bridge partition setup',
        %(client_id)s
-FROM {OLD} WHERE "timestamp" < %(floor)s OR "timestamp" >= %(horizon)s
-"""
+FROM {old} WHERE "timestamp" < %(floor)s OR "timestamp" >= %(horizon)s
+""").format(old=sql.Identifier(OLD))
 
 
 def _set_aside(conn: psycopg.Connection[Any], *, floor: datetime, horizon: datetime) -> int:
@@ -224,14 +226,14 @@ def configure(conn: psycopg.Connection[Any], settings: PartitionSettings) -> Non
         SET premake = %s, retention = %s, retention_keep_table = false, infinite_time_partitions = true,
             automatic_maintenance = 'on'
         WHERE parent_table = %s
-    """, (settings.premake, settings.retention or None, PARENT))
+    """, (settings.premake, settings.kept(settings.retention), PARENT))
     # The watchdog compares the partitions ahead with premake (watchdog/database.py).
     conn.execute("GRANT USAGE ON SCHEMA partman TO iot_watchdog")
     conn.execute("GRANT SELECT ON partman.part_config TO iot_watchdog")
 
 
-def _scalar(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any:
+def _scalar(conn: psycopg.Connection[Any], query: str | sql.Composed, params: Any = None) -> Any:
     row = conn.execute(query, params).fetchone()
     if row is None:
-        raise PartitionError(f"no row from {query.strip().splitlines()[0]}")
+        raise PartitionError("a query that always returns a row returned none")
     return row[0]

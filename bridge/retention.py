@@ -64,14 +64,14 @@ def maintain(conn: psycopg.Connection[Any], settings: PartitionSettings) -> Main
     return Maintenance(
         partitions_made=len(new - old),
         partitions_dropped=len(old - new),
-        revisions_deleted=expire(conn, _EXPIRE_REVISIONS, settings.revisions_retention),
-        rejected_deleted=expire(conn, _EXPIRE_REJECTED, settings.rejected_retention),
+        revisions_deleted=expire(conn, _EXPIRE_REVISIONS, settings.kept(settings.revisions_retention)),
+        rejected_deleted=expire(conn, _EXPIRE_REJECTED, settings.kept(settings.rejected_retention)),
     )
 
 
-def expire(conn: psycopg.Connection[Any], statement: str, keep: str) -> int:
-    """Run a batched DELETE until it deletes nothing; nothing when `keep` is empty (keep everything)."""
-    if not keep:
+def expire(conn: psycopg.Connection[Any], statement: str, keep: str | None) -> int:
+    """Run a batched DELETE until a batch is short; nothing when `keep` is None (keep everything)."""
+    if keep is None:
         return 0
     total = 0
     while True:

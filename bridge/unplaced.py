@@ -19,16 +19,18 @@ import psycopg
 
 from bridge.model import WHITESPACE, Delivery, Parsed, Rejection
 from iotcommon.contract import RejectionCode
-from iotcommon.partitions import RANGES
+from iotcommon.partitions import over_ranges
 
-_UNPLACED = f"""
-WITH ranges AS ({RANGES})
+_UNPLACED = over_ranges("""
+WITH ranges AS ({ranges})
 SELECT t FROM unnest(%(times)s::timestamptz[]) AS t
 WHERE NOT EXISTS (SELECT 1 FROM ranges WHERE t >= ranges.lower AND t < ranges.upper)
-"""
+""")
 
 
-def find_unplaced(conn: psycopg.Connection[Any], batch: Sequence[Delivery], *, table: str = "readings") -> set[datetime]:
+def find_unplaced(
+    conn: psycopg.Connection[Any], batch: Sequence[Delivery], *, table: str = "readings"
+) -> set[datetime]:
     """The timestamps of the batch's readings that no partition of `table` holds."""
     times = sorted({row.timestamp for delivery in batch for row in delivery.parsed.rows})
     rows = conn.execute(_UNPLACED, {"table": table, "times": times}).fetchall()

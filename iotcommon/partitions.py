@@ -8,6 +8,8 @@ made the partitions (pg_partman, an operator, a migration).
 
 from __future__ import annotations
 
+from psycopg import sql
+
 # One row per partition of %(table)s: its range [lower, upper). A partition
 # bound reads FOR VALUES FROM ('2026-12-04 00:00:00+00') TO ('...') in the
 # session's time zone, with the offset, so it casts back to the same instant.
@@ -30,3 +32,8 @@ SELECT c.relkind = 'p',
                WHERE i.inhparent = c.oid AND pg_get_expr(p.relpartbound, p.oid) = 'DEFAULT')
 FROM pg_class c WHERE c.oid = %(table)s::regclass
 """
+
+
+def over_ranges(query: str) -> sql.Composed:
+    """`query` with `{ranges}` standing for RANGES, e.g. "SELECT max(upper) FROM ({ranges}) AS r"."""
+    return sql.SQL(query).format(ranges=sql.SQL(RANGES))
