@@ -97,6 +97,7 @@ def convert(conn: psycopg.Connection[Any], settings: PartitionSettings, *, major
         horizon = _scalar(conn, over_ranges("SELECT max(upper) FROM ({ranges}) AS r"), {"table": "readings"})
         set_aside = _set_aside(conn, floor=settings.min_timestamp, horizon=horizon)
         rows = _copy_rows(conn, floor=settings.min_timestamp, horizon=horizon)
+        _index_like_old(conn)
         if rows + set_aside != total:
             raise PartitionError(f"copied {rows} and set aside {set_aside} of {total} rows: nothing was changed")
         partitions = len(read_layout(conn).ranges)
@@ -110,19 +111,31 @@ def _swap_in_partitioned_table(conn: psycopg.Connection[Any]) -> None:
                                  (OLD,)).fetchall():
         renamed = OLD + index.removeprefix("readings")
         conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(index), sql.Identifier(renamed)))
+    # The indexes come after the rows (_index_like_old): building one from sorted rows is
+    # faster than a million inserts into it, and the lock is held for all of it.
     conn.execute(sql.SQL(
-        'CREATE TABLE readings (LIKE {} INCLUDING ALL) PARTITION BY RANGE ("timestamp")'
+        'CREATE TABLE readings (LIKE {} INCLUDING ALL EXCLUDING INDEXES) PARTITION BY RANGE ("timestamp")'
     ).format(sql.Identifier(OLD)))
-    # LIKE names the indexes after their columns; keep schema.sql's names, so it finds them again.
-    for (index,) in conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'readings'::regclass"
-                                 ).fetchall():
-        wanted = "readings_pkey" if index.endswith("_pkey") else "readings_ingested_at_brin"
-        if index != wanted:
-            conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(index), sql.Identifier(wanted)))
     comment = conn.execute("SELECT obj_description(%s::regclass, 'pg_class')", (OLD,)).fetchone()
     if comment and comment[0]:
         conn.execute(sql.SQL("COMMENT ON TABLE readings IS {}").format(sql.Literal(comment[0])))
     _copy_grants(conn)
+
+
+def _index_like_old(conn: psycopg.Connection[Any]) -> None:
+    """OLD's indexes (schema.sql's primary key and BRIN) on the partitioned readings, under their own names."""
+    conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    definitions = conn.execute("SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid), indisprimary "
+                               "FROM pg_index WHERE indrelid = %s::regclass ORDER BY indisprimary DESC", (OLD,))
+    for index, definition, primary in definitions.fetchall():
+        name = "readings" + index.removeprefix(OLD)
+        if primary:  # a constraint, not only an index: ON CONFLICT and the replicas need it as such
+            columns = definition[definition.index(" USING btree ") + len(" USING btree "):]
+            conn.execute(sql.SQL("ALTER TABLE readings ADD CONSTRAINT {} PRIMARY KEY {}").format(
+                sql.Identifier(name), sql.SQL(columns)))
+        else:
+            rest = definition[definition.index(" USING "):]
+            conn.execute(sql.SQL("CREATE INDEX {} ON readings{}").format(sql.Identifier(name), sql.SQL(rest)))
 
 
 def _copy_grants(conn: psycopg.Connection[Any]) -> None:

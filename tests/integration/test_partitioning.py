@@ -17,9 +17,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from fix_watchdog import StartWatchdog, alerts_about, kinds
 
 from devstack import traffic
-from devstack.mqtt_client import MqttTestClient
+from devstack.discord_stub import DiscordStub
+from devstack.mqtt_client import MqttTestClient, PacedPublisher
 from devstack.processes import REPO_ROOT, wait_until
 from devstack.servers import (
     BRIDGE_TEST_ROLE,
@@ -27,8 +29,11 @@ from devstack.servers import (
     REPLAY_TEST_ROLE,
     PostgresServer,
     apply_schema,
+    ensure_login_role,
+    login_password,
     login_url,
     partman_bgw_settings,
+    with_login,
 )
 from devstack.workers import StartWorker
 
@@ -243,3 +248,62 @@ def test_retention_drops_old_partitions_revisions_and_dead_letters(partitioned: 
     assert query(partitioned, "SELECT variable FROM reading_revisions") == [("b",)]
     assert query(partitioned, "SELECT payload FROM rejected_messages") == [(b"new",)]
     assert query(partitioned, "SELECT count(*) FROM rejected_replays") == [(1,)]
+
+
+CONVERTED_ROWS = 1_000_000
+
+
+def test_converting_a_million_rows_under_load_loses_and_duplicates_nothing(
+    partman_server: PostgresServer, start: StartWorker, mqtt_url: str
+) -> None:
+    url = partman_server.url(dbname="convert")
+    query(partman_server.url(), "DROP DATABASE IF EXISTS convert")
+    query(partman_server.url(), "CREATE DATABASE convert")
+    apply_schema(url)
+    # A filled table, made server-side: 1,000 sensors (1001-2000), a reading every 0.2 s over two days up to
+    # traffic.BASE_AT's day, so the live traffic below lands in a partition the conversion makes.
+    query(url, """
+        INSERT INTO readings (sensor_id, "timestamp", variable, value, unit, ingested_at)
+        SELECT 1001 + i %% 1000, %s - i * interval '200 ms', 'temperature', i, 'C', now()
+        FROM generate_series(1, %s) AS i
+    """, (traffic.BASE_AT + timedelta(hours=12), CONVERTED_ROWS))
+    before = query(url, "SELECT sum(hashtext(r::text)::bigint), count(*) FROM readings AS r")
+    start("conv", database_url=login_url(url, BRIDGE_TEST_ROLE), bridge_statement_timeout_ms=2000)
+    sent = traffic.build(3000, duplicate_share=0.1, invalid_share=0.05)
+    publisher = PacedPublisher(mqtt_url, sent.messages, rate_per_s=300)  # 10 s of traffic, across the conversion
+
+    wait_until(lambda: traffic.counts(url)[0] > CONVERTED_ROWS, 30, interval=0.1, message="traffic flowing")
+    result = partition(url, "setup", PARTITION_RETENTION="none")
+    publisher.join(60)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    print(result.stdout)  # "readings converted in N s (ingestion held that long)"
+    wait_until(lambda: traffic.counts(url) == (CONVERTED_ROWS + len(sent.expected), sent.invalid), 60,
+               interval=0.2, message="every reading and dead letter of the traffic")
+    live = query(url, 'SELECT sensor_id, "timestamp", variable, value, unit FROM readings WHERE sensor_id <= 1000')
+    assert set(live) == sent.expected and len(live) == len(sent.expected)
+    assert set(traffic.rejected_messages(url)) == sent.rejected
+    assert query(url, "SELECT sum(hashtext(r::text)::bigint), count(*) FROM readings AS r WHERE sensor_id > 1000"
+                 ) == before, "the converted rows, each exactly once"
+
+
+def test_the_watchdog_warns_when_the_premade_partitions_run_out_and_says_when_they_are_back(
+    partitioned: str, start_watchdog: StartWatchdog, discord: DiscordStub
+) -> None:
+    with psycopg.connect(partitioned, autocommit=True) as conn:
+        ensure_login_role(conn, "watchdog_test", login_password("watchdog_test"), "iot_watchdog")
+    watchdog = start_watchdog(DATABASE_URL=with_login(partitioned, "watchdog_test", login_password("watchdog_test")))
+    health = watchdog.wait_until_all_ok()
+    assert health["components"]["partitions"] == "ok"
+
+    query(partitioned, "UPDATE partman.part_config SET automatic_maintenance = 'off'")  # maintenance stops
+    today = day(datetime.now(UTC))
+    for start_at in partition_starts(partitioned):
+        if start_at > today:
+            query(partitioned, f"DROP TABLE readings_p{start_at:%Y_%m_%d}")
+    wait_until(lambda: alerts_about(discord, "partitions"), 30, message="a DOWN alert for the partitions")
+    query(partitioned, "UPDATE partman.part_config SET automatic_maintenance = 'on'")  # the background worker's turn
+    wait_until(lambda: len(alerts_about(discord, "partitions")) == 2, 30, message="RECOVERED for the partitions")
+
+    assert kinds(alerts_about(discord, "partitions")) == ["DOWN", "RECOVERED"]
+    assert "only 0 partitions of readings premade ahead" in alerts_about(discord, "partitions")[0].content
