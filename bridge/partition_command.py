@@ -87,8 +87,8 @@ def run_setup(conn: psycopg.Connection[Any], settings: PartitionSettings) -> Non
         conn.execute("ANALYZE readings")
         print(f"partition setup: readings converted in {done.held_s:.1f} s (ingestion held that long): "
               f"{done.rows} rows in {done.partitions} partitions of {settings.interval}, "
-              f"{done.set_aside} set aside in rejected_messages; the old table is kept as {OLD}: "
-              f"check it, then DROP TABLE {OLD}")
+              f"{done.set_aside} set aside in rejected_messages"
+              + (f"; the old table is kept as {OLD}: check it, then DROP TABLE {OLD}" if done.rows else ""))
     print(maintain(conn, settings).line())
 
 

@@ -101,6 +101,8 @@ def convert(conn: psycopg.Connection[Any], settings: PartitionSettings, *, major
         if rows + set_aside != total:
             raise PartitionError(f"copied {rows} and set aside {set_aside} of {total} rows: nothing was changed")
         partitions = len(read_layout(conn).ranges)
+        if total == 0:  # a new database: nothing to check in the old table
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(OLD)))
     return Conversion(rows, set_aside, partitions, time.monotonic() - started)
 
 

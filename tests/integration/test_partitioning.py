@@ -171,7 +171,8 @@ def test_a_partitioned_stack_stores_dedupes_and_dead_letters_what_no_partition_o
     assert "stored=1" in replay(partitioned, "--code", "no_partition")
     assert "stored=1" in replay(partitioned, "--code", "past_timestamp", BRIDGE_MIN_TIMESTAMP="1970-01-01T00:00:00Z")
     assert "still_invalid=1" in replay(partitioned, "--code", "future_timestamp")
-    assert {row[:2] for row in traffic.stored_rows(partitioned)} >= {(6, backlog), (7, datetime(1970, 1, 1, tzinfo=UTC))}
+    stored = {row[:2] for row in traffic.stored_rows(partitioned)}
+    assert stored >= {(6, backlog), (7, datetime(1970, 1, 1, tzinfo=UTC))}
 
 
 def test_update_mode_replaces_a_reading_in_its_partition_and_keeps_the_revision(
@@ -234,7 +235,8 @@ def test_retention_drops_old_partitions_revisions_and_dead_letters(partitioned: 
                (1, now(), 'b', 1, 'C', 0, now(), now(), 'w')""")
     query(partitioned, """
         INSERT INTO rejected_messages (received_at, topic, payload, reason, reason_code, client_id)
-        VALUES (now() - interval '100 days', 't', 'old', 'r', 'not_json', 'w'), (now(), 't', 'new', 'r', 'not_json', 'w')
+        VALUES (now() - interval '100 days', 't', 'old', 'r', 'not_json', 'w'),
+               (now(), 't', 'new', 'r', 'not_json', 'w')
     """)
     query(partitioned, """INSERT INTO rejected_replays (rejected_id, outcome, detail)
                           SELECT id, 'still invalid', 'd' FROM rejected_messages""")
