@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--partitioned", action="store_true",
-                        help="up: readings partitioned by pg_partman, its background worker running (kept from then on)")
+                        help="up: readings partitioned by pg_partman, with its background worker (kept from then on)")
     args = parser.parse_args(argv)
     home = Path(os.environ.get("LOCAL_STACK_DIR") or REPO_ROOT / ".local").resolve()
     try:
