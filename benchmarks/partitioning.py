@@ -27,9 +27,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import harness  # benchmarks/ is on sys.path: this script's own folder
 import psycopg
@@ -48,6 +49,7 @@ from devstack.servers import (
     apply_schema,
     login_url,
 )
+from devstack.traffic import VARIABLES
 from devstack.workers import start_online
 
 LAYOUTS = ("plain", "partitioned")
@@ -66,7 +68,7 @@ class Databases:
         for layout in LAYOUTS:
             apply_schema(self.url[layout])
 
-    def run(self, layout: str, sql: str, params: object = None) -> list[tuple[object, ...]]:
+    def run(self, layout: str, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.url[layout], autocommit=True) as conn:
             cursor = conn.execute(sql, params)  # the benchmark's own statements
             return cursor.fetchall() if cursor.description else []
@@ -206,7 +208,7 @@ def main() -> int:
         notes += drains(dbs, args, mq.url, tmp, label="into empty tables", tag="empty")
         notes += dashboards(dbs, args.repeat)
         if args.prefill_rows:
-            days = args.prefill_rows // (2000 * len(harness.VARIABLES) * 1440) + 2  # harness.prefill's span
+            days = args.prefill_rows // (2000 * len(VARIABLES) * 1440) + 2  # harness.prefill's span
             dbs.run("partitioned", "SELECT partman.create_partition_time('public.readings', "
                     "ARRAY(SELECT timestamptz '2024-01-01Z' + d * interval '1 day' FROM generate_series(0, %s) d))",
                     (days,))

@@ -66,7 +66,7 @@ class _CheckViolation(psycopg.errors.CheckViolation):
         self._fake_diag = _Diag(constraint_name)
 
     @property
-    def diag(self) -> Any:  # type: ignore[override]
+    def diag(self) -> Any:
         return self._fake_diag
 
     @property

@@ -200,6 +200,7 @@ def test_premake_or_one_less_between_maintenance_runs_is_ok() -> None:
     for ahead in (8, 7, 6):
         result = judge_partitions(partitions(ahead), min_ahead=2, database_down=False)
         assert result is not None and result.status is Status.OK, ahead
+    assert result is not None
     assert "6 partitions premade ahead (premake 7), the last ends 2026-12-12" in result.detail
 
 
