@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,11 +22,13 @@ from fix_watchdog import StartWatchdog, alerts_about, kinds
 
 from devstack import traffic
 from devstack.discord_stub import DiscordStub
+from devstack.grafana_sql import expand
 from devstack.mqtt_client import MqttTestClient, PacedPublisher
 from devstack.processes import REPO_ROOT, wait_until
 from devstack.servers import (
     BRIDGE_TEST_ROLE,
     BRIDGE_UPDATE_TEST_ROLE,
+    READER_TEST_ROLE,
     REPLAY_TEST_ROLE,
     PostgresServer,
     apply_schema,
@@ -36,6 +39,7 @@ from devstack.servers import (
     with_login,
 )
 from devstack.workers import StartWorker
+from integration.test_dashboards import COLUMNS, CONTEXT, T0, TARGETS
 
 PREMAKE = 3
 COMMAND_TIMEOUT_S = 120
@@ -309,3 +313,29 @@ def test_the_watchdog_warns_when_the_premade_partitions_run_out_and_says_when_th
 
     assert kinds(alerts_about(discord, "partitions")) == ["DOWN", "RECOVERED"]
     assert "only 0 partitions of readings premade ahead" in alerts_about(discord, "partitions")[0].content
+
+
+@pytest.mark.parametrize(("title", "ref", "raw_sql"), TARGETS, ids=[f"{t} {r}" for t, r, _ in TARGETS])
+def test_every_dashboard_panel_runs_on_partitioned_readings_as_the_reader(
+    partitioned: str, title: str, ref: str, raw_sql: str
+) -> None:
+    query(partitioned, "SELECT partman.create_partition_time('public.readings', ARRAY[%s]::timestamptz[])", (day(T0),))
+    query(partitioned, """INSERT INTO readings (sensor_id, "timestamp", variable, value, unit, ingested_at)
+                          SELECT 1, at, 'temperature', m, 'u', at
+                          FROM generate_series(0, 59) AS m, LATERAL (SELECT %(t0)s + m * interval '1 minute' AS at) t
+                       """, {"t0": T0})
+    query(partitioned, """INSERT INTO reading_revisions (sensor_id, "timestamp", variable, value, unit, revision,
+                                                         ingested_at, replaced_at, replaced_by)
+                          VALUES (1, %(t0)s, 'temperature', 9, 'u', 0, %(t0)s, %(t0)s, 'w')""", {"t0": T0})
+    query(partitioned, """INSERT INTO rejected_messages (received_at, topic, payload, reason, reason_code, client_id)
+                          VALUES (%(t0)s, 't', 'x', 'r', 'stale_revision', 'w')""", {"t0": T0})
+    sql = expand(raw_sql, CONTEXT)
+
+    with psycopg.connect(login_url(partitioned, READER_TEST_ROLE)) as conn:
+        cursor = conn.execute(sql)  # built from the dashboard, not user input
+        assert cursor.description is not None
+        assert [column.name for column in cursor.description] == COLUMNS[title][ref]
+        assert cursor.fetchall(), "the seeded data shows"
+        plan = "\n".join(str(row[0]) for row in conn.execute("EXPLAIN " + sql).fetchall())
+    if '"timestamp" BETWEEN' in sql:  # a panel of a time range of readings: only that day's partition is read
+        assert set(re.findall(r"readings_p\d{4}_\d{2}_\d{2}", plan)) == {f"readings_p{T0:%Y_%m_%d}"}, "pruned"
