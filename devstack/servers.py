@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -149,6 +149,21 @@ def ensure_login_role(conn: psycopg.Connection[Any], role: str, password: str, g
     conn.execute(sql.SQL("GRANT {group} TO {role}").format(**names))
 
 
+def partman_bgw_settings(dbname: str, *, role: str = "postgres", interval_s: int = 3600) -> dict[str, str]:
+    """Server settings that run pg_partman's background worker: run_maintenance() on `dbname` every `interval_s`.
+
+    The library loads only at server start (shared_preload_libraries); the
+    worker does nothing until pg_partman is installed in `dbname`
+    (python -m bridge partition setup does it). Debian: postgresql-<major>-partman.
+    """
+    return {
+        "shared_preload_libraries": "pg_partman_bgw",
+        "pg_partman_bgw.dbname": dbname,
+        "pg_partman_bgw.role": role,
+        "pg_partman_bgw.interval": str(interval_s),
+    }
+
+
 class PostgresServer:
     """A PostgreSQL cluster in its own folder, on a free port on 127.0.0.1.
 
@@ -160,7 +175,10 @@ class PostgresServer:
     Unix socket in `root`/sock.
     """
 
-    def __init__(self, root: Path | None = None, *, port: int | None = None, durable: bool = False) -> None:
+    def __init__(
+        self, root: Path | None = None, *, port: int | None = None, durable: bool = False,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         initdb = find_binary("initdb", POSTGRES_HINT)
         self._initdb = initdb
         # Use the server that belongs to this initdb, not one of another version.
@@ -174,6 +192,7 @@ class PostgresServer:
         self._log_path = self._root / "postgres.log"
         self._port = port or free_port()
         self._durable = durable
+        self._settings = dict(settings or {})  # extra -c name=value, e.g. partman_bgw_settings()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -230,6 +249,7 @@ class PostgresServer:
                 str(self._postgres), "-D", str(self._data_dir), "-p", str(self.port),
                 "-k", str(self._socket_dir), "-c", f"listen_addresses={LOCALHOST}",
                 *fast, "-c", "synchronous_commit=on",
+                *(arg for name, value in self._settings.items() for arg in ("-c", f"{name}={value}")),
             ],
             log_path=self._log_path,
             account=self._account,
