@@ -8,7 +8,9 @@ At every `up`, for each one:
 - a value set in .env (its variable, e.g. BRIDGE_DB_PASSWORD) is written: .env overrides;
 - otherwise the stored value is kept, or generated (secrets.token_urlsafe) the first
   time, so a fresh clone needs no .env and an `up` never changes a password by itself.
-The examples' placeholder `change-me` is refused with one line naming the variable.
+The examples' placeholder `change-me` is refused with one line naming the variable, and so
+is a broker password too guessable for the broker's fast hash (mosquitto/dynsec.py,
+weak_password), whether .env gives it or the volume kept it from an earlier .env.
 An empty variable counts as unset: compose passes every variable, empty when .env lacks it.
 
 Each file is readable by root and the one uid that needs it (the image's user for the
@@ -16,8 +18,9 @@ services' passwords, Grafana's for its own), never by others. The services read 
 through *_FILE variables, so no password is in `docker inspect` or on a command line.
 
 Then the broker's dynamic-security file gets the current passwords (mosquitto/dynsec.py
-update(), which keeps what the broker saved there) and the health check its client
-options file. A running broker reads the file only at start: see README, "Docker stack".
+update(), which keeps what the broker saved there and re-hashes our accounts still at
+another iteration count) and the health check its client options file. A running
+broker reads the file only at start: see README, "Docker stack".
 """
 
 from __future__ import annotations
@@ -128,6 +131,24 @@ def check_given(variable: str, value: str, *, placeholder: str) -> None:
         raise InitError(f"{variable}: must not start or end with spaces or hold control characters")
 
 
+def check_broker_passwords(
+    chosen: list[Secret], values: Mapping[str, tuple[str, str]], given: Mapping[str, str], *,
+    dynsec: ModuleType, folder: Path,
+) -> None:
+    """InitError naming the variable, or the stored file, of a broker password too guessable for its fast hash."""
+    for secret in chosen:
+        problem = dynsec.weak_password(values[secret.name][0]) if secret.account else None
+        if problem is None:
+            continue
+        variable = secret.variable or f"MQTT_DEVICES (device {secret.account.removeprefix('device-')})"
+        if secret.name in given:
+            raise InitError(f"{variable}: {problem}; or remove it from .env to have one generated")
+        raise InitError(
+            f"{folder / secret.name}, kept from an earlier .env: {problem}; set it as {variable} in .env, or "
+            "delete the file to have one generated (then give the new one to the account's clients)"
+        )
+
+
 def resolve(
     chosen: list[Secret], given: Mapping[str, str], stored: Mapping[str, str], *, token: Callable[[], str]
 ) -> dict[str, tuple[str, str]]:
@@ -228,7 +249,7 @@ def apply(
     *,
     secrets_folder: Path,
     dynsec_folder: Path,
-    iterations: int,
+    iterations: int | None = None,
     chown: Chown,
     token: Callable[[], str] = lambda: secrets.token_urlsafe(TOKEN_BYTES),
     report: Callable[[str], None] = print,
@@ -238,9 +259,10 @@ def apply(
     chosen, given = wanted(environ, dynsec)
     existing = read_broker_document(dynsec_folder)
     values = resolve(chosen, given, read_stored(secrets_folder), token=token)
+    check_broker_passwords(chosen, values, given, dynsec=dynsec, folder=secrets_folder)
     passwords = {secret.account: values[secret.name][0] for secret in chosen if secret.account}
     share_group = environ.get("BRIDGE_SHARE_GROUP") or "bridge"
-    document = dynsec.update(existing, passwords, share_group=share_group, iterations=iterations)
+    document = dynsec.update(existing, passwords, share_group=share_group, iterations=iterations or dynsec.ITERATIONS)
 
     write_secrets(secrets_folder, chosen, values, chown=chown)
     for name, (_, source) in values.items():
@@ -282,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="with show: the secrets to print")
     parser.add_argument("--secrets", type=Path, default=Path("/secrets"), help="the secrets volume")
     parser.add_argument("--dynsec", type=Path, default=Path("/mosquitto/dynsec"), help="the broker's accounts volume")
-    parser.add_argument("--iterations", type=int, default=210_000, help="PBKDF2 iterations of new broker hashes")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="PBKDF2 iterations of our accounts' hashes (default: mosquitto/dynsec.py's, 1)")
     args = parser.parse_args(argv)
     if args.command == "show":
         return show(args.secrets, args.names)

@@ -19,6 +19,7 @@ ALL_SECRETS = {
     "mqtt_health_password", "grafana_admin_password", "discord_webhook_url",
 }
 OUR_ACCOUNTS = {"bridge", "watchdog", "simulator", "admin", "health"}
+STRONG = "-Long-Enough-For-The-Broker-42"  # makes a test password pass dynsec's rule
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +36,15 @@ class Stack:
         self.dynsec = root / "dynsec"
         self.owners: dict[Path, int] = {}
         self.lines: list[str] = []
-        self._tokens = (f"token-{n}" for n in range(1_000_000))
+        self._tokens = (f"token-{n}{STRONG}" for n in range(1_000_000))
 
     def apply(self, **environ: str) -> list[str]:
+        return self.apply_hashing_at(None, environ)
+
+    def apply_hashing_at(self, iterations: int | None, environ: dict[str, str]) -> list[str]:
         self.lines = []
         self.module.apply(
-            environ, secrets_folder=self.secrets, dynsec_folder=self.dynsec, iterations=10,
+            environ, secrets_folder=self.secrets, dynsec_folder=self.dynsec, iterations=iterations,
             chown=self.owners.__setitem__, token=lambda: next(self._tokens),
             report=self.lines.append,
         )
@@ -82,7 +86,7 @@ def test_a_first_up_without_env_generates_every_password(stack: Stack, dynsec: M
 
 
 def test_the_real_generator_makes_url_safe_tokens(stack_init: ModuleType, tmp_path: Path) -> None:
-    stack_init.apply({}, secrets_folder=tmp_path / "s", dynsec_folder=tmp_path / "d", iterations=10,
+    stack_init.apply({}, secrets_folder=tmp_path / "s", dynsec_folder=tmp_path / "d",
                      chown=lambda path, uid: None, report=lambda line: None)
 
     value = (tmp_path / "s" / "bridge_db_password").read_text()
@@ -104,11 +108,11 @@ def test_a_value_in_env_overrides_the_stored_one(stack: Stack, dynsec: ModuleTyp
     stack.apply()
     watchdog_before = stack.account("watchdog")
 
-    lines = stack.apply(BRIDGE_DB_PASSWORD="db-p@ss/w%41:rd", MQTT_BRIDGE_PASSWORD="mq-p@ss/w%41:rd")
+    lines = stack.apply(BRIDGE_DB_PASSWORD="db-p@ss/w%41:rd", MQTT_BRIDGE_PASSWORD=f"mq-p@ss/w%41:rd{STRONG}")
 
     assert stack.secret("bridge_db_password") == "db-p@ss/w%41:rd"
     assert "init: mqtt_bridge_password: set from .env" in lines
-    assert dynsec.password_matches(stack.account("bridge"), "mq-p@ss/w%41:rd")
+    assert dynsec.password_matches(stack.account("bridge"), f"mq-p@ss/w%41:rd{STRONG}")
     assert stack.account("watchdog") == watchdog_before
     assert "updated" in lines[-1]
     assert "set from .env" not in "".join(stack.apply(BRIDGE_DB_PASSWORD="db-p@ss/w%41:rd"))
@@ -166,6 +170,52 @@ def test_a_refused_value_names_the_variable_and_nothing_is_written(
     assert not stack.secrets.exists() and not stack.dynsec.exists()
 
 
+@pytest.mark.parametrize(("variable", "value"), [
+    ("MQTT_BRIDGE_PASSWORD", "hunter2"), ("MQTT_ADMIN_PASSWORD", "a" * 27), ("MQTT_DEVICES", "8:d8-p@ss"),
+])
+def test_a_guessable_broker_password_from_env_is_refused_and_nothing_is_written(
+    stack: Stack, variable: str, value: str
+) -> None:
+    with pytest.raises(stack.module.InitError) as caught:
+        stack.apply(**{variable: value})
+
+    message = str(caught.value)
+    assert message.startswith(f"{variable}{' (device 8)' if variable == 'MQTT_DEVICES' else ''}: too guessable")
+    assert "token_urlsafe" in message and "remove it from .env to have one generated" in message
+    assert "\n" not in message and value.rsplit(":", maxsplit=1)[-1] not in message
+    assert not stack.secrets.exists() and not stack.dynsec.exists()
+
+
+def test_a_guessable_broker_password_kept_from_an_earlier_env_is_refused_naming_its_file(stack: Stack) -> None:
+    stack.apply(BRIDGE_DB_PASSWORD="db-pw")  # not a broker account: no rule for it
+    (stack.secrets / "mqtt_watchdog_password").chmod(0o600)
+    (stack.secrets / "mqtt_watchdog_password").write_text("w-pw")  # what an older init stored from .env
+    before = stack.files()
+
+    with pytest.raises(stack.module.InitError) as caught:
+        stack.apply()
+
+    message = str(caught.value)
+    assert message.startswith(f"{stack.secrets / 'mqtt_watchdog_password'}, kept from an earlier .env: too guessable")
+    assert "set it as MQTT_WATCHDOG_PASSWORD in .env, or delete the file" in message
+    assert stack.files() == before
+
+
+def test_accounts_hashed_at_another_count_are_rehashed_at_the_next_up(stack: Stack, dynsec: ModuleType) -> None:
+    """The migration: a broker file from before (210,000 iterations; 7 here, for speed) gets one-iteration hashes."""
+    stack.apply_hashing_at(7, {})
+    assert {c["iterations"] for c in stack.document()["clients"]} == {7}
+
+    lines = stack.apply()
+
+    for account in OUR_ACCOUNTS:
+        entry = stack.account(account)
+        assert entry["iterations"] == dynsec.ITERATIONS == 1, account
+        assert dynsec.password_matches(entry, stack.secret(f"mqtt_{account}_password")), account
+    assert lines[-1].startswith("init: broker accounts bridge, watchdog, simulator, admin, health: updated")
+    assert stack.apply()[-1].endswith(": unchanged")
+
+
 def test_main_exits_2_with_one_line(
     stack_init: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -178,12 +228,12 @@ def test_main_exits_2_with_one_line(
 
 
 def test_devices_get_generated_or_given_passwords_and_are_never_deleted(stack: Stack, dynsec: ModuleType) -> None:
-    stack.apply(MQTT_DEVICES="7, 8:d8-p@ss")
+    stack.apply(MQTT_DEVICES=f"7, 8:d8-p@ss{STRONG}")
 
     assert stack.secret("mqtt_device_7_password").startswith("token-")
-    assert stack.secret("mqtt_device_8_password") == "d8-p@ss"
+    assert stack.secret("mqtt_device_8_password") == f"d8-p@ss{STRONG}"
     assert dynsec.password_matches(stack.account("device-7"), stack.secret("mqtt_device_7_password"))
-    assert dynsec.password_matches(stack.account("device-8"), "d8-p@ss")
+    assert dynsec.password_matches(stack.account("device-8"), f"d8-p@ss{STRONG}")
 
     stack.apply(MQTT_DEVICES="7,9")
 
@@ -194,13 +244,13 @@ def test_devices_get_generated_or_given_passwords_and_are_never_deleted(stack: S
 def test_what_the_broker_saved_is_kept(stack: Stack, dynsec: ModuleType) -> None:
     stack.apply()
     document = stack.document()
-    document["clients"].append(dynsec.client("ops", "o", "admin", iterations=10, salt=b"s" * 12))
+    document["clients"].append(dynsec.client("ops", "o", "admin", iterations=101, salt=b"s" * 12))
     (stack.dynsec / "dynamic-security.json").write_text(json.dumps(document))
 
-    stack.apply(MQTT_BRIDGE_PASSWORD="rotated")
+    stack.apply(MQTT_BRIDGE_PASSWORD=f"rotated{STRONG}")
 
     assert "ops" in {c["username"] for c in stack.document()["clients"]}
-    assert dynsec.password_matches(stack.account("bridge"), "rotated")
+    assert dynsec.password_matches(stack.account("bridge"), f"rotated{STRONG}")
 
 
 def test_a_broken_broker_file_is_refused_not_replaced(stack: Stack) -> None:
