@@ -1,10 +1,12 @@
 """What a CONNECT costs the broker: accounts hashed at 210,000 PBKDF2 iterations (before) and as now, in one run.
 
-    python benchmarks/connect.py                          # 1,000 devices, 150 wrong passwords: ~6 minutes
+    python benchmarks/connect.py                          # 1,000 devices, 150 wrong passwords: 6-7 minutes
     python benchmarks/connect.py --devices 200 --rounds 2 # shorter, alternating twice
 
 Mosquitto checks a password on its only event loop, so the hash's cost is
 the broker's. For each hashing, alternating within each round (before, now):
+- cost: the broker's CPU time per CONNECT (from /proc) naming an unknown
+  user, a device with a wrong password and one with its right password;
 - storm: a fresh broker with --devices device accounts; every device sends its
   CONNECT at once, each on its own TCP connection with its own client id;
   the figure is the time until the last CONNACK (target: all accepted in 5 s);
@@ -31,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import harness  # benchmarks/ is on sys.path: this script's own folder
@@ -52,12 +54,14 @@ from devstack.servers import (
 )
 from devstack.simulator_process import simulator_env
 from devstack.workers import start_online
+from simulator.report import percentile
 
 BEFORE = 210_000  # the iteration count of mosquitto/dynsec.py until this benchmark
 SEED_RATE = 83  # readings/s: 5000 per minute
 FIRST_DEVICE = 100_001  # clear of the test accounts' device-7
 FLOODED = ("device-7", MQTT_TEST_ACCOUNTS["MQTT_DEVICES"].split(":", 1)[1])
 STORM_TARGET_S, P99_TARGET_MS = 5.0, 250.0
+COST_LOGINS = {BEFORE: 30}  # CONNECTs of each kind in the cost phase; 1,000 for a cheap hash
 
 
 @dataclass
@@ -65,7 +69,9 @@ class Figures:
     """One hashing's results in one round."""
 
     iterations: int
+    cost_ms: dict[str, float] = field(default_factory=dict)  # broker CPU per CONNECT, by kind
     storm_accepted: int = 0
+    storm_p50_s: float = 0.0
     storm_last_s: float = 0.0
     flood_refused: int = 0
     flood_last_s: float = 0.0
@@ -103,6 +109,33 @@ def accounts_at(iterations: int, devices: int, device_password: str) -> Callable
     return write
 
 
+def broker_cpu_s(pid: int) -> float:
+    """User + system CPU time the broker process has used (proc(5), fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cost(figures: Figures) -> None:
+    """The broker's CPU per CONNECT for each kind of login, in batches of 100 at once."""
+    count = COST_LOGINS.get(figures.iterations, 1000)
+    kinds: dict[str, Callable[[int], Login]] = {
+        "unknown user": lambda n: Login(f"cost-u-{n}", f"nobody-{n}", "wrong"),
+        "wrong password": lambda n: Login(f"cost-w-{n}", FLOODED[0], f"wrong-{n}"),
+        "right password": lambda n: Login(f"cost-r-{n}", *FLOODED),
+    }
+    broker = MosquittoServer(accounts=accounts_at(figures.iterations, 0, ""))
+    try:
+        broker.start()
+        for kind, login in kinds.items():
+            before = broker_cpu_s(broker.pid)
+            for first in range(0, count, 100):
+                connect_all(broker.host, broker.port, [login(n) for n in range(first, min(first + 100, count))],
+                            timeout_s=600)
+            figures.cost_ms[kind] = (broker_cpu_s(broker.pid) - before) * 1000 / count
+    finally:
+        broker.cleanup()
+
+
 def storm(figures: Figures, devices: int, timeout_s: float) -> None:
     """Every device connects at once to a fresh broker; when was the last accepted?"""
     password = secrets.token_urlsafe(24)
@@ -114,6 +147,7 @@ def storm(figures: Figures, devices: int, timeout_s: float) -> None:
     finally:
         broker.cleanup()
     figures.storm_accepted = len(result.with_code(ACCEPTED))
+    figures.storm_p50_s = percentile([answer.at_s for answer in result.with_code(ACCEPTED)], 50) or 0.0
     figures.storm_last_s = result.last_s(ACCEPTED)
 
 
@@ -156,11 +190,14 @@ def label(iterations: int) -> str:
 
 def report(results: list[Figures], args: argparse.Namespace) -> bool:
     """Print the table and the targets' verdicts; True if every `now` run met both targets."""
-    print(f"\n{'hashing':31} | storm: {args.devices} devices, all accepted after | "
+    print(f"\n{'hashing':31} | broker CPU per CONNECT: unknown user / wrong password / right password")
+    for f in results:
+        print(f"{label(f.iterations):31} | " + " / ".join(f"{ms:8.3f} ms" for ms in f.cost_ms.values()))
+    print(f"\n{'hashing':31} | storm: {args.devices} devices, accepted after p50 / last | "
           f"flood: {args.wrong} wrong, refused after | publish->commit p50 / p99 / max")
     for f in results:
-        print(f"{label(f.iterations):31} | {f.storm_accepted:5} accepted, {f.storm_last_s:8.3f} s{'':9} | "
-              f"{f.flood_refused:4} refused, {f.flood_last_s:7.2f} s{'':5} | "
+        print(f"{label(f.iterations):31} | {f.storm_accepted:5} accepted, {f.storm_p50_s:7.3f} / "
+              f"{f.storm_last_s:7.3f} s{'':8} | {f.flood_refused:4} refused, {f.flood_last_s:7.2f} s{'':5} | "
               f"{f.p50_ms:7.1f} / {f.p99_ms:8.1f} / {f.max_ms:8.1f} ms")
     now = [f for f in results if f.iterations != BEFORE]
     before = [f for f in results if f.iterations == BEFORE]
@@ -195,6 +232,9 @@ def main() -> int:
         apply_schema(postgres.url())
         for round_ in range(args.rounds):
             pair = [Figures(BEFORE), Figures(args.iterations)]
+            for figures in pair:
+                print(f"round {round_ + 1}: cost, {label(figures.iterations)} ...", flush=True)
+                cost(figures)
             for figures in pair:
                 print(f"round {round_ + 1}: storm, {label(figures.iterations)} ...", flush=True)
                 storm(figures, args.devices, timeout_s=max(600.0, args.devices * 1.0))
