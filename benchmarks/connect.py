@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,7 @@ class Figures:
     iterations: int
     cost_ms: dict[str, float] = field(default_factory=dict)  # broker CPU per CONNECT, by kind
     storm_accepted: int = 0
+    storm_failed: dict[str, int] = field(default_factory=dict)  # logins with no CONNACK, by what happened
     storm_p50_s: float = 0.0
     storm_last_s: float = 0.0
     flood_refused: int = 0
@@ -147,6 +149,7 @@ def storm(figures: Figures, devices: int, timeout_s: float) -> None:
     finally:
         broker.cleanup()
     figures.storm_accepted = len(result.with_code(ACCEPTED))
+    figures.storm_failed = dict(Counter(answer.error for answer in result.unanswered))
     figures.storm_p50_s = percentile([answer.at_s for answer in result.with_code(ACCEPTED)], 50) or 0.0
     figures.storm_last_s = result.last_s(ACCEPTED)
 
@@ -199,6 +202,10 @@ def report(results: list[Figures], args: argparse.Namespace) -> bool:
         print(f"{label(f.iterations):31} | {f.storm_accepted:5} accepted, {f.storm_p50_s:7.3f} / "
               f"{f.storm_last_s:7.3f} s{'':8} | {f.flood_refused:4} refused, {f.flood_last_s:7.2f} s{'':5} | "
               f"{f.p50_ms:7.1f} / {f.p99_ms:8.1f} / {f.max_ms:8.1f} ms")
+    for f in results:
+        if f.storm_failed:
+            print(f"{label(f.iterations)}: storm logins with no CONNACK: "
+                  + ", ".join(f"{count} {error}" for error, count in f.storm_failed.items()))
     now = [f for f in results if f.iterations != BEFORE]
     before = [f for f in results if f.iterations == BEFORE]
     if now and before:
