@@ -275,13 +275,30 @@ def prepare_database(server: PostgresServer, stack: Stack) -> None:
 
 
 def write_accounts(stack: Stack) -> Callable[[Path], None]:
-    """The broker's accounts from the stack's passwords (production hashing), written on first use."""
+    """The broker's accounts from the stack's passwords, before each start of the broker.
+
+    The first `up` writes the file; later ones bring what the broker saved up
+    to date (mosquitto/dynsec.py update()): our accounts get their passwords,
+    hashed as dynsec hashes now (a file from before gets its 210,000-iteration
+    hashes replaced), and accounts added with mosquitto_ctrl are kept.
+    """
 
     def write(path: Path) -> None:
+        dynsec = load_dynsec()
         passwords = {user: stack.passwords[f"mqtt_{user}"] for user in ("bridge", "watchdog", "simulator")}
         passwords[f"device-{DEVICE_SENSOR_ID}"] = stack.passwords[f"mqtt_device_{DEVICE_SENSOR_ID}"]
-        path.write_text(json.dumps(load_dynsec().build_document(passwords)))
-        path.chmod(0o600)
+        if not path.exists():
+            document = dynsec.build_document(passwords)
+        else:
+            saved = json.loads(path.read_text())
+            document = dynsec.update(saved, passwords)
+            if document == saved:
+                return
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.touch(mode=0o600)  # password hashes: never readable by others, even briefly
+        tmp.write_text(json.dumps(document, indent=2))
+        tmp.replace(path)
 
     return write
 
