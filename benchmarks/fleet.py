@@ -169,8 +169,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--reconnect-initial", type=float, default=1.0,
                         help="a device's first reconnect delay cap (full jitter), doubling up to 30 s")
     parser.add_argument("--sources", type=int, default=None, help="local source addresses (default: 1 per 20,000)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="PBKDF2 iterations of the device accounts (default: mosquitto/dynsec.py's)")
     return parser.parse_args(argv)
 
 
@@ -188,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({args.devices / args.period:.0f}/s), {args.workers} workers, {sources} source addresses", flush=True)
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         stack = fleet_setup.Stack(Path(tmp), devices=args.devices, workers=args.workers, sources=sources,
-                                  open_files=files, iterations=args.iterations)
+                                  open_files=files)
         try:
             stack.start(figures)
             asyncio.run(run(args, stack, figures))

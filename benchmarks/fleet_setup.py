@@ -76,19 +76,18 @@ class ListenCounters:
         return ", ".join(f"{name} {now[name] - self._start[name]}" for name in self.NAMES)
 
 
-def device_accounts(passwords: dict[str, str], iterations: int | None) -> Callable[[Path], None]:
+def device_accounts(passwords: dict[str, str]) -> Callable[[Path], None]:
     """The test accounts plus one account per device (device-k may publish sensors/k/readings only)."""
 
     def write(path: Path) -> None:
         write_test_accounts(path)
         dynsec = load_dynsec()
         document = json.loads(path.read_text(encoding="utf-8"))
-        rounds = iterations or dynsec.ITERATIONS
         # The test accounts have a device-7 already: ours replaces it (the plugin would take the first).
         document["clients"] = [c for c in document["clients"] if c["username"] not in passwords]
         document["roles"] = [r for r in document["roles"] if r["rolename"] not in passwords]
         for user, password in passwords.items():
-            document["clients"].append(dynsec.client(user, password, user, iterations=rounds,
+            document["clients"].append(dynsec.client(user, password, user, iterations=dynsec.ITERATIONS,
                                                      salt=os.urandom(dynsec.SALT_BYTES)))
         ids = [int(user.removeprefix("device-")) for user in passwords]
         document["roles"] += [role for role in dynsec.roles(SHARE_GROUP, ids) if role["rolename"] in passwords]
@@ -144,15 +143,14 @@ class Schedule:
 class Stack:
     """PostgreSQL, the broker with one account per device, and the bridge workers."""
 
-    def __init__(self, tmp: Path, *, devices: int, workers: int, sources: int, open_files: int,
-                 iterations: int | None) -> None:
+    def __init__(self, tmp: Path, *, devices: int, workers: int, sources: int, open_files: int) -> None:
         self.tmp = tmp
         self.tag = secrets.token_hex(4)
         passwords = {f"device-{k}": secrets.token_urlsafe(24) for k in range(1, devices + 1)}
         self.logins = [DeviceLogin(user, user, password) for user, password in passwords.items()]
         self.sources = [f"127.0.1.{n}" for n in range(1, sources + 1)]
         self.pg = PostgresServer()
-        self.mq = MosquittoServer(accounts=device_accounts(passwords, iterations), open_files=open_files)
+        self.mq = MosquittoServer(accounts=device_accounts(passwords), open_files=open_files)
         self._worker_count = workers
         self.workers: list[WorkerProcess] = []
 

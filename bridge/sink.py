@@ -11,11 +11,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.corrections import write_corrections
 from bridge.database import Database, connect_failure, translate
-from bridge.errors import SinkMisconfigured, SinkUnavailable
+from bridge.errors import SinkMisconfigured, SinkRefused, SinkUnavailable
 from bridge.indoubt import TXID, InDoubt, Outcome, ask_status, batch_key, log_resolution
 from bridge.model import Delivery
 from bridge.revisions import OnConflict
 from bridge.staging import STAGING_DDL, Staged, WriteResult, describe_stored
+from bridge.unplaced import find_unplaced, set_aside
 from iotcommon.contract import RejectionCode
 
 __all__ = ["PostgresSink", "Sink", "WriteResult", "check_schema", "configure_connection"]
@@ -124,6 +125,16 @@ class PostgresSink:
         settled = self._settle_in_doubt(key)
         if settled is not None:
             return settled
+        try:
+            return self._commit(key, batch)
+        except SinkRefused as exc:
+            if exc.code is not RejectionCode.NO_PARTITION:
+                raise
+            # Partitioned readings: dead-letter just the readings no partition holds (bridge/unplaced.py).
+            return self._commit(key, self._set_aside_unplaced(batch))
+
+    def _commit(self, key: tuple[int, ...], batch: Sequence[Delivery]) -> WriteResult:
+        """Write the batch in one transaction; a COMMIT that went unanswered leaves it in doubt."""
         staged = Staged.of(batch, client_id=self._client_id)
         committing: InDoubt[WriteResult] | None = None
         try:
@@ -140,6 +151,18 @@ class PostgresSink:
             if committing is not None and isinstance(error, SinkUnavailable):
                 self._in_doubt = committing
             raise error from exc
+
+    def _set_aside_unplaced(self, batch: Sequence[Delivery]) -> list[Delivery]:
+        try:
+            with self._pool.connection(timeout=self._timeout_s) as conn, conn.transaction():
+                unplaced = find_unplaced(conn, batch)
+        except PoolTimeout as exc:
+            raise SinkUnavailable(f"no database connection within {self._timeout_s} s") from exc
+        except psycopg.Error as exc:
+            raise translate(exc, doing="finding the readings no partition holds") from exc
+        logger.warning("%d timestamps of a batch have no partition of readings; storing those readings as "
+                       "no_partition dead letters", len(unplaced))
+        return set_aside(batch, unplaced)
 
     def _settle_in_doubt(self, key: tuple[int, ...]) -> WriteResult | None:
         """The result of an in-doubt batch that did commit; None when `key` must be written (again)."""

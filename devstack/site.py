@@ -19,7 +19,6 @@ from devstack.servers import (
     MQTT_TEST_ACCOUNTS,
     TEST_MQTT_PASSWORD,
     TEST_MQTT_USER,
-    TEST_PBKDF2_ITERATIONS,
     MosquittoServer,
     load_dynsec,
 )
@@ -50,11 +49,11 @@ def write_site_test_accounts(path: Path) -> None:
     devices = dynsec.parse_devices(MQTT_TEST_ACCOUNTS["MQTT_DEVICES"])
     passwords = {"simulator": MQTT_TEST_ACCOUNTS["MQTT_SIMULATOR_PASSWORD"],
                  **{f"device-{n}": password for n, password in devices.items()}}
-    document = dynsec.build_document(passwords, iterations=TEST_PBKDF2_ITERATIONS)
+    document = dynsec.build_document(passwords)
     everything = [dynsec.acl(kind, "#") for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]
     document["roles"].append({"rolename": TEST_MQTT_USER, "acls": everything})
     document["clients"].append(dynsec.client(TEST_MQTT_USER, TEST_MQTT_PASSWORD, TEST_MQTT_USER,
-                                             iterations=TEST_PBKDF2_ITERATIONS, salt=os.urandom(12)))
+                                             iterations=dynsec.ITERATIONS, salt=os.urandom(dynsec.SALT_BYTES)))
     path.write_text(json.dumps(document), encoding="utf-8")
 
 

@@ -13,6 +13,9 @@ An empty variable counts as unset: compose passes every variable, empty when .en
 So does the old examples' placeholder `change-me` (an upgrade from the release whose
 .env.example shipped it): it is reported and ignored, never used, except for the
 owner password of a database created with it, the only one that database accepts.
+A broker password too guessable for the broker's cheap hash (mosquitto/dynsec.py,
+weak_password) is refused with one line naming the variable, whether .env gives it or
+the store kept it from an earlier .env.
 
 Each service gets copies of its own secrets, and of no other, in its own volume
 (SHARES, /shares/<service> here, /run/secrets in the service), readable by root and
@@ -20,7 +23,8 @@ the uid that service runs as. The services read them through *_FILE variables, s
 password is in `docker inspect` or on a command line.
 
 Then the broker's dynamic-security file gets the current passwords (mosquitto/dynsec.py
-update(), which keeps what the broker saved there), the health check its client
+update(), which keeps what the broker saved there and re-hashes our accounts still hashed
+at another iteration count, docs/security.md), the health check its client
 options file, and broker-sync its plan (deploy/compose/broker_sync.py), with which it
 brings the running broker up to date: a broker reads the file only when it starts.
 """
@@ -109,6 +113,22 @@ def write_broker_files(folder: Path, existing: dict[str, Any], document: dict[st
     return changed
 
 
+def check_broker_passwords(want: Any, resolved: Mapping[str, tuple[str, str]], *, dynsec: ModuleType,
+                           folder: Path) -> None:
+    """InitError naming the variable, or the stored file, of a broker password too guessable for its cheap hash."""
+    for secret in want.chosen:
+        problem = dynsec.weak_password(resolved[secret.name][0]) if secret.account else None
+        if problem is None:
+            continue
+        variable = secret.variable or f"MQTT_DEVICES (device {secret.account.removeprefix('device-')})"
+        if secret.name in want.given:
+            raise InitError(f"{variable}: {problem}; or remove it from .env to have one generated")
+        raise InitError(
+            f"{folder / secret.name}, kept from an earlier .env: {problem}; set it as {variable} in .env, or "
+            "delete the file to have one generated (then give the new one to the account's clients)"
+        )
+
+
 def apply(
     environ: Mapping[str, str],
     *,
@@ -116,7 +136,7 @@ def apply(
     shares_folder: Path,
     dynsec_folder: Path,
     database_folder: Path,
-    iterations: int,
+    iterations: int | None = None,
     chown: Chown,
     token: Callable[[], str] = lambda: secrets.token_urlsafe(TOKEN_BYTES),
     report: Callable[[str], None] = print,
@@ -128,9 +148,11 @@ def apply(
     stored = files.read_stored(secrets_folder)
     resolved = values.resolve(want, stored, token=token, database_exists=(database_folder / PG_VERSION).exists(),
                             placeholder=dynsec.PLACEHOLDER_PASSWORD)
+    check_broker_passwords(want, resolved, dynsec=dynsec, folder=secrets_folder)
     passwords = {secret.account: resolved[secret.name][0] for secret in want.chosen if secret.account}
     share_group = environ.get("BRIDGE_SHARE_GROUP") or "bridge"
-    document = dynsec.update(existing, passwords, share_group=share_group, iterations=iterations)
+    document = dynsec.update(existing, passwords, share_group=share_group,
+                             iterations=iterations or dynsec.ITERATIONS)
     plan = broker_sync.next_plan(
         broker_sync.read_plan(secrets_folder), existing, document,
         accounts={secret.account: secret.name for secret in want.chosen if secret.account},
@@ -184,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dynsec", type=Path, default=Path("/mosquitto/dynsec"), help="the broker's accounts volume")
     parser.add_argument("--database", type=Path, default=Path("/state/postgres-data"),
                         help="PostgreSQL's data volume (read only: whether a database exists)")
-    parser.add_argument("--iterations", type=int, default=210_000, help="PBKDF2 iterations of new broker hashes")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="PBKDF2 iterations of our accounts' hashes (default: mosquitto/dynsec.py's, 1)")
     parser.add_argument("--broker", default="mosquitto:1883", help="with sync-broker: the broker's host:port")
     args = parser.parse_args(argv)
     if args.command == "show":

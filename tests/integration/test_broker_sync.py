@@ -18,6 +18,9 @@ from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.servers import MosquittoServer
 
 pytestmark = pytest.mark.slow
+# Broker passwords long enough for dynsec's rule (docs/security.md).
+ROTATED = "rotated-p@ss/w%41:rd-Long-Enough-42"
+NEW_ADMIN = "new-admin-pw-Long-Enough-For-Brokers"
 
 
 class Init:
@@ -79,8 +82,8 @@ def test_an_ups_new_device_password_and_share_group_reach_the_running_broker(
     assert "nothing to change" in capsys.readouterr().out  # it loaded the file: every password tried, none sent
     old_bridge = init.secret("mqtt_bridge_password")
 
-    init.apply(MQTT_DEVICES="7,9", MQTT_BRIDGE_PASSWORD="rotated-p@ss/w%41:rd", BRIDGE_SHARE_GROUP="g2",
-               MQTT_ADMIN_PASSWORD="new-admin-pw")
+    init.apply(MQTT_DEVICES="7,9", MQTT_BRIDGE_PASSWORD=ROTATED, BRIDGE_SHARE_GROUP="g2",
+               MQTT_ADMIN_PASSWORD=NEW_ADMIN)
     assert not connects(broker, "device-9", init.secret("mqtt_device_9_password")), "not before broker-sync"
 
     assert sync_broker(stack_init, init, broker) == 0
@@ -88,9 +91,9 @@ def test_an_ups_new_device_password_and_share_group_reach_the_running_broker(
     out = capsys.readouterr().out
     assert "broker-sync: createClient device-9" in out and "setClientPassword bridge" in out
     assert connects(broker, "device-9", init.secret("mqtt_device_9_password"))
-    assert connects(broker, "admin", "new-admin-pw")
+    assert connects(broker, "admin", NEW_ADMIN)
     assert not connects(broker, "bridge", old_bridge)
-    with MqttTestClient.from_url(broker.url_as("bridge", "rotated-p@ss/w%41:rd")).connect(timeout=5) as bridge:
+    with MqttTestClient.from_url(broker.url_as("bridge", ROTATED)).connect(timeout=5) as bridge:
         bridge.subscribe("$share/g2/sensors/+/readings")  # the workers recreated with BRIDGE_SHARE_GROUP=g2
         with pytest.raises(MqttTestError, match="refused"):
             bridge.subscribe("$share/bridge/sensors/+/readings")

@@ -120,7 +120,8 @@ def test_a_dollar_in_a_single_quoted_password_reaches_the_service_unchanged(
 ) -> None:
     # README: single-quote a value holding `$` in .env; Compose v2 expands $NAME in unquoted
     # and double-quoted values (docs.docker.com, "Environment file syntax").
-    config = compose_config(tmp_path, "BRIDGE_DB_PASSWORD='pa$word$$x'\nMQTT_DEVICES='7:d$7'\n")
+    # A broker password must be long enough for dynsec's rule (docs/security.md).
+    config = compose_config(tmp_path, "BRIDGE_DB_PASSWORD='pa$word$$x'\nMQTT_DEVICES='7:d$7-Long-Enough-For-Brokers'\n")
     environ = init_environment(config)
     assert environ["BRIDGE_DB_PASSWORD"] == "pa$word$$x"
 
@@ -129,7 +130,7 @@ def test_a_dollar_in_a_single_quoted_password_reaches_the_service_unchanged(
                      chown=lambda path, uid: None, report=lambda line: None)
 
     assert (tmp_path / "shares/bridge/bridge_db_password").read_text() == "pa$word$$x"
-    assert (tmp_path / "s/mqtt_device_7_password").read_text() == "d$7"
+    assert (tmp_path / "s/mqtt_device_7_password").read_text() == "d$7-Long-Enough-For-Brokers"
 
 
 def test_no_variable_is_required(compose: dict[str, Any]) -> None:

@@ -23,9 +23,12 @@ ALL_SECRETS = {
     "mqtt_health_password", "grafana_admin_password", "discord_webhook_url",
 }
 OUR_ACCOUNTS = {"bridge", "watchdog", "simulator", "admin", "health"}
+STRONG = "-Long-Enough-For-The-Broker-42"  # makes a test password pass dynsec's rule
+OLD_ITERATIONS = 7  # stands for the old release's 210,000 (each hash would cost 0.13 s)
 PLAN = ".broker-sync.json"
 # The old release's .env.example, as shipped (git show a0b08da^:.env.example); its MQTT
-# passwords were refused as they are, so an operator had set real ones (OLD_MQTT).
+# passwords were refused as they are, so an operator had set real ones (OLD_MQTT), random ones as its
+# comment said (a guessable one is refused now: test_an_upgrade_with_a_guessable_broker_password_stops).
 OLD_ENV_EXAMPLE = """\
 POSTGRES_PASSWORD=change-me
 BRIDGE_DB_PASSWORD=change-me
@@ -41,8 +44,8 @@ GRAFANA_ADMIN_PASSWORD=change-me
 MQTT_PORT=1883
 POSTGRES_PORT=5432
 """
-OLD_MQTT = {"MQTT_BRIDGE_PASSWORD": "old-bridge-pw", "MQTT_WATCHDOG_PASSWORD": "old-watchdog-pw",
-            "MQTT_SIMULATOR_PASSWORD": "old-simulator-pw"}
+OLD_MQTT = {"MQTT_BRIDGE_PASSWORD": f"old-bridge-pw{STRONG}", "MQTT_WATCHDOG_PASSWORD": f"old-watchdog-pw{STRONG}",
+            "MQTT_SIMULATOR_PASSWORD": f"old-simulator-pw{STRONG}"}
 
 
 def old_env(**overrides: str) -> dict[str, str]:
@@ -66,13 +69,16 @@ class Stack:
         self.database = root / "postgres-data"
         self.owners: dict[Path, int] = {}
         self.lines: list[str] = []
-        self._tokens = (f"token-{n}" for n in range(1_000_000))
+        self._tokens = (f"token-{n}{STRONG}" for n in range(1_000_000))
 
     def apply(self, **environ: str) -> list[str]:
+        return self.apply_hashing_at(None, environ)
+
+    def apply_hashing_at(self, iterations: int | None, environ: dict[str, str]) -> list[str]:
         self.lines = []
         self.module.apply(
             environ, secrets_folder=self.secrets, shares_folder=self.shares, dynsec_folder=self.dynsec,
-            database_folder=self.database, iterations=10, chown=self.owners.__setitem__,
+            database_folder=self.database, iterations=iterations, chown=self.owners.__setitem__,
             token=lambda: next(self._tokens), report=self.lines.append,
         )
         return self.lines
@@ -91,7 +97,8 @@ class Stack:
         self.database.mkdir()
         (self.database / "PG_VERSION").write_text("16\n")
         self.dynsec.mkdir()
-        old = load_dynsec().build({**OLD_MQTT, "MQTT_ADMIN_PASSWORD": "old-admin-pw"}, iterations=10)
+        old = load_dynsec().build({**OLD_MQTT, "MQTT_ADMIN_PASSWORD": f"old-admin-pw{STRONG}"},
+                                  iterations=OLD_ITERATIONS)
         (self.dynsec / "dynamic-security.json").write_text(json.dumps(old))
 
     def document(self) -> dict[str, Any]:
@@ -128,7 +135,7 @@ def test_a_first_up_without_env_generates_every_password(stack: Stack, dynsec: M
 
 def test_the_real_generator_makes_url_safe_tokens(stack_init: ModuleType, tmp_path: Path) -> None:
     stack_init.apply({}, secrets_folder=tmp_path / "s", shares_folder=tmp_path / "sh", dynsec_folder=tmp_path / "d",
-                     database_folder=tmp_path / "db", iterations=10, chown=lambda path, uid: None,
+                     database_folder=tmp_path / "db", chown=lambda path, uid: None,
                      report=lambda line: None)
 
     value = (tmp_path / "s" / "bridge_db_password").read_text()
@@ -150,11 +157,11 @@ def test_a_value_in_env_overrides_the_stored_one(stack: Stack, dynsec: ModuleTyp
     stack.apply()
     watchdog_before = stack.account("watchdog")
 
-    lines = stack.apply(BRIDGE_DB_PASSWORD="db-p@ss/w%41:rd", MQTT_BRIDGE_PASSWORD="mq-p@ss/w%41:rd")
+    lines = stack.apply(BRIDGE_DB_PASSWORD="db-p@ss/w%41:rd", MQTT_BRIDGE_PASSWORD=f"mq-p@ss/w%41:rd{STRONG}")
 
     assert stack.secret("bridge_db_password") == "db-p@ss/w%41:rd"
     assert "init: mqtt_bridge_password: set from .env" in lines
-    assert dynsec.password_matches(stack.account("bridge"), "mq-p@ss/w%41:rd")
+    assert dynsec.password_matches(stack.account("bridge"), f"mq-p@ss/w%41:rd{STRONG}")
     assert stack.account("watchdog") == watchdog_before
     assert "updated" in lines[-1]
     assert "set from .env" not in "".join(stack.apply(BRIDGE_DB_PASSWORD="db-p@ss/w%41:rd"))
@@ -241,9 +248,55 @@ def test_a_refused_value_names_the_variable_and_nothing_is_written(
 
 
 def test_a_dollar_reaches_every_other_secret_unchanged(stack: Stack) -> None:
-    stack.apply(BRIDGE_DB_PASSWORD="pa$word", MQTT_BRIDGE_PASSWORD="pa$${x}")
+    stack.apply(BRIDGE_DB_PASSWORD="pa$word", MQTT_BRIDGE_PASSWORD=f"pa$${{x}}{STRONG}")
 
-    assert stack.share("bridge") == {"bridge_db_password": "pa$word", "mqtt_bridge_password": "pa$${x}"}
+    assert stack.share("bridge") == {"bridge_db_password": "pa$word", "mqtt_bridge_password": f"pa$${{x}}{STRONG}"}
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("MQTT_BRIDGE_PASSWORD", "hunter2"), ("MQTT_ADMIN_PASSWORD", "a" * 27), ("MQTT_DEVICES", "8:d8-p@ss"),
+])
+def test_a_guessable_broker_password_from_env_is_refused_and_nothing_is_written(
+    stack: Stack, variable: str, value: str
+) -> None:
+    with pytest.raises(stack.module.InitError) as caught:
+        stack.apply(**{variable: value})
+
+    message = str(caught.value)
+    assert message.startswith(f"{variable}{' (device 8)' if variable == 'MQTT_DEVICES' else ''}: too guessable")
+    assert "token_urlsafe" in message and "remove it from .env to have one generated" in message
+    assert "\n" not in message and value.rsplit(":", maxsplit=1)[-1] not in message
+    assert not stack.secrets.exists() and not stack.shares.exists() and not stack.dynsec.exists()
+
+
+def test_a_guessable_broker_password_kept_from_an_earlier_env_is_refused_naming_its_file(stack: Stack) -> None:
+    stack.apply(BRIDGE_DB_PASSWORD="db-pw")  # not a broker account: no rule for it
+    (stack.secrets / "mqtt_watchdog_password").chmod(0o600)
+    (stack.secrets / "mqtt_watchdog_password").write_text("w-pw")  # what an older init stored from .env
+    before = stack.files()
+
+    with pytest.raises(stack.module.InitError) as caught:
+        stack.apply()
+
+    message = str(caught.value)
+    assert message.startswith(f"{stack.secrets / 'mqtt_watchdog_password'}, kept from an earlier .env: too guessable")
+    assert "set it as MQTT_WATCHDOG_PASSWORD in .env, or delete the file" in message
+    assert stack.files() == before
+
+
+def test_accounts_hashed_at_another_count_are_rehashed_at_the_next_up(stack: Stack, dynsec: ModuleType) -> None:
+    """The migration: a broker file from before (210,000 iterations; OLD_ITERATIONS here) gets one-iteration hashes."""
+    stack.apply_hashing_at(OLD_ITERATIONS, {})
+    assert {c["iterations"] for c in stack.document()["clients"]} == {OLD_ITERATIONS}
+
+    lines = stack.apply()
+
+    for account in OUR_ACCOUNTS:
+        entry = stack.account(account)
+        assert entry["iterations"] == dynsec.ITERATIONS == 1, account
+        assert dynsec.password_matches(entry, stack.secret(f"mqtt_{account}_password")), account
+    assert lines[-1].startswith("init: broker accounts bridge, watchdog, simulator, admin, health: updated")
+    assert stack.apply()[-1].endswith(": unchanged")
 
 
 def test_main_exits_2_with_one_line(
@@ -259,12 +312,12 @@ def test_main_exits_2_with_one_line(
 
 
 def test_devices_get_generated_or_given_passwords_and_are_never_deleted(stack: Stack, dynsec: ModuleType) -> None:
-    stack.apply(MQTT_DEVICES="7, 8:d8-p@ss")
+    stack.apply(MQTT_DEVICES=f"7, 8:d8-p@ss{STRONG}")
 
     assert stack.secret("mqtt_device_7_password").startswith("token-")
-    assert stack.secret("mqtt_device_8_password") == "d8-p@ss"
+    assert stack.secret("mqtt_device_8_password") == f"d8-p@ss{STRONG}"
     assert dynsec.password_matches(stack.account("device-7"), stack.secret("mqtt_device_7_password"))
-    assert dynsec.password_matches(stack.account("device-8"), "d8-p@ss")
+    assert dynsec.password_matches(stack.account("device-8"), f"d8-p@ss{STRONG}")
 
     stack.apply(MQTT_DEVICES="7,9")
 
@@ -275,13 +328,13 @@ def test_devices_get_generated_or_given_passwords_and_are_never_deleted(stack: S
 def test_what_the_broker_saved_is_kept(stack: Stack, dynsec: ModuleType) -> None:
     stack.apply()
     document = stack.document()
-    document["clients"].append(dynsec.client("ops", "o", "admin", iterations=10, salt=b"s" * 12))
+    document["clients"].append(dynsec.client("ops", "o", "admin", iterations=101, salt=b"s" * 12))
     (stack.dynsec / "dynamic-security.json").write_text(json.dumps(document))
 
-    stack.apply(MQTT_BRIDGE_PASSWORD="rotated")
+    stack.apply(MQTT_BRIDGE_PASSWORD=f"rotated{STRONG}")
 
     assert "ops" in {c["username"] for c in stack.document()["clients"]}
-    assert dynsec.password_matches(stack.account("bridge"), "rotated")
+    assert dynsec.password_matches(stack.account("bridge"), f"rotated{STRONG}")
 
 
 def test_a_broken_broker_file_is_refused_not_replaced(stack: Stack) -> None:
@@ -323,7 +376,7 @@ def test_an_upgrade_with_the_old_env_keeps_the_owner_password_the_database_has(
     stack: Stack, dynsec: ModuleType
 ) -> None:
     stack.old_release_state()
-    broker_before = stack.account("bridge")
+    roles_before = stack.account("bridge")["roles"]
 
     lines = stack.apply(**old_env(**OLD_MQTT))
 
@@ -335,8 +388,11 @@ def test_an_upgrade_with_the_old_env_keeps_the_owner_password_the_database_has(
     assert stack.secret("bridge_db_password").startswith("token-")
     assert "init: BRIDGE_DB_PASSWORD=change-me in .env ignored (the old examples' placeholder): a new password " \
            "was generated; delete that line from .env" in lines
-    assert stack.secret("mqtt_bridge_password") == "old-bridge-pw"
-    assert stack.account("bridge") == broker_before
+    assert stack.secret("mqtt_bridge_password") == OLD_MQTT["MQTT_BRIDGE_PASSWORD"]
+    # The same password, re-hashed from the old release's iteration count to dynsec's one (docs/security.md).
+    assert stack.account("bridge")["iterations"] == dynsec.ITERATIONS == 1
+    assert dynsec.password_matches(stack.account("bridge"), OLD_MQTT["MQTT_BRIDGE_PASSWORD"])
+    assert stack.account("bridge")["roles"] == roles_before
     assert dynsec.password_matches(stack.account("health"), stack.secret("mqtt_health_password"))
 
     before = stack.files()
@@ -346,6 +402,16 @@ def test_an_upgrade_with_the_old_env_keeps_the_owner_password_the_database_has(
     assert "init: BRIDGE_DB_PASSWORD=change-me in .env ignored (the old examples' placeholder): the stored " \
            "password is kept; delete that line from .env" in again
     assert any(line.startswith("init: WARNING:") for line in again), "said at every up until it is changed"
+
+
+def test_an_upgrade_with_a_guessable_broker_password_stops_naming_it(stack: Stack) -> None:
+    """The old release hashed at 210,000 iterations; hashed cheaply now, a short password must go first."""
+    stack.old_release_state()
+
+    with pytest.raises(stack.module.InitError, match=r"^MQTT_SIMULATOR_PASSWORD: too guessable"):
+        stack.apply(**old_env(**{**OLD_MQTT, "MQTT_SIMULATOR_PASSWORD": "old-simulator-pw"}))
+
+    assert not stack.secrets.exists() and not stack.shares.exists()
 
 
 def test_an_upgrade_never_generates_an_owner_password_the_database_does_not_know(stack: Stack) -> None:
@@ -408,8 +474,8 @@ def test_later_plans_add_changed_passwords_and_new_accounts_to_what_is_still_pen
     stack.apply()
     assert stack.plan()["pending"] == []
 
-    stack.apply(MQTT_BRIDGE_PASSWORD="rotated")
-    stack.apply(MQTT_BRIDGE_PASSWORD="rotated", MQTT_DEVICES="9")
+    stack.apply(MQTT_BRIDGE_PASSWORD=f"rotated{STRONG}")
+    stack.apply(MQTT_BRIDGE_PASSWORD=f"rotated{STRONG}", MQTT_DEVICES="9")
 
     assert stack.plan()["pending"] == ["bridge", "device-9"]
 
@@ -419,8 +485,8 @@ def test_the_plan_keeps_the_admin_password_the_running_broker_still_knows(stack:
     first = stack.secret("mqtt_admin_password")
     (stack.secrets / PLAN).write_text(json.dumps({**stack.plan(), "pending": []}))
 
-    stack.apply(MQTT_ADMIN_PASSWORD="second")
-    stack.apply(MQTT_ADMIN_PASSWORD="third")
+    stack.apply(MQTT_ADMIN_PASSWORD=f"second{STRONG}")
+    stack.apply(MQTT_ADMIN_PASSWORD=f"third{STRONG}")
 
     assert stack.plan()["old_admin_password"] == first
     assert "admin" in stack.plan()["pending"]
