@@ -20,7 +20,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import cycle
 from typing import Any
@@ -73,6 +73,17 @@ class Outgoing:
 
 
 Acked = Callable[[int, Outgoing, float], None]  # (device index, message, monotonic time of the PUBACK)
+# Opens one device's connection (its Protocol gets connection_made) from a local address, or raises OSError.
+Opener = Callable[["Device", "FleetOptions", "tuple[str, int] | None"], Awaitable[object]]
+
+
+async def open_tcp(device: Device, options: FleetOptions, local: tuple[str, int] | None) -> object:
+    """The real opener: a TCP (or TLS) connection to the broker."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_connection(
+        lambda: device, options.host, options.port, ssl=options.tls, local_addr=local,
+        server_hostname=options.host if options.tls else None,
+    )
 
 
 @dataclass
@@ -209,8 +220,12 @@ class Device(asyncio.Protocol):
 class Fleet:
     """Connects the devices, keeps them connected, and hands each PUBACK to `on_ack`."""
 
-    def __init__(self, logins: Sequence[DeviceLogin], options: FleetOptions, *, on_ack: Acked | None = None) -> None:
+    def __init__(
+        self, logins: Sequence[DeviceLogin], options: FleetOptions, *, on_ack: Acked | None = None,
+        opener: Opener = open_tcp,
+    ) -> None:
         self.options = options
+        self._opener = opener
         self.devices = [Device(index, login, self) for index, login in enumerate(logins)]
         self.counters = FleetCounters()
         self.connected_count = 0
@@ -293,14 +308,9 @@ class Fleet:
     async def _connect(self, device: Device, *, delay_s: float) -> None:
         if delay_s > 0:
             await asyncio.sleep(delay_s)
-        loop = asyncio.get_running_loop()
         local = (next(self._sources), 0) if self._sources else None
-        options = self.options
         try:
-            await asyncio.wait_for(loop.create_connection(
-                lambda: device, options.host, options.port, ssl=options.tls, local_addr=local,
-                server_hostname=options.host if options.tls else None,
-            ), options.connect_timeout_s)
+            await asyncio.wait_for(self._opener(device, self.options, local), self.options.connect_timeout_s)
         except (TimeoutError, OSError) as exc:
             self.counters.connect_errors += 1
             logger.debug("device %s: cannot connect (%s)", device.login.client_id, exc)
