@@ -703,3 +703,9 @@ def test_the_site_broker_runs_site_conf_bridged_as_the_site_bridge_account(compo
     assert re.search(r"^address mosquitto:1883$", config, re.M), "the compose service of the central broker"
     assert re.search(r"^remote_password ", config, re.M) and re.search(r"^remote_clientid ", config, re.M)
     assert environment(compose, "watchdog")["WATCHDOG_SITE_BRIDGES"] == "${WATCHDOG_SITE_BRIDGES:-}"
+
+
+def test_the_brokers_may_hold_a_fleet_of_connections(compose: dict[str, Any]) -> None:
+    # Mosquitto keeps the open-files limit it is started with: one descriptor per client.
+    for name in ("mosquitto", "site-mosquitto"):
+        assert services(compose)[name]["ulimits"]["nofile"] >= 65536, name
