@@ -181,14 +181,20 @@ class Stack:
         return watch
 
     def report_lateness(self, schedule: Schedule, figures: Recorder, *, restart_at: float, back_at: float) -> None:
-        """Publish→commit of the readings sent before the restart and during the storm; what was lost."""
+        """Publish→commit of the readings due before the restart and during the storm; what was lost.
+
+        Publish is a reading's last PUBLISH, the one the broker took (one in flight when the
+        broker went down goes again after the reconnect): the broker's and the bridge's lateness.
+        Due→commit adds what the device waited out.
+        """
         stored = self._stored(schedule.variable)
-        steady = [r for r in schedule.readings if r.message.sent_at and r.message.sent_at < restart_at]
+        steady = [r for r in schedule.readings if r.due_wall < restart_at]
         storm = [r for r in schedule.readings if restart_at <= r.due_wall < back_at + 10]
         for name, window in (("steady", steady), ("storm (restart → all back + 10 s)", storm)):
             late = [(stored[(r.sensor_id, r.at)] - r.message.sent_at) for r in window if (r.sensor_id, r.at) in stored]
             lost = sum(1 for r in window if r.message.acked and (r.sensor_id, r.at) not in stored)
-            figures.add(f"{name}: readings / lost / sent→commit", f"{len(window)} / {lost} / {_percentiles(late)}")
+            figures.add(f"{name}: readings / lost / publish→commit (its last PUBLISH)",
+                        f"{len(window)} / {lost} / {_percentiles(late)}")
         due = [(stored[(r.sensor_id, r.at)] - r.due_wall) for r in storm if (r.sensor_id, r.at) in stored]
         figures.add("storm: due→commit (the device's view, waiting out the restart included)", _percentiles(due))
 

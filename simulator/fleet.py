@@ -67,7 +67,7 @@ class Outgoing:
     payload: bytes
     key: int
     queued_at: float = 0.0  # time.monotonic() when the caller handed it over
-    sent_at: float = 0.0  # time.time() of its first PUBLISH (wall clock, to compare with a database's)
+    sent_at: float = 0.0  # time.time() of its latest PUBLISH (wall clock, to compare with a database's)
     sends: int = 0
     acked: bool = False
 
@@ -199,10 +199,9 @@ class Device(asyncio.Protocol):
 
     def _publish(self, packet_id: int, message: Outgoing, *, dup: bool) -> None:
         message.sends += 1
+        message.sent_at = time.time()
         if message.sends > 1:
             self._fleet.counters.resent += 1
-        else:
-            message.sent_at = time.time()
         self._send(wire.publish_packet(message.topic, message.payload, packet_id, dup=dup))
 
     def _packet_id(self) -> int:

@@ -13,15 +13,17 @@ reports a 60 s run (SITE_LINK_DOWN_S=60).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 
 from fix_measure import Measure
 from fix_site import SiteLink
 
 from devstack import traffic
-from devstack.mqtt_client import MqttTestClient, PacedPublisher
+from devstack.mqtt_client import MqttTestClient, MqttTestError, PacedPublisher
 from devstack.processes import wait_until, wait_until_steady
 from devstack.servers import MosquittoServer
 from devstack.workers import StartWorker, WorkerProcess
@@ -141,3 +143,38 @@ def test_site_broker_sigkilled_keeps_what_it_saved(
 def _saved_since(site: MosquittoServer, since: float) -> bool:
     saved = site.persistence_file
     return saved.exists() and saved.stat().st_mtime > since
+
+
+def test_site_broker_sigkilled_with_the_link_up_loses_at_most_what_was_on_its_way(
+    start: StartWorker, site_link: SiteLink, admin_database_url: str, measure: Measure,
+) -> None:
+    """With the link up, the site forwards each reading within milliseconds: a SIGKILL finds little queued."""
+    start("su")
+    readings = [traffic.reading(i) for i in range(RATE_PER_S * 20)]
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def publish() -> None:  # one PUBACK at a time, until the SIGKILL breaks the connection
+        with contextlib.suppress(MqttTestError, OSError), MqttTestClient.from_url(site_link.device_url) as device:
+            for index, (topic, payload, _) in enumerate(readings):
+                if stop.wait(1 / RATE_PER_S):
+                    return
+                device.publish(topic, payload, timeout=2)
+                acked.append(index)
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    wait_until(lambda: len(acked) >= RATE_PER_S * 3, 20, message="readings flowing through the site")
+    site_link.site.stop(signal.SIGKILL)
+    stop.set()
+    publisher.join(10)
+    site_link.site.start()
+
+    accepted = {readings[index][2] for index in acked}
+    site_link.wait_for_state(b"1")  # the restarted site's bridge is connected again
+    wait_until_steady(lambda: traffic.counts(admin_database_url)[0], 3, 40, message="what the site still had")
+    stored = traffic.stored_rows(admin_database_url)
+    assert stored <= {row for _, _, row in readings}
+    lost = accepted - stored
+    measure("PUBACKed by the site before its SIGKILL / stored / lost", f"{len(accepted)} / "
+            f"{len(accepted & stored)} / {len(lost)}")
