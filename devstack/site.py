@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from devstack.processes import LOCALHOST, REPO_ROOT
@@ -50,7 +50,8 @@ def write_site_test_accounts(path: Path) -> None:
     passwords = {"simulator": MQTT_TEST_ACCOUNTS["MQTT_SIMULATOR_PASSWORD"],
                  **{f"device-{n}": password for n, password in devices.items()}}
     document = dynsec.build_document(passwords)
-    everything = [dynsec.acl(kind, "#") for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]
+    everything = [dynsec.acl(kind, topic) for topic in ("#", "$SYS/#")
+                  for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]
     document["roles"].append({"rolename": TEST_MQTT_USER, "acls": everything})
     document["clients"].append(dynsec.client(TEST_MQTT_USER, TEST_MQTT_PASSWORD, TEST_MQTT_USER,
                                              iterations=dynsec.ITERATIONS, salt=os.urandom(dynsec.SALT_BYTES)))
@@ -72,9 +73,13 @@ def site_broker(
     root: Path | None = None, port: int | None = None,
     accounts: Callable[[Path], None] = write_site_test_accounts,
     ready_account: tuple[str, str] = (TEST_MQTT_USER, TEST_MQTT_PASSWORD),
+    changes: Sequence[tuple[str, str]] = (),
 ) -> MosquittoServer:
-    """A site broker (not started) bridging to the central broker on `central_port` as `name`."""
+    """A site broker (not started) bridging to the central broker on `central_port` as `name`.
+
+    `changes` rewrite more lines of site.conf, for a benchmark comparing a setting with its shipped value.
+    """
     return MosquittoServer(
         SITE_CONFIG, root=root, port=port, accounts=accounts, ready_account=ready_account,
-        rewrites=site_rewrites(central_port=central_port, password=password, name=name),
+        rewrites=[*site_rewrites(central_port=central_port, password=password, name=name), *changes],
     )
