@@ -3,7 +3,7 @@
 Why not paho: a paho client runs a network thread of its own (or needs its
 loop driven by hand), and thousands of threads cost more CPU and memory than
 the broker under test. A device here is an asyncio Protocol with the few
-MQTT 3.1.1 packets it needs (simulator/wire.py): about 5 KB each, so 10,000
+MQTT 3.1.1 packets it needs (simulator/wire.py): 10-14 KB of the process each, so 10,000
 devices fit in one process and one core. Each device publishes at QoS 1
 with a small window of unacknowledged messages; when its connection drops
 it reconnects with capped, jittered backoff and sends every unacknowledged
