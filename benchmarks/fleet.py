@@ -151,12 +151,13 @@ async def run(args: argparse.Namespace, stack: fleet_setup.Stack, figures: Figur
     await connect_all(fleet, figures, "broker back → every device connected again")
     back_at = time.time()
     figures.add("broker CPU for the storm (from its start until all are connected)", cpu.since())
-    await asyncio.sleep(10.0)  # readings after the storm, to see lateness settle
+    await asyncio.sleep(args.settle)  # readings after the storm, to see lateness settle
     publishing.cancel()
     await fleet.wait_outstanding(0, 60)
     figures.add("reconnects / PUBLISHes sent again", f"{fleet.counters.reconnects} / {fleet.counters.resent}")
     await fleet.close()
-    await asyncio.to_thread(stack.report_lateness, schedule, figures, restart_at=restart_at, back_at=back_at)
+    await asyncio.to_thread(stack.report_lateness, schedule, figures, restart_at=restart_at, back_at=back_at,
+                            settle_s=args.settle)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -166,6 +167,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--period", type=float, default=60.0, help="seconds between two readings of a device")
     parser.add_argument("--steady", type=float, default=30.0, help="seconds of readings before the restart")
     parser.add_argument("--workers", type=int, default=2, help="bridge workers (the capacity plan's 2)")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds of readings after the storm")
     parser.add_argument("--reconnect-initial", type=float, default=1.0,
                         help="a device's first reconnect delay cap (full jitter), doubling up to 30 s")
     parser.add_argument("--sources", type=int, default=None, help="local source addresses (default: 1 per 20,000)")

@@ -180,7 +180,9 @@ class Stack:
                     f"{down_s:.1f} s / {time.monotonic() - stopped:.1f} s")
         return watch
 
-    def report_lateness(self, schedule: Schedule, figures: Recorder, *, restart_at: float, back_at: float) -> None:
+    def report_lateness(
+        self, schedule: Schedule, figures: Recorder, *, restart_at: float, back_at: float, settle_s: float,
+    ) -> None:
         """Publish→commit of the readings due before the restart and during the storm; what was lost.
 
         Publish is a reading's last PUBLISH, the one the broker took (one in flight when the
@@ -189,8 +191,8 @@ class Stack:
         """
         stored = self._stored(schedule.variable)
         steady = [r for r in schedule.readings if r.due_wall < restart_at]
-        storm = [r for r in schedule.readings if restart_at <= r.due_wall < back_at + 10]
-        for name, window in (("steady", steady), ("storm (restart → all back + 10 s)", storm)):
+        storm = [r for r in schedule.readings if restart_at <= r.due_wall < back_at + settle_s]
+        for name, window in (("steady", steady), (f"storm (restart → all back + {settle_s:g} s)", storm)):
             late = [(stored[(r.sensor_id, r.at)] - r.message.sent_at) for r in window if (r.sensor_id, r.at) in stored]
             lost = sum(1 for r in window if r.message.acked and (r.sensor_id, r.at) not in stored)
             figures.add(f"{name}: readings / lost / publish→commit (its last PUBLISH)",

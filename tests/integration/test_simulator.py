@@ -169,3 +169,15 @@ def test_benchmark_smoke_run_prints_the_table() -> None:
                  "into one of 8,000 rows", "primary key index"):
         assert line in result.stdout, result.stdout
     assert "| ÷ paho | ÷ mosquitto_sub | ÷ naive |" in result.stdout
+
+
+def test_fleet_benchmark_smoke_run_prints_the_table() -> None:
+    command = [sys.executable, "benchmarks/fleet.py", "--devices", "20", "--period", "2", "--steady", "1",
+               "--settle", "1"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for row in ("| broker RSS: empty / every device connected / per connection |",
+                "| broker RSS with one account per device", "| broker back → every device connected again |",
+                "| broker CPU for the storm", "| steady: readings / lost / publish→commit",
+                "| every device resuming its session at once → all connected |"):
+        assert row in result.stdout, result.stdout
