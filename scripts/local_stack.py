@@ -297,7 +297,8 @@ def write_accounts(stack: Stack) -> Callable[[Path], None]:
     hashes replaced), and accounts added with mosquitto_ctrl are kept.
     """
 
-    users = ("bridge", "watchdog", "simulator", f"device-{DEVICE_SENSOR_ID}", *(("site-bridge",) if stack.site else ()))
+    # site-bridge even without `--site`, as in compose: the account is there when a site comes.
+    users = ("bridge", "watchdog", "simulator", f"device-{DEVICE_SENSOR_ID}", "site-bridge")
     return write_document({user: stack.passwords[f"mqtt_{user.replace('-', '_')}"] for user in users})
 
 
@@ -561,9 +562,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "--partitioned")
             (home / "partitioned").touch()
         if args.site and args.command == "up" and not stack.site:
-            if running_pid(stack, "mosquitto") is not None:
-                raise StackError("the broker runs without the site bridge's account: scripts/local-stack down, "
-                                 "then up --site")
+            if running_pid(stack, "watchdog") is not None:
+                raise StackError("the watchdog runs without watching a site: scripts/local-stack down, then up --site")
             (home / "site").touch()
         return {"up": up, "down": down, "status": status}[args.command](stack)
     except StackError as exc:
