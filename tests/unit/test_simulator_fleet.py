@@ -83,6 +83,13 @@ async def started(fleet: Fleet, opener: FakeOpener) -> Fleet:
     return fleet
 
 
+async def connected_device(opener: FakeOpener) -> tuple[Fleet, Device]:
+    """A started fleet of one device, its CONNACK received."""
+    fleet = await started(fleet_of(1, opener), opener)
+    fleet.devices[0].data_received(CONNACK_OK)
+    return fleet, fleet.devices[0]
+
+
 def fleet_of(count: int, opener: FakeOpener, *, window: int = 2) -> Fleet:
     options = FleetOptions(host="broker", port=1883, window=window, reconnect_initial_s=0.001, reconnect_max_s=0.001)
     return Fleet([DeviceLogin(f"d-{n}", "u", "p") for n in range(count)], options, opener=opener)
@@ -118,10 +125,7 @@ def test_a_device_connects_then_publishes_within_its_window_as_pubacks_come() ->
 def test_after_a_dropped_connection_the_unacknowledged_go_again_marked_dup() -> None:
     async def scenario() -> None:
         opener = FakeOpener()
-        fleet = fleet_of(1, opener)
-        await started(fleet, opener)
-        device = fleet.devices[0]
-        device.data_received(CONNACK_OK)
+        fleet, device = await connected_device(opener)
         messages = [fleet.publish(0, "sensors/1/readings", b"{}", key) for key in range(3)]
         device.data_received(puback(1))  # message 0 done; 1 and 2 in flight as ids 2 and 3
 
@@ -160,10 +164,7 @@ def test_a_refused_login_is_counted_and_retried_with_backoff_and_an_unreachable_
 def test_an_idle_device_pings_at_half_its_keepalive() -> None:
     async def scenario() -> None:
         opener = FakeOpener()
-        fleet = fleet_of(1, opener)
-        await started(fleet, opener)
-        device = fleet.devices[0]
-        device.data_received(CONNACK_OK)
+        fleet, device = await connected_device(opener)
         sent_at = device.last_sent_at
 
         device.ping_if_idle(sent_at + 29)
