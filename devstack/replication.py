@@ -46,8 +46,8 @@ class StandbyServer(PostgresServer):
         self, primary: PostgresServer, root: Path | None = None, *, port: int | None = None, durable: bool = False,
     ) -> None:
         # cluster_name is the application_name the standby's WAL receiver reports.
-        super().__init__(root, port=port, durable=durable, replication=True,
-                         settings={**KILLABLE, "cluster_name": STANDBY_NAME})
+        settings = {"cluster_name": STANDBY_NAME, **({} if durable else KILLABLE)}
+        super().__init__(root, port=port, durable=durable, replication=True, settings=settings)
         self._primary = primary
 
     def _initialise(self) -> None:
@@ -101,22 +101,15 @@ class ReplicatedPostgres:
         return f"postgresql://{credentials}@{hosts}/{quote(dbname, safe='')}?target_session_attrs=read-write"
 
     def set_synchronous(self, on: bool, *, server: PostgresServer | None = None) -> None:
-        """Make COMMIT wait for the standby (on) or not; wait until the primary's sessions see it."""
+        """Make COMMIT wait for the standby (on) or not; with `on`, wait until the standby is synchronous."""
         server = server or self.primary
-        names = ANY_STANDBY if on else ""
-        with psycopg.connect(server.socket_url(), autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(names)))
-            conn.execute("SELECT pg_reload_conf()")
-        wait_until(lambda: _setting(server, "synchronous_standby_names") == names, 10,
-                   message=f"synchronous_standby_names = {names!r} on port {server.port}")
+        set_synchronous(server, on)
         if on and self.standby.is_running() and server is self.primary:
             wait_until(lambda: self.sync_state() == "sync", START_TIMEOUT_S, message="the standby synchronous")
 
     def sync_state(self) -> str | None:
         """The standby's state as the primary sees it (pg_stat_replication.sync_state), None if not connected."""
-        with psycopg.connect(self.primary.socket_url(), autocommit=True) as conn:
-            row = conn.execute("SELECT sync_state FROM pg_stat_replication WHERE state = 'streaming'").fetchone()
-        return str(row[0]) if row else None
+        return sync_state(self.primary)
 
     def wait_replayed(self, timeout: float = 30) -> None:
         """Wait until the standby has replayed everything the primary has written so far."""
@@ -209,6 +202,34 @@ def remove_shared_memory(data_dir: Path) -> None:
     except (OSError, IndexError):
         return
     subprocess.run(["ipcrm", "-m", shmid], capture_output=True, check=False)
+
+
+def set_synchronous(server: PostgresServer, on: bool) -> None:
+    """ALTER SYSTEM synchronous_standby_names ('*': any standby, or '') and reload; wait until new sessions see it."""
+    names = ANY_STANDBY if on else ""
+    with psycopg.connect(server.socket_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(names)))
+        conn.execute("SELECT pg_reload_conf()")
+    wait_until(lambda: _setting(server, "synchronous_standby_names") == names, 10,
+               message=f"synchronous_standby_names = {names!r} on port {server.port}")
+
+
+def sync_state(primary: PostgresServer) -> str | None:
+    """How the primary sees its streaming standby: 'sync', 'async' ...; None if none is streaming."""
+    with psycopg.connect(primary.socket_url(), autocommit=True) as conn:
+        row = conn.execute("SELECT sync_state FROM pg_stat_replication WHERE state = 'streaming'").fetchone()
+    return str(row[0]) if row else None
+
+
+def allow_replication(server: PostgresServer) -> None:
+    """Let the superuser open replication connections through the socket (a cluster made without it), and reload."""
+    hba = server.data_dir / "pg_hba.conf"
+    line = "local replication postgres trust"
+    if line not in hba.read_text(encoding="utf-8").splitlines():
+        with hba.open("a", encoding="utf-8") as conf:
+            conf.write(f"{line}\n")
+        with psycopg.connect(server.socket_url(), autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
 
 
 def _setting(server: PostgresServer, name: str) -> str:
