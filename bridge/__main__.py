@@ -26,7 +26,7 @@ from bridge.health import check_alive, check_health
 from bridge.heartbeat import Heartbeat
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
-from bridge.model import Limits
+from bridge.partition_command import main as run_partition
 from bridge.pipeline import Pipeline
 from bridge.replay_command import build_parser as build_replay_parser
 from bridge.replay_command import run_replay
@@ -49,13 +49,17 @@ class StartupError(BridgeError):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a worker (default), the `health` check or `replay-rejected`; return the exit code."""
+    """Run a worker (default), the `health` check, `replay-rejected` or `partition`; return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m bridge", description=__doc__)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "health", "replay-rejected"])
-    parser.add_argument("options", nargs=argparse.REMAINDER, help="replay-rejected options (see its --help)")
+    parser.add_argument("command", nargs="?", default="run",
+                        choices=["run", "health", "replay-rejected", "partition"])
+    parser.add_argument("options", nargs=argparse.REMAINDER,
+                        help="replay-rejected or partition options (see their --help)")
     args = parser.parse_args(argv)
     if args.options and args.command == "run":
         parser.error(f"unrecognized arguments: {' '.join(args.options)}")
+    if args.command == "partition":  # the owner's command, with its own settings (bridge/partition_config.py)
+        return run_partition(args.options)
     replay_options = build_replay_parser().parse_args(args.options) if args.command == "replay-rejected" else None
     health_options = build_health_parser().parse_args(args.options) if args.command == "health" else None
     try:
@@ -121,7 +125,7 @@ def build_worker(settings: Settings) -> Worker:
     sink = PostgresSink(database, client_id=settings.client_id, on_conflict=settings.on_conflict,
                         watcher=stats, now=now)
     client = build_client(settings)
-    limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_future_s=settings.max_future_s)
+    limits = settings.limits
     consumer = MqttConsumer(
         client, inbox,
         client_id=settings.client_id,

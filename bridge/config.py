@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
+from bridge.model import MIN_TIMESTAMP, Limits
 from bridge.revisions import OnConflict
 from iotcommon.contract import READINGS_FILTER
 from iotcommon.errors import ConfigError
@@ -28,6 +29,7 @@ class Settings(Connections):
     shutdown_grace_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     max_payload_bytes: Annotated[int, Field(ge=256, le=10_000_000)] = 65_536
     max_future_s: Annotated[int, Field(ge=0, le=31_536_000)] = 300
+    min_timestamp: AwareDatetime = MIN_TIMESTAMP
     db_retry_max_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     statement_timeout_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 10_000
     commit_wait_warn_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
@@ -53,6 +55,12 @@ class Settings(Connections):
                 "or batches could never fill",
             )
         self.check_connections()
+
+    @property
+    def limits(self) -> Limits:
+        """The contract's configurable bounds, for validation (the workers and replay-rejected)."""
+        return Limits(max_payload_bytes=self.max_payload_bytes, max_future_s=self.max_future_s,
+                      min_timestamp=self.min_timestamp)
 
     @property
     def subscription(self) -> str:

@@ -16,6 +16,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from bridge.errors import SinkError, SinkMisconfigured, SinkRefused, SinkUnavailable
+from iotcommon.contract import RejectionCode
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ def translate(exc: psycopg.Error, *, doing: str = "") -> SinkError:
     """
     words = str(exc).strip()
     if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
-        return SinkRefused(words)
+        code = RejectionCode.NO_PARTITION if is_no_partition(exc) else RejectionCode.DATABASE_REFUSED
+        return SinkRefused(words, code=code)
     prefix = f"{doing}: " if doing else ""
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
         # A standby (or a primary being demoted): waiting may fix it, if DATABASE_URL lets libpq find the primary.
@@ -69,6 +71,16 @@ def translate(exc: psycopg.Error, *, doing: str = "") -> SinkError:
             "with target_session_attrs=read-write so that the worker finds the primary"
         )
     return SinkUnavailable(f"{prefix}{type(exc).__name__}: {words}")
+
+
+def is_no_partition(exc: psycopg.Error) -> bool:
+    """PostgreSQL's "no partition of relation ... found for row": a partitioned table has no partition for its key.
+
+    By its SQLSTATE (23514, check_violation) and the absence of a constraint
+    name, which a CHECK constraint's violation always carries: the server's
+    words depend on its lc_messages, these do not.
+    """
+    return exc.sqlstate == "23514" and exc.diag.constraint_name is None
 
 
 def connect_failure(exc: psycopg.Error, *, where: str) -> SinkError:

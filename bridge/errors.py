@@ -6,6 +6,8 @@ plumbing and live in iotcommon/errors.py.
 
 from __future__ import annotations
 
+from iotcommon.contract import RejectionCode
+
 
 class BridgeError(Exception):
     """Base class for the errors raised by the bridge."""
@@ -25,3 +27,7 @@ class SinkMisconfigured(SinkError):
 
 class SinkRefused(SinkError):
     """The database refused the batch's data: retrying it unchanged would fail again."""
+
+    def __init__(self, message: str, *, code: RejectionCode = RejectionCode.DATABASE_REFUSED) -> None:
+        super().__init__(message)
+        self.code = code  # what a message refused for this reason is dead-lettered as

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, NamedTuple
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -17,6 +17,10 @@ from iotcommon.contract import RejectionCode
 
 MAX_ARRAY_LEN = 1000
 MAX_REVISION = 2_147_483_647  # readings.revision is an integer column
+# BRIDGE_MIN_TIMESTAMP's default (README, "Configuration"): after the epochs a clock that was
+# never set falls back to (1970 for Unix, 1980 for GPS, 2000 for many RTCs, 1999 after the 2019
+# GPS week rollover), before any backlog a device could still be sending.
+MIN_TIMESTAMP = datetime(2020, 1, 1, tzinfo=UTC)
 WHITESPACE = b" \t\n\r"  # JSON's
 
 
@@ -64,6 +68,7 @@ class Limits:
 
     max_payload_bytes: int = 65_536
     max_future_s: int = 300
+    min_timestamp: datetime = MIN_TIMESTAMP
 
 
 class Parsed(NamedTuple):

@@ -15,7 +15,6 @@ from bridge.model import Delivery, Parsed, Rejection
 from bridge.sink import Sink, WriteResult
 from bridge.stats import Stats
 from iotcommon.backoff import Backoff
-from iotcommon.contract import RejectionCode
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +159,7 @@ class Pipeline:
         try:
             return self._sink.write([batch[position]])
         except SinkRefused as exc:
-            refused = _as_refused(batch[position], str(exc))
+            refused = _as_refused(batch[position], exc)
             try:
                 result = self._sink.write([refused])
             except SinkRefused as again:
@@ -211,10 +210,10 @@ class Pipeline:
         self._backoff.reset()
 
 
-def _as_refused(delivery: Delivery, error: str) -> Delivery:
-    """The same delivery with every reading turned into a rejection naming the database error."""
+def _as_refused(delivery: Delivery, error: SinkRefused) -> Delivery:
+    """The same delivery with every reading turned into a rejection naming the database error (and its code)."""
     reason = f"database refused the message: {error}"
-    rejections = (Rejection(delivery.payload, RejectionCode.DATABASE_REFUSED, reason), *delivery.parsed.rejections)
+    rejections = (Rejection(delivery.payload, error.code, reason), *delivery.parsed.rejections)
     parsed = Parsed(rejections=rejections)
     return Delivery(
         delivery.mid, delivery.qos, delivery.generation, delivery.topic,

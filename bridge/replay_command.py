@@ -12,7 +12,6 @@ import psycopg
 from bridge.config import Settings
 from bridge.database import Database
 from bridge.errors import SinkError
-from bridge.model import Limits
 from bridge.replay import Criteria, replay_rejected
 from bridge.replay_store import PostgresReplayStore
 from iotcommon.contract import RejectionCode
@@ -21,7 +20,7 @@ from iotcommon.contract import RejectionCode
 def run_replay(settings: Settings, options: argparse.Namespace) -> int:
     """Replay rejected messages; print one line per message and a summary. Exit 0, or 1 on a database error."""
     database = Database(settings.conninfo(), "bridge-replay", settings.statement_timeout_ms)
-    limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_future_s=settings.max_future_s)
+    limits = settings.limits
     try:
         with database.connect() as conn:
             summary = replay_rejected(

@@ -12,11 +12,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.corrections import write_corrections
 from bridge.database import CommitWarnings, Database, connect_failure, translate
-from bridge.errors import SinkMisconfigured, SinkUnavailable
+from bridge.errors import SinkMisconfigured, SinkRefused, SinkUnavailable
 from bridge.indoubt import CREATE_MARKER, Attempt, Doubts, swap_marker
 from bridge.model import Delivery
 from bridge.revisions import OnConflict
 from bridge.staging import STAGING_DDL, Staged, WriteResult, describe_stored
+from bridge.unplaced import find_unplaced, set_aside
 from iotcommon.contract import RejectionCode
 
 __all__ = ["CommitWatcher", "PostgresSink", "Sink", "WriteResult", "check_schema"]
@@ -138,7 +139,17 @@ class PostgresSink:
         (bridge/indoubt.py). The worker never cancels a COMMIT.
         """
         self.check()
-        attempt = self._doubts.begin(batch)
+        try:
+            return self._transaction(self._doubts.begin(batch), batch)
+        except SinkRefused as exc:
+            if exc.code is not RejectionCode.NO_PARTITION:
+                raise
+            # Partitioned readings: dead-letter just the readings no partition holds (bridge/unplaced.py),
+            # in a fresh attempt under the same deliveries (the pipeline retries these): the first rolled back.
+            return self._transaction(self._doubts.begin(batch), self._set_aside_unplaced(batch))
+
+    def _transaction(self, attempt: Attempt[WriteResult], batch: Sequence[Delivery]) -> WriteResult:
+        """Write (or only confirm) the batch in one transaction; a COMMIT unanswered or unconfirmed leaves it in doubt."""
         try:
             with self._pool.connection(timeout=self._timeout_s) as conn:
                 result = self._store(conn, attempt, batch)  # in a transaction psycopg begins
@@ -156,6 +167,18 @@ class PostgresSink:
                                   "the batch stays unacknowledged until it is confirmed")
         self._doubts.committed(attempt)
         return result
+
+    def _set_aside_unplaced(self, batch: Sequence[Delivery]) -> list[Delivery]:
+        try:
+            with self._pool.connection(timeout=self._timeout_s) as conn, conn.transaction():
+                unplaced = find_unplaced(conn, batch)
+        except PoolTimeout as exc:
+            raise SinkUnavailable(f"no database connection within {self._timeout_s} s") from exc
+        except psycopg.Error as exc:
+            raise translate(exc, doing="finding the readings no partition holds") from exc
+        logger.warning("%d timestamps of a batch have no partition of readings; storing those readings as "
+                       "no_partition dead letters", len(unplaced))
+        return set_aside(batch, unplaced)
 
     def _store(
         self, conn: psycopg.Connection[Any], attempt: Attempt[WriteResult], batch: Sequence[Delivery]

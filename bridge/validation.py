@@ -29,32 +29,32 @@ def parse_message(topic: str, payload: bytes, *, now: datetime, limits: Limits) 
     if problem:
         return _reject(payload, *problem)
     topic_sensor_id = int(topic.split("/")[1])
-    latest = _latest(now, limits.max_future_s)
+    bounds = _bounds(now, limits)
     if payload[:1] == b"[" or (payload[:1] in WHITESPACE and payload.lstrip(WHITESPACE)[:1] == b"["):
-        return _parse_array(payload, topic_sensor_id, latest, limits)
-    return _parse_object(payload, topic_sensor_id, latest, limits)
+        return _parse_array(payload, topic_sensor_id, bounds, limits)
+    return _parse_object(payload, topic_sensor_id, bounds, limits)
 
 
-def _parse_object(payload: bytes, topic_sensor_id: int, latest: datetime, limits: Limits) -> Parsed:
+def _parse_object(payload: bytes, topic_sensor_id: int, bounds: Bounds, limits: Limits) -> Parsed:
     try:
         reading = _ONE.validate_json(payload)
     except ValidationError as exc:
         return _reject(payload, *(_json_problem(payload) or describe(exc)))
-    problem = _check_reading(reading, topic_sensor_id, latest, limits)
+    problem = _check_reading(reading, topic_sensor_id, bounds, limits)
     return _reject(payload, *problem) if problem else Parsed((_row(reading),), (0,))
 
 
-def _parse_array(payload: bytes, topic_sensor_id: int, latest: datetime, limits: Limits) -> Parsed:
+def _parse_array(payload: bytes, topic_sensor_id: int, bounds: Bounds, limits: Limits) -> Parsed:
     try:
         readings = _MANY.validate_json(payload)
     except ValidationError as exc:
         if _is_json_error(exc):
             return _reject(payload, *(_json_problem(payload) or describe(exc)))
-        return _parse_elements(payload, topic_sensor_id, latest, limits)
+        return _parse_elements(payload, topic_sensor_id, bounds, limits)
     if not 1 <= len(readings) <= MAX_ARRAY_LEN:
         return _reject(payload, *_array_length_problem(len(readings)))
-    if any(_check_reading(r, topic_sensor_id, latest, limits) for r in readings):
-        return _parse_elements(payload, topic_sensor_id, latest, limits)
+    if any(_check_reading(r, topic_sensor_id, bounds, limits) for r in readings):
+        return _parse_elements(payload, topic_sensor_id, bounds, limits)
     return Parsed(tuple(_row(r) for r in readings), tuple(range(len(readings))))
 
 
@@ -103,6 +103,7 @@ def describe(exc: ValidationError, *, subject: str = "payload") -> tuple[Rejecti
 
 
 Problem = tuple[RejectionCode, str]
+Bounds = tuple[datetime, datetime]  # (earliest, latest) timestamp accepted
 
 
 # Comparing two aware datetimes whose tzinfo objects differ calls utcoffset() on
@@ -113,18 +114,19 @@ Problem = tuple[RejectionCode, str]
 _PYDANTIC_UTC = _ONE.validate_json(
     b'{"sensor_id": 1, "timestamp": "2000-01-01T00:00:00Z", "variable": "v", "value": 0, "unit": ""}'
 ).timestamp.tzinfo
-_latest_cache: tuple[datetime, int, datetime] | None = None  # (now, max_future_s, latest): a read's messages share now
+_bounds_cache: tuple[datetime, Limits, Bounds] | None = None  # (now, limits, bounds): a read's messages share now
 
 
-def _latest(now: datetime, max_future_s: int) -> datetime:
-    """now + max_future_s, in pydantic's UTC tzinfo; computed again only when `now` changes."""
-    global _latest_cache  # noqa: PLW0603 - a one-entry cache of the network thread
-    cached = _latest_cache
-    if cached is not None and cached[0] is now and cached[1] == max_future_s:
+def _bounds(now: datetime, limits: Limits) -> Bounds:
+    """(BRIDGE_MIN_TIMESTAMP, now + max_future_s), in pydantic's UTC tzinfo; computed again when `now` changes."""
+    global _bounds_cache  # noqa: PLW0603 - a one-entry cache of the network thread
+    cached = _bounds_cache
+    if cached is not None and cached[0] is now and cached[1] is limits:
         return cached[2]
-    latest = (now + timedelta(seconds=max_future_s)).astimezone(UTC).replace(tzinfo=_PYDANTIC_UTC)
-    _latest_cache = (now, max_future_s, latest)
-    return latest
+    latest = (now + timedelta(seconds=limits.max_future_s)).astimezone(UTC).replace(tzinfo=_PYDANTIC_UTC)
+    earliest = limits.min_timestamp.astimezone(UTC).replace(tzinfo=_PYDANTIC_UTC)
+    _bounds_cache = (now, limits, (earliest, latest))
+    return earliest, latest
 
 
 def _check_envelope(topic: str, payload: bytes, limits: Limits) -> Problem | None:
@@ -155,22 +157,28 @@ def _json_problem(payload: bytes) -> Problem | None:
     return None
 
 
-def _check_reading(reading: Reading, topic_sensor_id: int, latest: datetime, limits: Limits) -> Problem | None:
-    """The rules pydantic cannot know: the topic's sensor id, and `latest` = now + BRIDGE_MAX_FUTURE_S."""
+def _check_reading(reading: Reading, topic_sensor_id: int, bounds: Bounds, limits: Limits) -> Problem | None:
+    """The rules pydantic cannot know: the topic's sensor id, and the time bounds (earliest, now + max future)."""
     if reading.sensor_id != topic_sensor_id:
         return RejectionCode.TOPIC_MISMATCH, (
             f"sensor_id: {reading.sensor_id} does not match the topic's sensor id {topic_sensor_id}"
         )
+    earliest, latest = bounds
     if reading.timestamp > latest:
         ahead = reading.timestamp - latest + timedelta(seconds=limits.max_future_s)
         return RejectionCode.FUTURE_TIMESTAMP, (
             f"timestamp: {reading.timestamp.isoformat()} is {ahead.total_seconds():.0f} s in the "
             f"future; the limit is BRIDGE_MAX_FUTURE_S={limits.max_future_s}"
         )
+    if reading.timestamp < earliest:
+        return RejectionCode.PAST_TIMESTAMP, (
+            f"timestamp: {reading.timestamp.isoformat()} is before the earliest accepted, "
+            f"BRIDGE_MIN_TIMESTAMP={limits.min_timestamp.isoformat()} (a device clock that was never set?)"
+        )
     return None
 
 
-def _parse_elements(payload: bytes, topic_sensor_id: int, latest: datetime, limits: Limits) -> Parsed:
+def _parse_elements(payload: bytes, topic_sensor_id: int, bounds: Bounds, limits: Limits) -> Parsed:
     """The slow path for an array with bad elements: judge each element on its own."""
     try:
         elements = split_array(payload)
@@ -188,7 +196,7 @@ def _parse_elements(payload: bytes, topic_sensor_id: int, latest: datetime, limi
             code, reason = describe(exc, subject="")
             rejections.append(Rejection(raw, code, f"element {index}: {reason}"))
             continue
-        problem = _check_reading(reading, topic_sensor_id, latest, limits)
+        problem = _check_reading(reading, topic_sensor_id, bounds, limits)
         if problem:
             rejections.append(Rejection(raw, problem[0], f"element {index}: {problem[1]}"))
         else:

@@ -62,23 +62,28 @@ TEST_ROLES = {
     READER_TEST_ROLE: "iot_reader",
 }
 
-# The broker runs with the project's dynamic-security setup; these are the
-# test passwords of its accounts (mosquitto/dynsec.py), plus `test`, a test
-# account allowed everything, which fixtures use unless a test needs a role.
+# The broker runs with the project's dynamic-security setup, hashed as in
+# production (mosquitto/dynsec.py); these are the test passwords of its
+# accounts, plus `test`, a test account allowed everything, which fixtures use
+# unless a test needs a role. Each is long enough for dynsec's password rule;
+# @ / % : in them prove that URLs are encoded.
+
+
+def _mqtt_test_password(account: str) -> str:
+    return f"{account}-p@ss/w%41:rd-test"
+
+
 MQTT_TEST_ACCOUNTS = {
-    "MQTT_BRIDGE_PASSWORD": "bridge-pw",
-    "MQTT_WATCHDOG_PASSWORD": "watchdog-pw",
-    "MQTT_SIMULATOR_PASSWORD": "simulator-pw",
-    "MQTT_ADMIN_PASSWORD": "admin-pw",
-    "MQTT_HEALTH_PASSWORD": "health-p@ss/w%41:rd",
-    "MQTT_DEVICES": "7:device-7-pw",
+    "MQTT_BRIDGE_PASSWORD": _mqtt_test_password("bridge"),
+    "MQTT_WATCHDOG_PASSWORD": _mqtt_test_password("watchdog"),
+    "MQTT_SIMULATOR_PASSWORD": _mqtt_test_password("simulator"),
+    "MQTT_ADMIN_PASSWORD": _mqtt_test_password("admin"),
+    "MQTT_HEALTH_PASSWORD": _mqtt_test_password("health"),
+    "MQTT_DEVICES": f"7:{_mqtt_test_password('device-7')}",
 }
 TEST_MQTT_USER = "test"
-# Every worker of the tests logs in with it through a URL: @ / % : prove the URLs are encoded.
+# Every worker of the tests logs in with it through a URL.
 TEST_MQTT_PASSWORD = "test-p@ss/w%41:rd"
-# 210,000 PBKDF2 iterations cost the broker ~0.1 s per CONNECT; tests connect
-# hundreds of clients, so their accounts use fewer. Production keeps the default.
-TEST_PBKDF2_ITERATIONS = 1000
 _DYNSEC_PLUGINS = ("/usr/lib/*/mosquitto_dynamic_security.so", "/usr/lib/mosquitto_dynamic_security.so")
 PostgresStopMode = Literal["smart", "fast", "immediate"]
 # https://www.postgresql.org/docs/current/server-shutdown.html
@@ -149,6 +154,21 @@ def ensure_login_role(conn: psycopg.Connection[Any], role: str, password: str, g
     conn.execute(sql.SQL("GRANT {group} TO {role}").format(**names))
 
 
+def partman_bgw_settings(dbname: str, *, role: str = "postgres", interval_s: int = 3600) -> dict[str, str]:
+    """Server settings that run pg_partman's background worker: run_maintenance() on `dbname` every `interval_s`.
+
+    The library loads only at server start (shared_preload_libraries); the
+    worker does nothing until pg_partman is installed in `dbname`
+    (python -m bridge partition setup does it). Debian: postgresql-<major>-partman.
+    """
+    return {
+        "shared_preload_libraries": "pg_partman_bgw",
+        "pg_partman_bgw.dbname": dbname,
+        "pg_partman_bgw.role": role,
+        "pg_partman_bgw.interval": str(interval_s),
+    }
+
+
 class PostgresServer:
     """A PostgreSQL cluster in its own folder, on a free port on 127.0.0.1.
 
@@ -178,7 +198,7 @@ class PostgresServer:
         self._log_path = self._root / "postgres.log"
         self._port = port or free_port()
         self._durable = durable
-        self._settings = dict(settings or {})
+        self._settings = dict(settings or {})  # extra -c name=value, e.g. partman_bgw_settings()
         self._replication = replication
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -246,7 +266,7 @@ class PostgresServer:
                 str(self._postgres), "-D", str(self._data_dir), "-p", str(self.port),
                 "-k", str(self._socket_dir), "-c", f"listen_addresses={LOCALHOST}",
                 *fast, "-c", "synchronous_commit=on",
-                *(option for name, value in self._settings.items() for option in ("-c", f"{name}={value}")),
+                *(arg for name, value in self._settings.items() for arg in ("-c", f"{name}={value}")),
             ],
             log_path=self._log_path,
             account=self._account,
@@ -332,7 +352,7 @@ def load_dynsec() -> ModuleType:
 def write_test_accounts(path: Path) -> None:
     """The project's accounts with test passwords, plus the all-powerful `test` account."""
     dynsec = load_dynsec()
-    document = dynsec.build(MQTT_TEST_ACCOUNTS, iterations=TEST_PBKDF2_ITERATIONS)
+    document = dynsec.build(MQTT_TEST_ACCOUNTS)
     everything = [
         dynsec.acl(kind, topic)
         for topic in ("#", "$SYS/#", "$share/#")
@@ -341,7 +361,7 @@ def write_test_accounts(path: Path) -> None:
     document["roles"].append({"rolename": TEST_MQTT_USER, "acls": everything})
     document["clients"].append(
         dynsec.client(TEST_MQTT_USER, TEST_MQTT_PASSWORD, TEST_MQTT_USER,
-                      iterations=TEST_PBKDF2_ITERATIONS, salt=os.urandom(12))
+                      iterations=dynsec.ITERATIONS, salt=os.urandom(dynsec.SALT_BYTES))
     )
     path.write_text(json.dumps(document), encoding="utf-8")
 
@@ -405,9 +425,10 @@ class MosquittoServer:
 
     By default a throwaway with the test accounts (write_test_accounts). With
     `tls`, it also has the config's TLS listener (mqtts://) on a second free
-    port. scripts/local-stack passes a `root` that outlives it, its own
-    `accounts` writer (called only while the broker has no accounts file yet:
-    afterwards the broker owns it) and the account that proves it is ready.
+    port. `accounts` writes the accounts file, or brings the one already
+    there up to date, before the broker starts (the broker owns it
+    afterwards). scripts/local-stack passes a `root` that outlives it, its own
+    `accounts` writer and the account that proves it is ready.
     """
 
     def __init__(
@@ -449,8 +470,7 @@ class MosquittoServer:
                 shutil.rmtree(self._root)
             raise
         self._config_path.write_text(config, encoding="utf-8")
-        if not self._dynsec_path.exists():
-            accounts(self._dynsec_path)
+        accounts(self._dynsec_path)
         self._data_dir.mkdir(exist_ok=True)
         self._log_path.touch()
         chown(account, self._root, self._data_dir, self._log_path, self._dynsec_path)

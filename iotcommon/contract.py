@@ -136,9 +136,11 @@ class RejectionCode(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     NAIVE_TIMESTAMP = "naive_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
+    PAST_TIMESTAMP = "past_timestamp"  # before BRIDGE_MIN_TIMESTAMP: a clock that was never set (1970, 2000)
     TOPIC_MISMATCH = "topic_mismatch"
     CONFLICT = "conflict"
     STALE_REVISION = "stale_revision"  # update mode: a lower revision than the stored one, never current
+    NO_PARTITION = "no_partition"  # partitioned readings: no partition holds its time (maintenance behind)
     DATABASE_REFUSED = "database_refused"
     INTERNAL_ERROR = "internal_error"
     UNKNOWN = "unknown"  # dead letters stored before codes existed whose reason matched no pattern

@@ -9,8 +9,15 @@ Why the dynamic security plugin and not `acl_file`: the plain ACL file never
 checks SUBSCRIBE, so any device could join `$share/bridge/...` and silently
 take its share of every reading.
 
-Passwords are hashed with PBKDF2-HMAC-SHA512 at 210,000 iterations (OWASP's
-figure for this hash); `mosquitto_ctrl` uses 101.
+Passwords are hashed with PBKDF2-HMAC-SHA512 at one iteration, on purpose.
+Mosquitto checks a password on its only event loop, so each CONNECT naming a
+known account, wrong password or right, costs the whole broker one hash: at
+210,000 iterations (~0.13 s) 150 wrong passwords stalled ingestion for 19 s.
+Stretching only protects a guessable password; ours are random (192 bits when
+generated, MIN_PASSWORD_BITS at least when given), beyond guessing even at one
+hash a guess (NIST SP 800-63B 5.1.2.2: no key derivation needed above 112
+bits). docs/security.md has the reasoning and the figures; update() re-hashes
+our accounts still hashed at another count.
 
 Environment:
     MQTT_BRIDGE_PASSWORD, MQTT_WATCHDOG_PASSWORD, MQTT_SIMULATOR_PASSWORD  (required)
@@ -20,6 +27,7 @@ Environment:
     BRIDGE_SHARE_GROUP      the bridge's share group (default: bridge)
 
 Usage: python mosquitto/dynsec.py OUTPUT.json [--force] [--iterations N]
+Exit 2 naming the variable when a password is missing, the placeholder, or too guessable.
 """
 
 from __future__ import annotations
@@ -30,14 +38,26 @@ import copy
 import hashlib
 import hmac
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-ITERATIONS = 210_000
-SALT_BYTES = 12
+# PBKDF2 iterations of our accounts' hashes: one (see above). Mosquitto 2.0's
+# plugin accepts any count from 1 and checks with the count stored per account.
+ITERATIONS = 1
+SALT_BYTES = 12  # the plugin refuses any other salt length (2.0.x)
+# What a broker password must carry at least, by password_bits(): a hash that
+# costs one HMAC must not be worth guessing. 128 bits = 22 random URL-safe characters.
+MIN_PASSWORD_BITS = 128
+GENERATE_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+# Sizes of the character classes password_bits() credits: a-z, A-Z, 0-9, anything else.
+_CLASSES: tuple[tuple[int, str], ...] = (
+    (26, "abcdefghijklmnopqrstuvwxyz"), (26, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"), (10, "0123456789"),
+)
+_OTHER_CLASS = 33  # printable ASCII punctuation and space
 READINGS = "sensors/+/readings"
 HEALTH_TOPIC = "$SYS/broker/uptime"  # retained by the broker, so one read answers at once
 # The examples' placeholder: anyone who read them knows it, so it is refused.
@@ -122,13 +142,40 @@ def parse_devices(text: str) -> dict[int, str | None]:
     return devices
 
 
+def password_bits(password: str) -> float:
+    """The most entropy a password can hold: length x log2(alphabet of the character classes it uses).
+
+    Generous on purpose (it takes every character as random): it cannot tell
+    a random value from a phrase, but it refuses anything short.
+    """
+    alphabet = sum(size for size, members in _CLASSES if any(c in members for c in password))
+    if any(not any(c in members for _, members in _CLASSES) for c in password):
+        alphabet += _OTHER_CLASS
+    return len(password) * math.log2(alphabet) if alphabet else 0.0
+
+
+def weak_password(password: str) -> str | None:
+    """Why a broker password must not be hashed as ours are (cheaply), or None if it may."""
+    bits = password_bits(password)
+    if bits >= MIN_PASSWORD_BITS:
+        return None
+    return (
+        f"too guessable for the broker's fast password hash: {len(password)} characters of these kinds hold at "
+        f"most {bits:.0f} bits, {MIN_PASSWORD_BITS} needed (README, \"Broker accounts\"); use a random value, "
+        f"e.g. from `{GENERATE_HINT}`"
+    )
+
+
 def check_password(variable: str, password: str) -> None:
-    """ValueError naming the variable when the password is the examples' placeholder."""
+    """ValueError naming the variable when the password is the examples' placeholder or too guessable."""
     if password == PLACEHOLDER_PASSWORD:
         raise ValueError(
             f"{variable}: {PLACEHOLDER_PASSWORD!r} is the examples' placeholder, which anyone who read them "
             "knows; set a real password"
         )
+    problem = weak_password(password)
+    if problem:
+        raise ValueError(f"{variable}: {problem}")
 
 
 def accounts(environ: Mapping[str, str]) -> dict[str, str]:
@@ -224,8 +271,9 @@ def update_clients(
 ) -> None:
     """Add our missing accounts to the saved `clients`, rehash changed passwords, give each account its role.
 
-    Only a new or changed password is hashed: at 210,000 PBKDF2 iterations each
-    hash costs ~0.1 s, and checking a saved hash already costs one.
+    A saved hash of another iteration count (210,000 before, or mosquitto_ctrl's
+    101) is replaced without being checked first: checking costs as much as the
+    old hash did. A hash that is already ours and matches is left as it is.
     """
     saved = {entry.get("username"): entry for entry in clients}
     for user, password in passwords.items():
@@ -233,7 +281,7 @@ def update_clients(
         if entry is None:
             clients.append(client(user, password, user, iterations=iterations, salt=salt()))
             continue
-        if not password_matches(entry, password):
+        if entry.get("iterations") != iterations or not password_matches(entry, password):
             new = client(user, password, user, iterations=iterations, salt=salt())
             entry.update({key: new[key] for key in ("password", "salt", "iterations")})
         entry.setdefault("roles", [])

@@ -37,10 +37,20 @@ import psycopg
 
 from bridge.config import Settings as BridgeSettings
 from bridge.health import check_health as bridge_health
+from bridge.partition_command import connect as connect_owner
+from bridge.partition_command import run_setup as partition_readings
+from bridge.partition_config import PartitionSettings
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.processes import REPO_ROOT, free_port, read_tail, service_account, wait_until
 from devstack.replication import StandbyServer, allow_replication, set_synchronous, sync_state
-from devstack.servers import MosquittoServer, PostgresServer, apply_schema_file, ensure_login_role, load_dynsec
+from devstack.servers import (
+    MosquittoServer,
+    PostgresServer,
+    apply_schema_file,
+    ensure_login_role,
+    load_dynsec,
+    partman_bgw_settings,
+)
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import WorkerProcess, worker_env
 from watchdog.config import Settings as WatchdogSettings
@@ -73,6 +83,11 @@ class Stack:
     home: Path
     ports: dict[str, int]
     passwords: dict[str, str]
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether `up --partitioned` ran here once: readings stays partitioned, the background worker runs."""
+        return (self.home / "partitioned").exists()
 
     @property
     def standby(self) -> bool:
@@ -246,8 +261,10 @@ def _traversable(folder: Path, account: pwd.struct_passwd) -> bool:
 
 
 def postgres_server(stack: Stack) -> PostgresServer:
-    """The stack's PostgreSQL: durable, passwords required over TCP."""
-    return PostgresServer(stack.home / "postgres", port=stack.ports["postgres"], durable=True)
+    """The stack's PostgreSQL: durable, passwords required over TCP; with pg_partman's worker when partitioned."""
+    # Hourly, pg_partman's default: a day's partition is premade days ahead (PARTITION_PREMAKE).
+    settings = partman_bgw_settings("sensors", interval_s=3600) if stack.partitioned else None
+    return PostgresServer(stack.home / "postgres", port=stack.ports["postgres"], durable=True, settings=settings)
 
 
 def start_postgres(stack: Stack) -> None:
@@ -266,6 +283,12 @@ def prepare_database(server: PostgresServer, stack: Stack) -> None:
     with psycopg.connect(server.socket_url("sensors"), autocommit=True) as conn:
         for role, group in LOGIN_ROLES:
             ensure_login_role(conn, role, stack.passwords["db_" + role], group)
+    if stack.partitioned:
+        # README, "Partitioning": idempotent, so every `up` applies it (and one maintenance run,
+        # which is also the retention of reading_revisions and rejected_messages here).
+        settings = PartitionSettings.from_env({"DATABASE_URL": server.socket_url("sensors")})
+        with connect_owner(settings) as conn:
+            partition_readings(conn, settings)
 
 
 def start_standby(stack: Stack) -> None:
@@ -280,13 +303,30 @@ def start_standby(stack: Stack) -> None:
 
 
 def write_accounts(stack: Stack) -> Callable[[Path], None]:
-    """The broker's accounts from the stack's passwords (production hashing), written on first use."""
+    """The broker's accounts from the stack's passwords, before each start of the broker.
+
+    The first `up` writes the file; later ones bring what the broker saved up
+    to date (mosquitto/dynsec.py update()): our accounts get their passwords,
+    hashed as dynsec hashes now (a file from before gets its 210,000-iteration
+    hashes replaced), and accounts added with mosquitto_ctrl are kept.
+    """
 
     def write(path: Path) -> None:
+        dynsec = load_dynsec()
         passwords = {user: stack.passwords[f"mqtt_{user}"] for user in ("bridge", "watchdog", "simulator")}
         passwords[f"device-{DEVICE_SENSOR_ID}"] = stack.passwords[f"mqtt_device_{DEVICE_SENSOR_ID}"]
-        path.write_text(json.dumps(load_dynsec().build_document(passwords)))
-        path.chmod(0o600)
+        if not path.exists():
+            document = dynsec.build_document(passwords)
+        else:
+            saved = json.loads(path.read_text())
+            document = dynsec.update(saved, passwords)
+            if document == saved:
+                return
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.touch(mode=0o600)  # password hashes: never readable by others, even briefly
+        tmp.write_text(json.dumps(document, indent=2))
+        tmp.replace(path)
 
     return write
 
@@ -498,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/local-stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--partitioned", action="store_true",
+                        help="up: readings partitioned by pg_partman, with its background worker (kept from then on)")
     parser.add_argument("--standby", action="store_true",
                         help="up: give PostgreSQL a synchronous standby (kept for every later up)")
     args = parser.parse_args(argv)
@@ -506,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(os.environ.get("LOCAL_STACK_DIR") or REPO_ROOT / ".local").resolve()
     try:
         stack = load_stack(home, standby=args.standby)
+        if args.partitioned and args.command == "up":
+            if running_pid(stack, "postgres") is not None and not stack.partitioned:
+                raise StackError("PostgreSQL runs without pg_partman's worker: scripts/local-stack down, then up "
+                                 "--partitioned")
+            (home / "partitioned").touch()
         return {"up": up, "down": down, "status": status}[args.command](stack)
     except StackError as exc:
         print(f"local-stack: {exc}", file=sys.stderr)

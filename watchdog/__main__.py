@@ -23,7 +23,7 @@ from iotcommon.transport import apply_endpoint, check_broker_tls
 from watchdog.alerting import DiscordNotifier, Dispatcher, LogNotifier, Notifier, redact
 from watchdog.checks import WorkerRules
 from watchdog.config import Settings
-from watchdog.database import probe_database
+from watchdog.database import probe_database, probe_partitions
 from watchdog.metrics import WatchdogCollector, serve_metrics
 from watchdog.runner import Limits, Watchdog, check_health, status_table
 from watchdog.state import AlertBook
@@ -137,6 +137,7 @@ def build_watchdog(settings: Settings, client: mqtt.Client, dispatcher: Dispatch
         min_workers=settings.min_workers,
         rules=WorkerRules(heartbeat_timeout_s=settings.heartbeat_timeout_s, stall_s=settings.stall_s),
         data_loss_clear_s=settings.data_loss_clear_s,
+        min_partitions_ahead=settings.min_partitions_ahead,
     )
     return Watchdog(
         watcher,
@@ -146,6 +147,8 @@ def build_watchdog(settings: Settings, client: mqtt.Client, dispatcher: Dispatch
         limits=limits,
         health_path=settings.health_path,
         now=now,
+        probe_partitions=lambda timeout_s: probe_partitions(
+            conninfo, timeout_s=timeout_s, application_name=settings.client_id),
     )
 
 

@@ -16,6 +16,7 @@ BROKER = "broker"
 DATABASE = "database"
 WORKERS = "workers"
 DATA_LOSS = "broker-data-loss"
+PARTITIONS = "partitions"
 
 
 class Status(StrEnum):
@@ -70,6 +71,42 @@ class DropWatch:
     baseline: int | None = None
     last_rise_at: datetime | None = None
     lost: int = 0  # dropped since the alert began
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionFacts:
+    """What the catalog says about readings' partitions (watchdog/database.py reads it)."""
+
+    partitioned: bool
+    ahead: int = 0  # partitions that start after now: the premade ones
+    newest_upper: datetime | None = None  # where the last partition ends
+    premake: int | None = None  # pg_partman's premake, when the watchdog may read its config
+
+
+def judge_partitions(facts: PartitionFacts | str, *, min_ahead: int, database_down: bool) -> Result | None:
+    """DOWN with fewer than `min_ahead` partitions premade, DEGRADED while maintenance is behind; None unpartitioned.
+
+    pg_partman tops the premade partitions up to `premake` on every run, so
+    between runs at most one interval's worth is missing: fewer than
+    premake - 1 ahead means maintenance has not run, or failed, for a whole
+    interval, days before ingestion runs out of partitions.
+    """
+    if isinstance(facts, str):
+        return Result(PARTITIONS, Status.UNKNOWN if database_down else Status.DOWN, facts)
+    if not facts.partitioned:
+        return None
+    last = facts.newest_upper.isoformat() if facts.newest_upper else "nowhere"
+    if facts.ahead < min_ahead:
+        return Result(PARTITIONS, Status.DOWN, (
+            f"only {facts.ahead} partitions of readings premade ahead (WATCHDOG_MIN_PARTITIONS_AHEAD={min_ahead}); "
+            f"the last ends {last}, after which readings become no_partition dead letters: is pg_partman's "
+            "maintenance running? (python -m bridge partition maintain runs it by hand)"))
+    if facts.premake is not None and facts.ahead < facts.premake - 1:
+        return Result(PARTITIONS, Status.DEGRADED, (
+            f"partition maintenance is behind: {facts.ahead} partitions of readings premade ahead, premake "
+            f"{facts.premake}; it has not run, or failed, for a whole interval (PostgreSQL's log: pg_partman_bgw)"))
+    premake = f" (premake {facts.premake})" if facts.premake is not None else ""
+    return Result(PARTITIONS, Status.OK, f"{facts.ahead} partitions premade ahead{premake}, the last ends {last}")
 
 
 def probe_result(component: str, error: str | None, *, ok_detail: str) -> Result:

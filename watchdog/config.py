@@ -42,6 +42,7 @@ class Settings(Connections):
     database_timeout_s: Seconds = 5.0
     discord_timeout_s: Seconds = 10.0
     data_loss_clear_s: Seconds = 120.0
+    min_partitions_ahead: Annotated[int, Field(ge=0, le=1000)] = 2
     mention_roles: str = ""
     health_file: str = ""
     metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0

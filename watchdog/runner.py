@@ -17,10 +17,12 @@ from watchdog.checks import (
     DATA_LOSS,
     DATABASE,
     DropWatch,
+    PartitionFacts,
     Result,
     Status,
     WorkerRules,
     judge_data_loss,
+    judge_partitions,
     judge_workers,
     observe_dropped,
     probe_result,
@@ -49,6 +51,7 @@ class Limits:
     min_workers: int
     rules: WorkerRules
     data_loss_clear_s: float
+    min_partitions_ahead: int = 2
 
 
 class Watchdog:
@@ -64,9 +67,11 @@ class Watchdog:
         limits: Limits,
         health_path: str,
         now: Callable[[], datetime],
+        probe_partitions: Callable[[float], PartitionFacts | str] | None = None,
     ) -> None:
         self._watcher = watcher
         self._probe_database = probe_database
+        self._probe_partitions = probe_partitions
         self._book = book
         self._submit = submit
         self._limits = limits
@@ -97,6 +102,7 @@ class Watchdog:
             probe_result(BROKER, broker_error, ok_detail=f"probe round trip {broker_s * 1000:.0f} ms"),
             probe_result(DATABASE, database_error, ok_detail=f"SELECT 1 in {database_ms:.0f} ms"),
         ]
+        results += self._check_partitions(database_down=database_error is not None)
         results += judge_workers(
             seen.views, limits.expected_workers, now=now, listening_s=listening_s,
             broker_ok=broker_error is None, database_down=database_error is not None,
@@ -107,6 +113,14 @@ class Watchdog:
         if broker_error is not None:
             loss = Result(DATA_LOSS, Status.UNKNOWN, "broker down")
         return [*results, loss]
+
+    def _check_partitions(self, *, database_down: bool) -> list[Result]:
+        """The partitions of readings, when partitioned (none for a plain table, or without the probe)."""
+        if self._probe_partitions is None:
+            return []
+        facts = "database down" if database_down else self._probe_partitions(self._limits.database_timeout_s)
+        result = judge_partitions(facts, min_ahead=self._limits.min_partitions_ahead, database_down=database_down)
+        return [] if result is None else [result]
 
     def run_cycle(self) -> list[Result]:
         """Check, alert on state changes, and refresh the health file."""

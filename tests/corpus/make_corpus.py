@@ -250,8 +250,9 @@ def build() -> Corpus:
         ("offset_plus_05_45", "2025-06-01T12:00:00.5+05:45", None),
         ("offset_plus_24", "2025-06-01T12:00:00+24:00", "bad_timestamp"),
         ("leap_second", "2016-12-31T23:59:60Z", "bad_timestamp"),
-        ("year_0001", "0001-01-01T00:00:00Z", None),
-        ("year_0001_plus_1h", "0001-01-01T00:00:00+01:00", None),
+        # Before BRIDGE_MIN_TIMESTAMP (2020-01-01): a clock that was never set.
+        ("year_0001", "0001-01-01T00:00:00Z", "past_timestamp"),
+        ("year_0001_plus_1h", "0001-01-01T00:00:00+01:00", "past_timestamp"),
         ("year_9999", "9999-12-31T23:59:59Z", "future_timestamp"),
         ("microseconds", "2025-06-01T12:00:00.000001Z", None),
         ("month_13", "2025-13-01T12:00:00Z", "bad_timestamp"),
@@ -283,6 +284,9 @@ def build() -> Corpus:
     for n, text in enumerate(('"1"', "1.0", "true", "null", "1e2")):
         c.add(f"wrong_type_revision_{n}", raw_reading(c.sid(), revision=text).encode(),
               reasons=["revision: Input should be a valid integer"], codes=["wrong_type"])
+    # A device whose clock was never set (no RTC battery): before BRIDGE_MIN_TIMESTAMP.
+    c.add("timestamp_unix_epoch", raw_reading(c.sid(), timestamp='"1970-01-01T00:00:00Z"').encode(),
+          reasons=["BRIDGE_MIN_TIMESTAMP"], codes=["past_timestamp"])
     return c
 
 

@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 from devstack.processes import REPO_ROOT, wait_until
+from devstack.servers import load_dynsec
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +127,18 @@ def test_newcomer_first_command_brings_the_stack_up_and_its_instructions_work(cl
     assert processes_under(clone) == [], "no process is left after down"
 
 
+def _hash_accounts_as_before(stack_dir: Path) -> Path:
+    """Make the stack's broker accounts file what an `up` before the change wrote: 210,000 PBKDF2 iterations."""
+    path = stack_dir / "mosquitto" / "dynamic-security.json"
+    passwords = json.loads((stack_dir / "state.json").read_text())["passwords"]
+    ours = {name.removeprefix("mqtt_").replace("_", "-"): value for name, value in passwords.items()
+            if name.startswith("mqtt_")}
+    older = load_dynsec().update(json.loads(path.read_text()), ours, iterations=210_000)
+    assert {c["iterations"] for c in older["clients"]} == {210_000}
+    path.write_text(json.dumps(older))
+    return path
+
+
 def test_second_up_changes_nothing_and_up_after_down_keeps_data_and_passwords(folder: Path) -> None:
     """With a standby (`up --standby`, remembered by every later `up`): the newcomer's test covers the plain stack."""
     env = {**os.environ, "LOCAL_STACK_DIR": str(folder / "stack")}
@@ -148,9 +161,12 @@ def test_second_up_changes_nothing_and_up_after_down_keeps_data_and_passwords(fo
         assert run(["scripts/local-stack", "down"], cwd=REPO_ROOT, env=env).returncode == 0
         stopped = run(["scripts/local-stack", "status"], cwd=REPO_ROOT, env=env)
         assert stopped.returncode == 1 and stopped.stdout.count("stopped") == 7, stopped.stdout
+        accounts = _hash_accounts_as_before(stack_dir)
         back = run(["scripts/local-stack", "up"], cwd=REPO_ROOT, env=env)
         assert back.returncode == 0, back.stdout + back.stderr
         assert "starting its synchronous standby" in back.stdout, "the standby comes back without --standby"
+        assert {c["iterations"] for c in json.loads(accounts.read_text())["clients"]} == {1}, \
+            "the broker's accounts re-hashed by the next up, and every part came up with them"
         assert read_env(stack_dir / "stack.env") == before, "same ports and passwords"
         assert ",127.0.0.1:" in before["BRIDGE_DATABASE_URL"] and "target_session_attrs=read-write" in \
             before["BRIDGE_DATABASE_URL"], "the workers are given both servers"

@@ -2,7 +2,8 @@
 
 The migration is run as the `migrate` service runs it: docker-compose.yml's psql
 command, with the container's paths mapped to the repository and to a secrets
-folder written by the compose init (deploy/compose/stack_init.py).
+folder written by the compose init (deploy/compose/stack_init.py) as the migrate service's
+own secrets volume.
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ def migration(
     """A secrets folder as init writes it (awkward passwords), an owner with its password, the migration."""
     if postgres_server is None:
         pytest.skip("checking passwords needs the harness's own PostgreSQL (scram-sha-256 for login roles)")
-    secrets = tmp_path / "secrets"
     values = {s.name: (f"{s.name}-{AWKWARD}", "given") for s in stack_init.SECRETS}
-    stack_init.write_secrets(secrets, list(stack_init.SECRETS), values, chown=lambda path, uid: None)
+    stack_init.files.write_shares(tmp_path / "shares", values, chown=lambda path, uid: None)
+    secrets = tmp_path / "shares" / "migrate"  # the migrate service's own secrets volume
     with psycopg.connect(admin_database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {}").format(
             sql.Identifier(OWNER), sql.Literal(values["postgres_password"][0])))

@@ -24,10 +24,11 @@ CONTROL = [chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))]
 
 sensor_ids = st.integers(1, 2_147_483_647)
 offsets = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda minutes: timezone(timedelta(minutes=minutes)))
-# Up to a day before NOW, so no offset can put the instant past NOW + BRIDGE_MAX_FUTURE_S.
+# From a day after BRIDGE_MIN_TIMESTAMP's default to a day before NOW, so no offset can put the
+# instant before the floor or past NOW + BRIDGE_MAX_FUTURE_S.
 timestamps = st.builds(
     lambda naive, tz: naive.replace(tzinfo=tz),
-    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(2025, 12, 30, 23, 59, 59, 999_999)),
+    st.datetimes(min_value=datetime(2020, 1, 2), max_value=datetime(2025, 12, 30, 23, 59, 59, 999_999)),
     offsets,
 )
 clean_chars = st.characters(exclude_categories=["Cs"], exclude_characters=CONTROL)

@@ -11,6 +11,7 @@ import pytest
 
 from bridge.model import MAX_ARRAY_LEN, Limits, Parsed, Row, split_array
 from bridge.validation import parse_message
+from iotcommon.contract import RejectionCode
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TOPIC = "sensors/5/readings"
@@ -336,10 +337,29 @@ def test_future_limit_applies_after_offset_conversion() -> None:
     assert "future" in only_reason(parse(late), late)
 
 
-def test_past_timestamps_are_accepted() -> None:
-    parsed = parse(encode(reading(timestamp="1999-12-31T23:59:59.999999Z")))
+def test_past_timestamps_down_to_the_floor_are_accepted() -> None:
+    parsed = parse(encode(reading(timestamp="2020-01-01T00:00:00Z")))
 
-    assert parsed.rows[0].timestamp == datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert parsed.rows[0].timestamp == datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def test_timestamp_before_the_floor_is_past_timestamp_naming_the_bound() -> None:
+    payload = encode(reading(timestamp="2019-12-31T23:59:59.999999Z"))
+
+    parsed = parse(payload)
+
+    assert [rejection.code for rejection in parsed.rejections] == [RejectionCode.PAST_TIMESTAMP]
+    reason = only_reason(parsed, payload)
+    assert reason.startswith("timestamp: 2019-12-31T23:59:59.999999+00:00 is before")
+    assert "BRIDGE_MIN_TIMESTAMP=2020-01-01T00:00:00+00:00" in reason
+
+
+def test_floor_applies_after_offset_conversion_and_follows_the_setting() -> None:
+    # 2020-01-01T00:30:00+01:00 is 2019-12-31T23:30:00Z: before the floor despite its date.
+    early = encode(reading(timestamp="2020-01-01T00:30:00+01:00"))
+    assert "BRIDGE_MIN_TIMESTAMP" in only_reason(parse(early), early)
+    unix_epoch = encode(reading(timestamp="1970-01-01T00:00:00Z"))
+    assert parse(unix_epoch, limits=Limits(min_timestamp=datetime(1970, 1, 1, tzinfo=UTC))).rejections == ()
 
 
 # --- topic ------------------------------------------------------------------------------------

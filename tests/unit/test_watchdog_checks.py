@@ -9,11 +9,14 @@ from fakes import heartbeat
 
 from iotcommon.contract import Heartbeat, WorkerStatus
 from watchdog.checks import (
+    PARTITIONS,
     DropWatch,
+    PartitionFacts,
     Status,
     WorkerRules,
     WorkerView,
     judge_data_loss,
+    judge_partitions,
     judge_worker,
     judge_workers,
     observe_dropped,
@@ -178,3 +181,53 @@ def test_no_dropped_counter_yet_is_unknown() -> None:
     result, _ = judge_data_loss(observe_dropped(DropWatch(), None, NOW), now=NOW, clear_s=60)
 
     assert result.status is Status.UNKNOWN
+
+
+# --- partitions of readings ------------------------------------------------------------------
+
+LAST = datetime(2026, 12, 12, tzinfo=UTC)
+
+
+def partitions(ahead: int, premake: int | None = 7) -> PartitionFacts:
+    return PartitionFacts(partitioned=True, ahead=ahead, newest_upper=LAST, premake=premake)
+
+
+def test_a_plain_readings_table_gives_no_partitions_result() -> None:
+    assert judge_partitions(PartitionFacts(partitioned=False), min_ahead=2, database_down=False) is None
+
+
+def test_premake_or_one_less_between_maintenance_runs_is_ok() -> None:
+    for ahead in (8, 7, 6):
+        result = judge_partitions(partitions(ahead), min_ahead=2, database_down=False)
+        assert result is not None and result.status is Status.OK, ahead
+    assert result is not None
+    assert "6 partitions premade ahead (premake 7), the last ends 2026-12-12" in result.detail
+
+
+def test_a_whole_interval_without_maintenance_is_degraded_before_it_bites() -> None:
+    result = judge_partitions(partitions(5), min_ahead=2, database_down=False)
+
+    assert result is not None and result.component == PARTITIONS
+    assert result.status is Status.DEGRADED
+    assert "maintenance is behind: 5 partitions" in result.detail and "pg_partman_bgw" in result.detail
+
+
+def test_fewer_premade_than_the_threshold_is_down_naming_the_setting_and_the_fix() -> None:
+    result = judge_partitions(partitions(1), min_ahead=2, database_down=False)
+
+    assert result is not None and result.status is Status.DOWN
+    assert "only 1 partitions" in result.detail and "WATCHDOG_MIN_PARTITIONS_AHEAD=2" in result.detail
+    assert "python -m bridge partition maintain" in result.detail
+    assert judge_partitions(partitions(0, premake=None), min_ahead=0, database_down=False).status is Status.OK  # type: ignore[union-attr]
+
+
+def test_without_pg_partmans_config_only_the_threshold_applies() -> None:
+    assert judge_partitions(partitions(3, premake=None), min_ahead=2, database_down=False).status is Status.OK  # type: ignore[union-attr]
+
+
+def test_an_unreadable_catalog_is_down_unless_the_database_is() -> None:
+    down = judge_partitions("cannot read the partitions of readings: boom", min_ahead=2, database_down=False)
+    unknown = judge_partitions("database down", min_ahead=2, database_down=True)
+
+    assert down is not None and down.status is Status.DOWN and "boom" in down.detail
+    assert unknown is not None and unknown.status is Status.UNKNOWN
