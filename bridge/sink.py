@@ -149,7 +149,7 @@ class PostgresSink:
             return self._transaction(self._doubts.begin(batch), self._set_aside_unplaced(batch))
 
     def _transaction(self, attempt: Attempt[WriteResult], batch: Sequence[Delivery]) -> WriteResult:
-        """Write (or only confirm) the batch in one transaction; a COMMIT unanswered or unconfirmed leaves it in doubt."""
+        """Write (or only confirm) the batch in one transaction; an unconfirmed COMMIT leaves it in doubt."""
         try:
             with self._pool.connection(timeout=self._timeout_s) as conn:
                 result = self._store(conn, attempt, batch)  # in a transaction psycopg begins

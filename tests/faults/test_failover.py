@@ -149,7 +149,9 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
     stopped_at = time.monotonic()
     visible_at_stop = _readings(pair.primary.url())
     publisher = BackgroundPublisher(mqtt_url, during, chunk=100)
-    # The hook for the watchdog's alert (issue 18, item 5): commit_stalled in the heartbeat.
+    # The hook for the watchdog's alert (issue 18, item 5): commit_stalled in the heartbeat. Not
+    # necessarily every worker's: one whose batch holds a key another's waiting COMMIT inserted
+    # waits in its INSERT, behind that transaction.
     stalled = wait_until(lambda: [b for b in heartbeats_of(mqtt_client, ids) if b["commit_stalled"]], 15,
                          message="a heartbeat saying a COMMIT is stalled")
     health = workers[0].run("health")
@@ -169,7 +171,6 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
 
     held = {name: _unacknowledged(beat) for name, beat in beats.items()}
     assert visible == visible_at_stop, "nothing committed (so nothing acknowledged) while the standby was away"
-    assert all(beat["commit_stalled"] for beat in beats.values()), beats
     assert health.returncode == 0 and "COMMIT WAITING" in health.stdout, health.stdout + health.stderr
     # Receive Maximum bounds what the broker sends; Mosquitto 2.0.11 overshoots it a
     # little once acks have flowed (docs/reliability.md), hence twice the limit.
