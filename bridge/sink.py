@@ -116,6 +116,9 @@ class PostgresSink:
         try:
             with self._database.connect() as conn:
                 check_schema(conn, on_conflict=self._on_conflict)
+                # Not worth waiting for an absent synchronous standby at start: a server
+                # without the row gets it from the first batch (bridge/indoubt.py).
+                conn.execute("SET LOCAL synchronous_commit = local")
                 conn.execute(CREATE_MARKER, (self._client_id,))
         except psycopg.OperationalError as exc:
             raise connect_failure(exc, where=where) from None

@@ -148,13 +148,17 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
     pair.standby.stop()
     stopped_at = time.monotonic()
     visible_at_stop = _readings(pair.primary.url())
+    # A worker (re)started meanwhile, a deploy say: it must come online and hold its share too.
+    workers += _workers(start, bridge_url_of(pair), "s3", bridge_max_in_flight=MAX_IN_FLIGHT, bridge_batch_size=50,
+                        bridge_commit_wait_warn_s=1)
+    ids = {worker.client_id for worker in workers}
     publisher = BackgroundPublisher(mqtt_url, during, chunk=100)
     # The hook for the watchdog's alert (issue 18, item 5): commit_stalled in the heartbeat. Not
     # necessarily every worker's: one whose batch holds a key another's waiting COMMIT inserted
     # waits in its INSERT, behind that transaction.
     stalled = wait_until(lambda: [b for b in heartbeats_of(mqtt_client, ids) if b["commit_stalled"]], 15,
                          message="a heartbeat saying a COMMIT is stalled")
-    health = workers[0].run("health")
+    health = next(w for w in workers if w.client_id == stalled[0]["client_id"]).run("health")
     # Past the inbox's 2 s of waiting for room (bridge/inbox.py): the bound must hold after it too.
     wait_until(lambda: time.monotonic() - stopped_at >= OUTAGE_S, OUTAGE_S + 1, message=f"{OUTAGE_S} s of outage")
     beats = _latest(mqtt_client, ids)
