@@ -356,7 +356,10 @@ def test_observability_profile_scrapes_every_worker_and_provisions_the_dashboard
     for metric in ("bridge_readings_stored_total", "bridge_rejected_by_code_total", "bridge_commit_seconds_bucket",
                    "bridge_in_flight", "bridge_database_up", "watchdog_component_up"):
         assert metric in exprs
-    assert environment(compose, "grafana") == {"GF_SECURITY_ADMIN_PASSWORD__FILE": "/secrets/grafana_admin_password"}
+    assert environment(compose, "grafana") == {
+        "GF_SECURITY_ADMIN_PASSWORD__FILE": "/secrets/grafana_admin_password",
+        "READINGS_DATABASE_ADDRESS": "${DATABASE_READ_ADDRESS:-postgres:5432}",
+    }
 
 
 def test_observability_provisions_the_readings_dashboard_on_the_read_only_role(
@@ -372,10 +375,20 @@ def test_observability_provisions_the_readings_dashboard_on_the_read_only_role(
     readings = json.loads((ROOT / "deploy/grafana/dashboards/iot-readings.json").read_text())
     assert {panel["datasource"]["uid"] for panel in readings["panels"]} == {source["uid"]}
     assert source["user"] == "reader" and source["jsonData"]["database"] == "sensors"
-    assert source["url"] == "postgres:5432"
+    assert source["url"] == "${READINGS_DATABASE_ADDRESS}", "Grafana expands it from its environment"
     password = source["secureJsonData"]["password"]
     assert password == f"$__file{{{SECRETS_MOUNT}/{stack_init.GRAFANA_READER_FILE}}}", "from the secrets volume"
     assert f"secrets:{SECRETS_MOUNT}:ro" in volumes(compose, "grafana")
+
+
+def test_what_only_reads_reads_the_replica_named_in_env_else_the_primary(compose: dict[str, Any]) -> None:
+    replica = "${DATABASE_READ_ADDRESS:-postgres:5432}"
+    assert environment(compose, "grafana")["READINGS_DATABASE_ADDRESS"] == replica
+    for name, role in (("watchdog", "watchdog"), ("simulator", "reader")):
+        env = environment(compose, name)
+        assert env["DATABASE_READ_URL"] == f"postgresql://{role}@{replica}/sensors"
+        # Without .env, the very URL of DATABASE_URL: the programs then see no reader of their own.
+        assert env["DATABASE_READ_URL"].replace(replica, "postgres:5432") == env["DATABASE_URL"]
 
 
 # --- the image ----------------------------------------------------------------------------------
