@@ -89,12 +89,15 @@ class ReplicatedPostgres:
         self.standby.start()
         self.set_synchronous(True)
 
-    def url(self, user: str = "postgres", password: str | None = None, dbname: str = "postgres") -> str:
-        """A multi-host URL naming both servers: libpq connects to whichever accepts writes."""
+    def url(
+        self, user: str = "postgres", password: str | None = None, dbname: str = "postgres", *,
+        ports: tuple[int, int] | None = None,
+    ) -> str:
+        """A multi-host URL naming both servers (or `ports` on 127.0.0.1, proxies say): libpq takes the writable one."""
         credentials = quote(user, safe="")
         if password is not None:
             credentials += ":" + quote(password, safe="")
-        hosts = ",".join(f"{server.host}:{server.port}" for server in (self.primary, self.standby))
+        hosts = ",".join(f"127.0.0.1:{port}" for port in (ports or (self.primary.port, self.standby.port)))
         return f"postgresql://{credentials}@{hosts}/{quote(dbname, safe='')}?target_session_attrs=read-write"
 
     def set_synchronous(self, on: bool, *, server: PostgresServer | None = None) -> None:

@@ -4,7 +4,8 @@ Always started from local binaries (Debian's `postgresql`), whatever backend
 serves the other tests: a failover needs servers the test can kill. A
 scenario that kills the primary takes `replicated_postgres`, a fresh pair;
 one that leaves both servers up may share `shared_replicated_postgres`, one
-per test module, with its tables emptied before each test.
+per test module, with its tables emptied before each test. `autofailover` is
+a pg_auto_failover formation (devstack/autofailover.py) that fails over by itself.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from devstack.autofailover import AUTOCTL_HINT, AutoFailoverFormation
 from devstack.processes import find_binary
 from devstack.replication import ReplicatedPostgres
 from devstack.servers import BRIDGE_TEST_ROLE, POSTGRES_HINT, REPLAY_TEST_ROLE, login_url
@@ -74,7 +76,22 @@ def shared_replicated_postgres(_module_replicated_postgres: ReplicatedPostgres) 
     return pair
 
 
-def bridge_url_of(pair: ReplicatedPostgres) -> str:
+@pytest.fixture
+def autofailover() -> Iterator[AutoFailoverFormation]:
+    """A pg_auto_failover monitor with a primary and a synchronous standby (schema.sql applied), failing over alone."""
+    try:
+        find_binary("pg_autoctl", AUTOCTL_HINT)
+    except RuntimeError as exc:
+        pytest.fail(f"No pg_auto_failover for the orchestrated failover: {exc}")
+    formation = AutoFailoverFormation()
+    try:
+        formation.start()
+        yield formation
+    finally:
+        formation.cleanup()
+
+
+def bridge_url_of(pair: ReplicatedPostgres | AutoFailoverFormation) -> str:
     """The pair's multi-host URL (target_session_attrs=read-write) for the bridge's test login role."""
     return login_url(pair.url(), BRIDGE_TEST_ROLE)
 
