@@ -118,10 +118,11 @@ class Watchdog:
         if self._probe_reader is not None:
             reader = self._probe_reader(limits.database_timeout_s)
             results.append(judge_reader(reader.error, reader.facts, elapsed_ms=reader.elapsed_ms))
+        writes_wait = any(r.component == REPLICATION and r.status is Status.DOWN for r in results)
         results += judge_workers(
             seen.views, limits.expected_workers, now=now, listening_s=listening_s,
             broker_ok=broker_error is None, database_down=database_error is not None,
-            min_workers=limits.min_workers, rules=limits.rules,
+            min_workers=limits.min_workers, rules=limits.rules, writes_wait=writes_wait,
         )
         self._drops = observe_dropped(self._drops, seen.dropped, now)
         loss, self._drops = judge_data_loss(self._drops, now=now, clear_s=limits.data_loss_clear_s)

@@ -8,12 +8,14 @@ Replication and failover judgements step by step: tests/unit/test_watchdog_repli
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from fix_measure import Measure
 from fix_replication import bridge_url_of
 from fix_watchdog import StartWatchdog, alerts_about, kinds, replication_env
 
@@ -53,13 +55,17 @@ def only_alerts(discord: DiscordStub, *components: str) -> None:
 
 def test_standby_stopped_while_synchronous_is_one_down_then_one_recovered(
     shared_replicated_postgres: ReplicatedPostgres, start_watchdog: StartWatchdog, discord: DiscordStub,
+    measure: Measure,
 ) -> None:
     pair = shared_replicated_postgres
     watchdog = start_watchdog(**replication_env(pair))
     watchdog.wait_until_all_ok()
 
     pair.standby.stop("fast")
+    stopped_at = time.monotonic()
     wait_until(lambda: alerts_about(discord, "replication"), 30, message="a DOWN alert for replication")
+    measure("standby stopped → replication DOWN (1 s interval, threshold 2)",
+            f"{alerts_about(discord, 'replication')[0].at - stopped_at:.1f} s")
     wait_until(lambda: alerts_about(discord, "database-reader"), 30, message="a DOWN alert for the reader")
     pair.standby.start()
     wait_until(lambda: len(alerts_about(discord, "replication")) == 2, 30, message="replication RECOVERED")
@@ -93,15 +99,19 @@ def test_asynchronous_replication_is_one_degraded_alert_until_synchronous_again(
 
 def test_a_standby_that_stops_replaying_is_lagging_until_it_catches_up(
     shared_replicated_postgres: ReplicatedPostgres, start_watchdog: StartWatchdog, discord: DiscordStub,
+    measure: Measure,
 ) -> None:
     pair = shared_replicated_postgres
     watchdog = start_watchdog(**replication_env(pair))
     watchdog.wait_until_all_ok()
 
     with replay_paused(pair):
+        paused_at = time.monotonic()
         # The primary writes on; the standby receives it all (COMMITs return) but replays none.
         wait_until(lambda: write_on(pair) and alerts_about(discord, "replication-lag"), 30, interval=0.3,
                    message="an alert for the replay lag")
+        measure("replay paused → replication-lag alert (limit 2 s, 1 s interval, threshold 2)",
+                f"{alerts_about(discord, 'replication-lag')[0].at - paused_at:.1f} s")
     wait_until(lambda: write_on(pair) and len(alerts_about(discord, "replication-lag")) == 2, 30, interval=0.3,
                message="replication-lag RECOVERED")
 
@@ -112,7 +122,7 @@ def test_a_standby_that_stops_replaying_is_lagging_until_it_catches_up(
 
 
 def test_a_failover_is_one_alert_then_recovered(
-    replicated_postgres: ReplicatedPostgres, start_watchdog: StartWatchdog, discord: DiscordStub,
+    replicated_postgres: ReplicatedPostgres, start_watchdog: StartWatchdog, discord: DiscordStub, measure: Measure,
 ) -> None:
     pair = replicated_postgres
     watchdog = start_watchdog(**replication_env(pair))
@@ -121,9 +131,11 @@ def test_a_failover_is_one_alert_then_recovered(
 
     pair.kill_primary()
     pair.promote()
+    promoted_at = time.monotonic()
     wait_until(lambda: len(alerts_about(discord, "failover")) == 2, 30, message="failover DOWN, then RECOVERED")
-
     failover = alerts_about(discord, "failover")
+    measure("promotion → failover alert (1 s interval)", f"{failover[0].at - promoted_at:.1f} s")
+
     assert kinds(failover) == ["DOWN", "RECOVERED"]
     assert f"the primary changed: now {new} (timeline 2), was {old} (timeline 1)" in failover[0].content
     # The promoted standby has no standby of its own: that is `replication`'s alert, not a second failover.

@@ -109,9 +109,11 @@ class Clock:
 
 def build_replicated(
     facts: list[PrimaryFacts], tmp_path: Path, sent: list[Alert], reader: list[ReaderProbe] | None = None,
+    watcher: FakeWatcher | None = None,
 ) -> Watchdog:
     limits = Limits(
-        broker_timeout_s=1, database_timeout_s=1, expected_workers=(), min_workers=0,
+        broker_timeout_s=1, database_timeout_s=1, expected_workers=tuple(watcher.views or ()) if watcher else (),
+        min_workers=0,
         rules=WorkerRules(heartbeat_timeout_s=15, stall_s=60), data_loss_clear_s=60,
         replication=ReplicationRules(standbys=1, replay_lag_s=30, failover_clear_s=60),
     )
@@ -123,8 +125,8 @@ def build_replicated(
         return PrimaryProbe(None, 2.0, last[0])
 
     return Watchdog(
-        FakeWatcher(), probe, book=AlertBook(threshold=2, remind_s=1800), submit=sent.append, limits=limits,
-        health_path=str(tmp_path / "wd.health"), now=clock,
+        watcher or FakeWatcher(), probe, book=AlertBook(threshold=2, remind_s=1800), submit=sent.append,
+        limits=limits, health_path=str(tmp_path / "wd.health"), now=clock,
         probe_reader=(lambda timeout_s: reader.pop(0)) if reader is not None else None,
     )
 
@@ -140,6 +142,18 @@ def test_a_standby_gone_while_synchronous_is_one_down_then_one_recovered(tmp_pat
     assert statuses[1]["replication"] is Status.DOWN and statuses[1]["replication-lag"] is Status.UNKNOWN
     assert [(a.kind.value, a.component) for a in sent] == [("DOWN", "replication"), ("RECOVERED", "replication")]
     assert "writes wait" in sent[0].detail
+
+
+def test_workers_whose_commits_wait_for_the_missing_standby_are_not_alerted_on_top(tmp_path: Path) -> None:
+    sent: list[Alert] = []
+    waiting = heartbeat(at=NOW, commit_stalled=True, commit_wait_s=12.0, in_flight=50)
+    watcher = FakeWatcher(views={"b1": WorkerView("b1", WorkerStatus.ONLINE, waiting, NOW + timedelta(seconds=15))})
+    watchdog = build_replicated([primary()], tmp_path, sent, watcher=watcher)
+
+    results = {r.component: r for r in [*watchdog.run_cycle(), *watchdog.run_cycle()]}
+
+    assert results["b1"].status is Status.OK and "alerted as replication" in results["b1"].detail
+    assert [(a.kind.value, a.component) for a in sent] == [("DOWN", "replication")]
 
 
 def test_a_failover_is_one_alert_at_once_and_recovers_after_the_clear_time(tmp_path: Path) -> None:
