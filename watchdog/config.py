@@ -95,8 +95,12 @@ class Settings(ReadConnections):
 
     @property
     def health_max_age_s(self) -> float:
-        """How old the health file may be: three intervals, plus one cycle's broker and database timeouts."""
-        return 3 * self.interval_s + self.broker_timeout_s + self.database_timeout_s
+        """How old the health file may be: three intervals, plus one cycle's broker and database timeouts.
+
+        With a reader of its own (DATABASE_READ_URL) a cycle probes two databases, one after the other.
+        """
+        probes = 2 if self.has_reader else 1
+        return 3 * self.interval_s + self.broker_timeout_s + probes * self.database_timeout_s
 
 
 def env_name(field: str) -> str:

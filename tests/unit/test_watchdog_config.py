@@ -216,3 +216,5 @@ def test_health_max_age_allows_three_intervals_and_one_cycles_timeouts() -> None
     assert Settings.from_env({}).health_max_age_s == 40  # scripts/local-stack checks with the defaults
     slow = Settings.from_env({"WATCHDOG_INTERVAL_S": "20", "WATCHDOG_BROKER_TIMEOUT_S": "2"})
     assert slow.health_max_age_s == 3 * 20 + 2 + 5
+    reader = Settings.from_env({"DATABASE_READ_URL": "postgresql://watchdog@replica/sensors"})
+    assert reader.health_max_age_s == 40 + 5, "the reader's probe follows the primary's"
