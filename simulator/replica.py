@@ -59,7 +59,10 @@ def wait_for_replay(
         target, source = position.received, "standby"
     while position.replayed < target and clock.monotonic() < deadline:
         clock.sleep(poll_s)
-        position = standby.replay_position() or position  # promoted meanwhile: keep the last figure
+        latest = standby.replay_position()
+        if latest is None:  # promoted meanwhile: it replays nothing more
+            break
+        position = latest
     caught_up = position.replayed >= target
     if not caught_up:
         logger.warning("verify: the standby %s has not replayed up to %s", position.server, lsn_text(target))

@@ -80,17 +80,18 @@ class PostgresRunStore:
 
     def replay_position(self) -> ReplayPosition | None:
         """Where the reader's replay is, if it is a standby (None for a primary)."""
-        [(standby, server, received, replayed)] = self._query(
-            "SELECT pg_is_in_recovery(), coalesce(host(inet_server_addr()) || ':' || inet_server_port(), "
-            "'the local socket'), pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint, "
+        [(standby, received, replayed)] = self._query(
+            "SELECT pg_is_in_recovery(), pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint, "
             "pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint",
             (),
         )
-        if not standby:
+        if not standby or self._conn is None:
             return None
+        # With a multi-host URL, the server libpq connected to.
+        server = f"{self._conn.info.host}:{self._conn.info.port}"
         # A standby that never streamed (restoring from an archive) has received nothing: what it replayed is the mark.
         received = received if received is not None else replayed
-        return ReplayPosition(str(server), int(received or 0), int(replayed or 0))
+        return ReplayPosition(server, int(received or 0), int(replayed or 0))
 
     def close(self) -> None:
         """Close the connection."""

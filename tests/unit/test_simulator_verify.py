@@ -24,7 +24,7 @@ class FakeStore:
 
     clock: FakeClock
     rows_after_s: float = 0.0  # the rows are visible from this time on
-    positions: list[ReplayPosition] | None = None  # one per replay_position() call, the last one repeated
+    positions: list[ReplayPosition | None] | None = None  # one per replay_position() call, the last one repeated
     asked: list[float] = field(default_factory=list)
 
     def count_readings(self) -> int:
@@ -105,6 +105,16 @@ def test_a_standby_that_never_catches_up_is_reported_as_possible_lag_not_loss() 
     assert clock.t < 3.5, "the wait for the replay stays within --verify-timeout"
     assert "500 bytes short of the primary's WAL at 0/7D0" in replica.text()
     assert replica.text().endswith("missing readings may be replication lag, not loss")
+
+
+def test_a_standby_promoted_during_the_wait_ends_it() -> None:
+    clock = FakeClock()
+    store = FakeStore(clock, positions=[standby(1000, 500), standby(1000, 600), None])
+
+    summary, _ = run(store, primary=1000)
+
+    assert summary.replica is not None and not summary.replica.caught_up and summary.replica.behind_bytes == 400
+    assert clock.t < 1, "no waiting for a replay that will not come"
 
 
 def test_lsn_text_is_what_postgresql_writes() -> None:
