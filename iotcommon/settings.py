@@ -127,9 +127,7 @@ class ReadConnections(Connections):
         if self.database_read_url is None:
             return self.conninfo()
         url = self.database_read_url.get_secret_value()
-        if self.database_password is None or check_database_url(self.database_read_url, "DATABASE_READ_URL").get(
-            "password"
-        ):
+        if self.database_password is None or psycopg.conninfo.conninfo_to_dict(url).get("password"):
             return url
         return psycopg.conninfo.make_conninfo(url, password=self.database_password.get_secret_value())
 
