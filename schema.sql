@@ -9,7 +9,8 @@
 --                  replaced version to reading_revisions
 --     iot_replay   python -m bridge replay-rejected: read dead letters,
 --                  insert readings, append replay records
---     iot_watchdog the watchdog: connect and run a trivial query
+--     iot_watchdog the watchdog: connect, run a trivial query, read
+--                  pg_stat_replication (pg_read_all_stats, no table)
 --     iot_reader   simulator --verify, dashboards: read every table
 --     CREATE ROLE bridge LOGIN PASSWORD '...' IN ROLE iot_bridge;
 
@@ -227,6 +228,18 @@ $$;
 
 REVOKE ALL ON readings, rejected_messages, rejected_replays, reading_revisions FROM iot_watchdog, iot_reader;
 GRANT SELECT ON readings, rejected_messages, rejected_replays, reading_revisions TO iot_reader;
+
+-- The watchdog's replication checks (WATCHDOG_STANDBYS) read pg_stat_replication,
+-- whose columns only pg_read_all_stats (part of pg_monitor) shows: statistics, no
+-- table. Granting a predefined role takes a superuser (or its admin option): an
+-- owner without it gets a warning saying what to run, and the rest still applies.
+DO $$
+BEGIN
+    GRANT pg_read_all_stats TO iot_watchdog;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'schema.sql: % (the watchdog cannot see the standbys); as a superuser run: GRANT pg_read_all_stats TO iot_watchdog', SQLERRM;
+END
+$$;
 
 -- High availability (docs/high-availability.md): one marker row per bridge
 -- worker (BRIDGE_CLIENT_ID), set to the batch's id in every batch transaction.

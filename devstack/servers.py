@@ -54,12 +54,14 @@ BRIDGE_TEST_ROLE = "bridge_test"
 BRIDGE_UPDATE_TEST_ROLE = "bridge_update_test"  # BRIDGE_ON_CONFLICT=update
 REPLAY_TEST_ROLE = "replay_test"
 READER_TEST_ROLE = "reader_test"  # the dashboards' read-only role
+WATCHDOG_TEST_ROLE = "watchdog_test"
 # Each test login role and the group it is granted (schema.sql).
 TEST_ROLES = {
     BRIDGE_TEST_ROLE: "iot_bridge",
     BRIDGE_UPDATE_TEST_ROLE: "iot_bridge_update",
     REPLAY_TEST_ROLE: "iot_replay",
     READER_TEST_ROLE: "iot_reader",
+    WATCHDOG_TEST_ROLE: "iot_watchdog",
 }
 
 # The broker runs with the project's dynamic-security setup, hashed as in
