@@ -10,14 +10,17 @@ test_autofailover.py.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import psycopg
 from fix_measure import Measure
 from fix_replication import bridge_url_of
+from fix_watchdog import StartWatchdog, alerts_about, kinds, replication_env
 
 from devstack import traffic
+from devstack.discord_stub import DiscordStub
 from devstack.mqtt_client import BackgroundPublisher, MqttTestClient, PacedPublisher, heartbeats_of
 from devstack.processes import memory_kb, wait_until
 from devstack.proxy import TcpProxy
@@ -133,12 +136,14 @@ def _txid_statuses(url: str, xids: list[int]) -> list[str]:
 
 def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_is_back(
     start: StartWorker, mqtt_url: str, replicated_postgres: ReplicatedPostgres, mqtt_client: MqttTestClient,
-    measure: Measure,
+    start_watchdog: StartWatchdog, discord: DiscordStub, measure: Measure,
 ) -> None:
     pair = replicated_postgres
     workers = _workers(start, bridge_url_of(pair), "s1", "s2", bridge_max_in_flight=MAX_IN_FLIGHT,
                        bridge_batch_size=50, bridge_commit_wait_warn_s=1)
     ids = {worker.client_id for worker in workers}
+    watchdog = start_watchdog(**replication_env(pair), WATCHDOG_BRIDGE_WORKERS=",".join(sorted(ids)))
+    watchdog.wait_until_all_ok()
     mqtt_client.subscribe("bridge/heartbeat/+")
     sent = traffic.build(2000, duplicate_share=0.1, invalid_share=0.02)
     before, during = sent.messages[:500], sent.messages[500:]
@@ -148,6 +153,7 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
     pair.standby.stop()
     stopped_at = time.monotonic()
     visible_at_stop = _readings(pair.primary.url())
+    alerted = wait_until(lambda: alerts_about(discord, "replication"), 15, message="the watchdog: replication DOWN")
     # A worker (re)started meanwhile, a deploy say: it must come online and hold its share too.
     workers += _workers(start, bridge_url_of(pair), "s3", bridge_max_in_flight=MAX_IN_FLIGHT, bridge_batch_size=50,
                         bridge_commit_wait_warn_s=1)
@@ -172,6 +178,7 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
     caught_up_s = time.monotonic() - back_at
     pair.wait_replayed()
     traffic.assert_stored_exactly(pair.standby.url(), sent, timeout=5)
+    wait_until(lambda: len(alerts_about(discord, "replication")) == 2, 15, message="the watchdog: replication RECOVERED")
 
     held = {name: _unacknowledged(beat) for name, beat in beats.items()}
     assert visible == visible_at_stop, "nothing committed (so nothing acknowledged) while the standby was away"
@@ -181,6 +188,10 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
     assert all(50 <= n <= 2 * MAX_IN_FLIGHT for n in held.values()), f"held, unacknowledged: {held}"
     assert all(worker.is_running() for worker in workers)
     assert max(peak_rss_mb) < PEAK_RSS_LIMIT_MB
+    assert kinds(alerts_about(discord, "replication")) == ["DOWN", "RECOVERED"]
+    # One cause, one alert: the workers whose COMMIT waits are not alerted on their own.
+    posted = [json.dumps(post.body) for post in discord.accepted()]
+    assert not any(worker_id in text for text in posted for worker_id in ids), posted
     measure("standby stopped", f"{back_at - stopped_at:.1f} s, {len(during)} messages published meanwhile")
     measure("first heartbeat with commit_stalled (BRIDGE_COMMIT_WAIT_WARN_S=1)",
             f"{stalled[0]['commit_wait_s']:.1f} s into the wait")
@@ -188,6 +199,7 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
             f"{sorted(held.values())} (BRIDGE_MAX_IN_FLIGHT={MAX_IN_FLIGHT})")
     measure("peak worker RSS (VmHWM)", ", ".join(f"{mb:.1f} MB" for mb in peak_rss_mb))
     measure("standby back → all stored", f"{caught_up_s:.1f} s")
+    measure("watchdog replication DOWN after the stop (1 s interval)", f"{alerted[0].at - stopped_at:.1f} s")
 
 
 def _unacknowledged(beat: dict[str, Any]) -> int:
