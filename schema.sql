@@ -9,7 +9,8 @@
 --                  replaced version to reading_revisions
 --     iot_replay   python -m bridge replay-rejected: read dead letters,
 --                  insert readings, append replay records
---     iot_watchdog the watchdog: connect and run a trivial query
+--     iot_watchdog the watchdog: connect, run a trivial query, read
+--                  pg_stat_replication (pg_read_all_stats, no table)
 --     iot_reader   simulator --verify, dashboards: read every table
 --     CREATE ROLE bridge LOGIN PASSWORD '...' IN ROLE iot_bridge;
 
@@ -227,3 +228,37 @@ $$;
 
 REVOKE ALL ON readings, rejected_messages, rejected_replays, reading_revisions FROM iot_watchdog, iot_reader;
 GRANT SELECT ON readings, rejected_messages, rejected_replays, reading_revisions TO iot_reader;
+
+-- The watchdog's replication checks (WATCHDOG_STANDBYS) read pg_stat_replication,
+-- whose columns only pg_read_all_stats (part of pg_monitor) shows: statistics, no
+-- table. Granting a predefined role takes a superuser (or its admin option): an
+-- owner without it gets a warning saying what to run, and the rest still applies.
+DO $$
+BEGIN
+    GRANT pg_read_all_stats TO iot_watchdog;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'schema.sql: % (the watchdog cannot see the standbys); as a superuser run: GRANT pg_read_all_stats TO iot_watchdog', SQLERRM;
+END
+$$;
+
+-- High availability (docs/high-availability.md): one marker row per bridge
+-- worker (BRIDGE_CLIENT_ID), set to the batch's id in every batch transaction.
+-- When a COMMIT's answer is lost, or comes back without the synchronous
+-- standby's confirmation, the worker's next transaction reads the row on the
+-- server it writes to now: the batch is there if and only if the row holds its
+-- id, so the answer survives a failover (a transaction id would not: a promoted
+-- standby hands out again the ids of transactions it never received). One row
+-- per worker, rewritten in place: nothing to clean up. The bridge may update
+-- only this table's marker columns.
+CREATE TABLE IF NOT EXISTS bridge_progress (
+    client_id  text        PRIMARY KEY,
+    batch_id   uuid,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE bridge_progress IS
+    'Each bridge worker''s last batch id, written in the batch''s transaction: settles a COMMIT whose answer was lost.';
+
+REVOKE ALL ON bridge_progress FROM iot_bridge, iot_bridge_update, iot_replay, iot_watchdog, iot_reader;
+GRANT SELECT, INSERT, UPDATE (batch_id, updated_at) ON bridge_progress TO iot_bridge;
+GRANT SELECT ON bridge_progress TO iot_reader;

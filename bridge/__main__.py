@@ -122,7 +122,8 @@ def build_worker(settings: Settings) -> Worker:
         application_name=settings.client_id,
         statement_timeout_ms=settings.statement_timeout_ms,
     )
-    sink = PostgresSink(database, client_id=settings.client_id, on_conflict=settings.on_conflict)
+    sink = PostgresSink(database, client_id=settings.client_id, on_conflict=settings.on_conflict,
+                        watcher=stats, now=now)
     client = build_client(settings)
     limits = settings.limits
     consumer = MqttConsumer(
@@ -153,6 +154,7 @@ def build_worker(settings: Settings) -> Worker:
         interval_s=settings.heartbeat_s,
         health_path=settings.health_path,
         now=now,
+        commit_wait_warn_s=settings.commit_wait_warn_s,
     )
     return Worker(stats, inbox, sink, client, consumer, pipeline, heartbeat)
 

@@ -32,6 +32,7 @@ class Settings(Connections):
     min_timestamp: AwareDatetime = MIN_TIMESTAMP
     db_retry_max_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     statement_timeout_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 10_000
+    commit_wait_warn_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     on_conflict: OnConflict = OnConflict.KEEP
     startup_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     health_file: str = ""

@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -42,6 +42,16 @@ _NO_WAITING_FIXES = tuple((re.compile(clue, re.IGNORECASE), fix) for clue, fix i
 ))
 
 
+# PostgreSQL's words when a COMMIT stops waiting for the synchronous standby:
+# "canceling wait for synchronous replication due to user request" (or "...
+# and terminating connection due to administrator command"), detail "The
+# transaction has already committed locally, but might not have been replicated
+# to the standby."
+_UNCONFIRMED_COMMIT = re.compile(
+    r"canceling (the )?wait for synchronous replication|might not have been replicated", re.IGNORECASE
+)
+
+
 def translate(exc: psycopg.Error, *, doing: str = "") -> SinkError:
     """The sink error for a psycopg error: refused data, or an unavailable database.
 
@@ -54,6 +64,12 @@ def translate(exc: psycopg.Error, *, doing: str = "") -> SinkError:
         code = RejectionCode.NO_PARTITION if is_no_partition(exc) else RejectionCode.DATABASE_REFUSED
         return SinkRefused(words, code=code)
     prefix = f"{doing}: " if doing else ""
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        # A standby (or a primary being demoted): waiting may fix it, if DATABASE_URL lets libpq find the primary.
+        return SinkUnavailable(
+            f"{prefix}the database is read-only ({words}): a standby? List every server in DATABASE_URL "
+            "with target_session_attrs=read-write so that the worker finds the primary"
+        )
     return SinkUnavailable(f"{prefix}{type(exc).__name__}: {words}")
 
 
@@ -77,13 +93,62 @@ def connect_failure(exc: psycopg.Error, *, where: str) -> SinkError:
 
 
 def describe_database(conninfo: str) -> str:
-    """host:port/dbname of a conninfo or URL; never the password."""
+    """host:port/dbname of a conninfo or URL (host:port,host:port/dbname for several hosts); never the password."""
     try:
         parts = psycopg.conninfo.conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:
         return "an unparseable DATABASE_URL"
-    host = parts.get("host") or "localhost"
-    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or parts.get('user') or ''}"
+    hosts = str(parts.get("host") or parts.get("hostaddr") or "localhost").split(",")
+    ports = str(parts.get("port") or "").split(",")
+    # libpq: one port for every host, or one port per host.
+    ports = ports * len(hosts) if len(ports) == 1 else ports
+    where = ",".join(f"{host or 'localhost'}:{port or 5432}" for host, port in zip(hosts, ports, strict=False))
+    return f"{where}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+class Notice(Protocol):
+    """What we read of a server notice (psycopg.errors.Diagnostic)."""
+
+    @property
+    def message_primary(self) -> str | None: ...
+
+    @property
+    def message_detail(self) -> str | None: ...
+
+
+def unconfirmed_commit(diagnostic: Notice) -> str | None:
+    """PostgreSQL's warning that a COMMIT stopped waiting for the synchronous standby, or None for another notice.
+
+    The transaction then committed on the primary only (src/backend/replication/
+    syncrep.c: a cancelled wait). Matched in English, like the refusals above.
+    """
+    words = " ".join(filter(None, (diagnostic.message_primary, diagnostic.message_detail)))
+    return words if _UNCONFIRMED_COMMIT.search(words) else None
+
+
+class CommitWarnings:
+    """Notes the warnings of unconfirmed COMMITs on the connections it watches (a psycopg notice handler)."""
+
+    def __init__(self) -> None:
+        self._seen: list[str] = []
+
+    def watch(self, conn: psycopg.Connection[Any]) -> None:
+        """Listen to `conn`'s notices."""
+        conn.add_notice_handler(self._notice)
+
+    def clear(self) -> None:
+        """Forget what was seen (before a COMMIT)."""
+        self._seen.clear()
+
+    def take(self) -> str | None:
+        """The first warning seen since clear(), if any; forgets them."""
+        seen, self._seen = self._seen, []
+        return seen[0] if seen else None
+
+    def _notice(self, diagnostic: Notice) -> None:
+        words = unconfirmed_commit(diagnostic)
+        if words is not None:
+            self._seen.append(words)
 
 
 @dataclass(frozen=True)

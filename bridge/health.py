@@ -21,6 +21,8 @@ def check_health(path: str, *, now: datetime, max_age_s: float) -> tuple[bool, s
     if not beat.mqtt_connected:
         return False, "worker is not connected to the broker"
     database = "database ok" if beat.db_ok else "database UNAVAILABLE (retrying)"
+    if beat.commit_stalled:
+        database += f", COMMIT WAITING {beat.commit_wait_s:.1f} s (a synchronous standby away?)"
     return True, f"healthy: heartbeat {age_s:.1f} s ago, {database}, in flight {beat.in_flight}"
 
 

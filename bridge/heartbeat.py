@@ -27,6 +27,7 @@ class Heartbeat:
         interval_s: float,
         health_path: str,
         now: Callable[[], datetime],
+        commit_wait_warn_s: float | None = None,
     ) -> None:
         self._publish = publish
         self._stats = stats
@@ -34,6 +35,8 @@ class Heartbeat:
         self._interval_s = interval_s
         self._health_path = health_path
         self._now = now
+        self._commit_wait_warn_s = commit_wait_warn_s
+        self._stalled = False
 
     def run(self, stop: threading.Event) -> None:
         """Beat until `stop` is set."""
@@ -44,7 +47,10 @@ class Heartbeat:
 
     def beat(self) -> HeartbeatPayload:
         """Publish one heartbeat and refresh the health file (the same JSON); never raises."""
-        payload = self._stats.heartbeat(client_id=self._client_id, at=self._now())
+        payload = self._stats.heartbeat(
+            client_id=self._client_id, at=self._now(), commit_wait_warn_s=self._commit_wait_warn_s
+        )
+        self._say_if_stalled(payload)
         text = payload.model_dump_json()
         try:
             self._publish(heartbeat_topic(self._client_id), text)
@@ -55,3 +61,13 @@ class Heartbeat:
         except OSError:
             logger.exception("could not write health file %s", self._health_path)
         return payload
+
+    def _say_if_stalled(self, payload: HeartbeatPayload) -> None:
+        """Log once when a COMMIT has waited past BRIDGE_COMMIT_WAIT_WARN_S: the writer, blocked in it, cannot."""
+        if payload.commit_stalled and not self._stalled:
+            logger.warning(
+                "COMMIT has waited %.1f s for the database (BRIDGE_COMMIT_WAIT_WARN_S=%s): a synchronous standby "
+                "away? The batch stays unacknowledged until the COMMIT is confirmed", payload.commit_wait_s,
+                self._commit_wait_warn_s,
+            )
+        self._stalled = payload.commit_stalled

@@ -7,7 +7,8 @@ rejections by code are recorded as batches commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -19,11 +20,16 @@ from bridge.stats import Stats
 from iotcommon.contract import RejectionCode
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class StatsCollector(Collector):
     """Exposes the worker's Stats counters and gauges at scrape time."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, now: Callable[[], datetime] | None = None) -> None:
         self._stats = stats
+        self._now = now or _utc_now
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Called by prometheus_client on each scrape."""
@@ -43,14 +49,20 @@ class StatsCollector(Collector):
         yield GaugeMetricFamily("bridge_in_flight", "messages received and not yet acknowledged", stats.in_flight)
         yield GaugeMetricFamily("bridge_database_up", "1 when the last database attempt succeeded", int(stats.db_ok))
         yield GaugeMetricFamily("bridge_mqtt_connected", "1 while connected to the broker", int(stats.mqtt_connected))
+        yield GaugeMetricFamily(
+            "bridge_commit_wait_seconds", "how long the COMMIT in progress has waited so far (0: none)",
+            stats.commit_wait_s(self._now()),
+        )
 
 
 class Metrics:
     """The per-batch metrics, recorded by the pipeline after each commit."""
 
-    def __init__(self, stats: Stats, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, stats: Stats, registry: CollectorRegistry | None = None, now: Callable[[], datetime] | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
-        self.registry.register(StatsCollector(stats))
+        self.registry.register(StatsCollector(stats, now))
         self._batch_size = Histogram(
             "bridge_batch_size", "messages per committed batch", registry=self.registry,
             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),

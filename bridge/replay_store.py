@@ -9,7 +9,8 @@ from typing import Any
 
 import psycopg
 
-from bridge.database import translate
+from bridge.database import CommitWarnings, translate
+from bridge.errors import SinkUnavailable
 from bridge.model import Row
 from bridge.replay import Outcome, RejectedMessage
 from iotcommon.contract import RejectionCode
@@ -45,6 +46,8 @@ class PostgresReplayStore:
         self._conn = conn
         self._conn.autocommit = True  # each store() opens its own transaction
         self._page_size = page_size
+        self._warnings = CommitWarnings()
+        self._warnings.watch(conn)
 
     def candidates(self, *, since: datetime | None, until: datetime | None) -> Iterator[RejectedMessage]:
         """Rejected messages received in [since, until), oldest id first, a page at a time."""
@@ -62,7 +65,12 @@ class PostgresReplayStore:
             after = rows[-1][0]
 
     def store(self, rejected_id: int, rows: Sequence[Row], decide: Callable[[int], Outcome]) -> Outcome:
-        """Insert the rows and the replay record together; raise SinkRefused or SinkUnavailable."""
+        """Insert the rows and the replay record together; raise SinkRefused or SinkUnavailable.
+
+        A COMMIT that returns without the synchronous standby's confirmation stops
+        the run (SinkUnavailable): the replay is on the primary only until then.
+        """
+        self._warnings.clear()
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 stored = 0
@@ -73,6 +81,13 @@ class PostgresReplayStore:
                 cur.execute(_RECORD, (rejected_id, outcome.name, outcome.detail, outcome.readings_stored))
         except psycopg.Error as exc:
             raise translate(exc) from exc
+        warning = self._warnings.take()
+        if warning is not None:
+            raise SinkUnavailable(
+                f"the replay of rejected message #{rejected_id} committed on the primary, but the synchronous "
+                f"standby did not confirm it ({warning}). Nothing is lost (the rejected message stays): check "
+                "the standby, then run replay-rejected again"
+            )
         logger.debug("rejected message %d replayed: %s", rejected_id, outcome.name)
         return outcome
 

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.corrections import write_corrections
-from bridge.database import Database, connect_failure, translate
+from bridge.database import CommitWarnings, Database, connect_failure, translate
 from bridge.errors import SinkMisconfigured, SinkRefused, SinkUnavailable
-from bridge.indoubt import TXID, InDoubt, Outcome, ask_status, batch_key, log_resolution
+from bridge.indoubt import CREATE_MARKER, Attempt, Doubts, swap_marker
 from bridge.model import Delivery
 from bridge.revisions import OnConflict
 from bridge.staging import STAGING_DDL, Staged, WriteResult, describe_stored
 from bridge.unplaced import find_unplaced, set_aside
 from iotcommon.contract import RejectionCode
 
-__all__ = ["PostgresSink", "Sink", "WriteResult", "check_schema", "configure_connection"]
+__all__ = ["CommitWatcher", "PostgresSink", "Sink", "WriteResult", "check_schema"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ _NEEDS = {
         ("iot_bridge", "has_table_privilege('readings', 'INSERT')"),
         ("iot_bridge", "has_table_privilege('rejected_messages', 'INSERT')"),
         ("iot_bridge", "has_column_privilege('readings', 'revision', 'SELECT')"),
+        ("iot_bridge", "has_table_privilege('bridge_progress', 'INSERT')"),
+        ("iot_bridge", "has_column_privilege('bridge_progress', 'batch_id', 'UPDATE')"),
     ),
     OnConflict.UPDATE: (
         ("iot_bridge_update", "has_column_privilege('readings', 'ingested_at', 'SELECT')"),
@@ -68,6 +71,14 @@ class Sink(Protocol):
     def write(self, batch: Sequence[Delivery]) -> WriteResult: ...
 
 
+class CommitWatcher(Protocol):
+    """Told when a COMMIT starts waiting and when it returns (bridge.stats.Stats), for the heartbeat thread."""
+
+    def commit_started(self, at: datetime) -> None: ...
+
+    def commit_ended(self) -> None: ...
+
+
 class PostgresSink:
     """Writes each batch with COPY into a staging table and one INSERT ... ON CONFLICT DO NOTHING.
 
@@ -78,21 +89,26 @@ class PostgresSink:
     """
 
     def __init__(
-        self, database: Database, *, client_id: str, on_conflict: OnConflict = OnConflict.KEEP, timeout_s: float = 5.0
+        self, database: Database, *, client_id: str, on_conflict: OnConflict = OnConflict.KEEP, timeout_s: float = 5.0,
+        watcher: CommitWatcher | None = None, now: Callable[[], datetime] | None = None,
     ) -> None:
         self._database = database
         self._on_conflict = on_conflict
-        self._pool: ConnectionPool[Any] = database.pool(name=f"bridge-{client_id}", configure=configure_connection)
+        self._pool: ConnectionPool[Any] = database.pool(name=f"bridge-{client_id}", configure=self._configure)
         self._client_id = client_id
         self._timeout_s = timeout_s
         self._ready = False
-        self._in_doubt: InDoubt[WriteResult] | None = None
+        self._doubts: Doubts[WriteResult] = Doubts()
+        self._warnings = CommitWarnings()
+        self._watcher = watcher
+        self._now = now
 
     def check(self) -> None:
-        """Connect once, check the schema and grants, open the pool; raise SinkUnavailable or SinkMisconfigured.
+        """Connect once, check the schema and grants, create the marker row, open the pool.
 
-        A direct connection (not the pool's) so that a failure carries the
-        server's own reason, which tells an outage from a misconfiguration.
+        Raises SinkUnavailable or SinkMisconfigured. A direct connection (not the
+        pool's) so that a failure carries the server's own reason, which tells an
+        outage from a misconfiguration.
         """
         if self._ready:
             return
@@ -100,6 +116,10 @@ class PostgresSink:
         try:
             with self._database.connect() as conn:
                 check_schema(conn, on_conflict=self._on_conflict)
+                # Not worth waiting for an absent synchronous standby at start: a server
+                # without the row gets it from the first batch (bridge/indoubt.py).
+                conn.execute("SET LOCAL synchronous_commit = local")
+                conn.execute(CREATE_MARKER, (self._client_id,))
         except psycopg.OperationalError as exc:
             raise connect_failure(exc, where=where) from None
         except psycopg.Error as exc:
@@ -117,40 +137,39 @@ class PostgresSink:
     def write(self, batch: Sequence[Delivery]) -> WriteResult:
         """Store a batch in one transaction; raise SinkUnavailable, SinkRefused or SinkMisconfigured.
 
-        A batch whose COMMIT went unanswered is not written again before the
-        server said it did not commit (bridge/indoubt.py).
+        A batch whose COMMIT went unanswered, or returned without the standby's
+        confirmation, is settled by the marker row before it is written again
+        (bridge/indoubt.py). The worker never cancels a COMMIT.
         """
         self.check()
-        key = batch_key(batch)
-        settled = self._settle_in_doubt(key)
-        if settled is not None:
-            return settled
         try:
-            return self._commit(key, batch)
+            return self._transaction(self._doubts.begin(batch), batch)
         except SinkRefused as exc:
             if exc.code is not RejectionCode.NO_PARTITION:
                 raise
-            # Partitioned readings: dead-letter just the readings no partition holds (bridge/unplaced.py).
-            return self._commit(key, self._set_aside_unplaced(batch))
+            # Partitioned readings: dead-letter just the readings no partition holds (bridge/unplaced.py),
+            # in a fresh attempt under the same deliveries (the pipeline retries these): the first rolled back.
+            return self._transaction(self._doubts.begin(batch), self._set_aside_unplaced(batch))
 
-    def _commit(self, key: tuple[int, ...], batch: Sequence[Delivery]) -> WriteResult:
-        """Write the batch in one transaction; a COMMIT that went unanswered leaves it in doubt."""
-        staged = Staged.of(batch, client_id=self._client_id)
-        committing: InDoubt[WriteResult] | None = None
+    def _transaction(self, attempt: Attempt[WriteResult], batch: Sequence[Delivery]) -> WriteResult:
+        """Write (or only confirm) the batch in one transaction; an unconfirmed COMMIT leaves it in doubt."""
         try:
             with self._pool.connection(timeout=self._timeout_s) as conn:
-                with conn.transaction():
-                    txid = _fetch_int(conn, TXID)
-                    result = self._write(conn, staged)
-                    committing = InDoubt(key, txid, result)  # leaving the block sends COMMIT
-                return result
+                result = self._store(conn, attempt, batch)  # in a transaction psycopg begins
+                self._doubts.committing(attempt, result)
+                self._commit(conn)
         except PoolTimeout as exc:
             raise SinkUnavailable(f"no database connection within {self._timeout_s} s") from exc
         except psycopg.Error as exc:
-            error = translate(exc)
-            if committing is not None and isinstance(error, SinkUnavailable):
-                self._in_doubt = committing
-            raise error from exc
+            raise translate(exc) from exc
+        warning = self._warnings.take()
+        if warning is not None:
+            # Committed on the primary only: not durable until a later COMMIT
+            # (the one that settles it) is confirmed by the standby.
+            raise SinkUnavailable(f"COMMIT returned without the standby's confirmation ({warning}); "
+                                  "the batch stays unacknowledged until it is confirmed")
+        self._doubts.committed(attempt)
+        return result
 
     def _set_aside_unplaced(self, batch: Sequence[Delivery]) -> list[Delivery]:
         try:
@@ -164,29 +183,41 @@ class PostgresSink:
                        "no_partition dead letters", len(unplaced))
         return set_aside(batch, unplaced)
 
-    def _settle_in_doubt(self, key: tuple[int, ...]) -> WriteResult | None:
-        """The result of an in-doubt batch that did commit; None when `key` must be written (again)."""
-        doubt = self._in_doubt
-        if doubt is None:
-            return None
-        if doubt.key != key:
-            # The pipeline moved on to other messages (the one-by-one fallback): the
-            # in-doubt one comes back under its own key only if it is retried alone.
-            logger.warning("transaction %d's outcome was never settled; its batch is no longer retried", doubt.txid)
-            self._in_doubt = None
-            return None
+    def _store(
+        self, conn: psycopg.Connection[Any], attempt: Attempt[WriteResult], batch: Sequence[Delivery]
+    ) -> WriteResult:
+        """Swap the marker; write the batch unless the marker shows it is here already (then only confirm it)."""
         try:
-            with self._pool.connection(timeout=self._timeout_s) as conn:
-                status = ask_status(conn, doubt.txid)
-        except PoolTimeout as exc:
-            raise SinkUnavailable(f"no database connection within {self._timeout_s} s") from exc
-        except psycopg.Error as exc:
-            raise translate(exc, doing="asking what became of the last commit") from exc
-        if status == Outcome.IN_PROGRESS:
-            raise SinkUnavailable(f"transaction {doubt.txid} is still committing")
-        log_resolution(doubt, status)
-        self._in_doubt = None
-        return doubt.result if status == Outcome.COMMITTED else None
+            previous = swap_marker(conn, client_id=self._client_id, batch_id=attempt.batch_id)
+        except psycopg.errors.QueryCanceled as exc:
+            raise SinkUnavailable(
+                f"an earlier transaction of {self._client_id} still holds its bridge_progress row (a COMMIT "
+                "waiting for a synchronous standby?); trying again"
+            ) from exc
+        stored = self._doubts.marker_read(attempt, previous)
+        if stored is not None:
+            return stored
+        return self._write(conn, Staged.of(batch, client_id=self._client_id))
+
+    def _commit(self, conn: psycopg.Connection[Any]) -> None:
+        """COMMIT, telling the watcher while it waits (a synchronous standby may hold it for as long as it is away)."""
+        self._warnings.clear()
+        if self._watcher is not None and self._now is not None:
+            self._watcher.commit_started(self._now())
+        try:
+            conn.commit()
+        finally:
+            if self._watcher is not None:
+                self._watcher.commit_ended()
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Each new connection of the pool: the session's staging table, and the COMMIT warnings watched."""
+        # A temporary table is this session's alone: its creation need not wait
+        # for a synchronous standby (which may be away while the worker reconnects).
+        conn.execute("SET LOCAL synchronous_commit = local")
+        conn.execute(STAGING_DDL)
+        conn.commit()
+        self._warnings.watch(conn)
 
     def _write(self, conn: psycopg.Connection[Any], staged: Staged) -> WriteResult:
         with conn.cursor() as cur:
@@ -220,13 +251,6 @@ def _write_keeping(cur: psycopg.Cursor[Any], staged: Staged) -> WriteResult:
     return result
 
 
-def _fetch_int(conn: psycopg.Connection[Any], query: str) -> int:
-    row = conn.execute(query).fetchone()
-    if row is None:
-        raise psycopg.InterfaceError(f"no row from {query}")
-    return int(row[0])
-
-
 def check_schema(conn: psycopg.Connection[Any], *, on_conflict: OnConflict = OnConflict.KEEP) -> None:
     """Raise SinkMisconfigured when schema.sql was not applied or the role lacks what `on_conflict` needs."""
     needs = _NEEDS[OnConflict.KEEP] + (_NEEDS[OnConflict.UPDATE] if on_conflict is OnConflict.UPDATE else ())
@@ -249,7 +273,3 @@ def _privilege_of(check: str) -> str:
     return f"{names[-1]} on {'.'.join(names[:-1])}"
 
 
-def configure_connection(conn: psycopg.Connection[Any]) -> None:
-    """Create the session's staging table (the pool calls this for each new connection)."""
-    conn.execute(STAGING_DDL)
-    conn.commit()

@@ -54,12 +54,14 @@ BRIDGE_TEST_ROLE = "bridge_test"
 BRIDGE_UPDATE_TEST_ROLE = "bridge_update_test"  # BRIDGE_ON_CONFLICT=update
 REPLAY_TEST_ROLE = "replay_test"
 READER_TEST_ROLE = "reader_test"  # the dashboards' read-only role
+WATCHDOG_TEST_ROLE = "watchdog_test"
 # Each test login role and the group it is granted (schema.sql).
 TEST_ROLES = {
     BRIDGE_TEST_ROLE: "iot_bridge",
     BRIDGE_UPDATE_TEST_ROLE: "iot_bridge_update",
     REPLAY_TEST_ROLE: "iot_replay",
     READER_TEST_ROLE: "iot_reader",
+    WATCHDOG_TEST_ROLE: "iot_watchdog",
 }
 
 # The broker runs with the project's dynamic-security setup, hashed as in
@@ -178,12 +180,13 @@ class PostgresServer:
     its password (scram-sha-256), so a test proves that a password reached
     the server intact. scripts/local-stack passes a `root` that outlives it and
     `durable=True`: fsync on, and the superuser too must come in through the
-    Unix socket in `root`/sock.
+    Unix socket in `root`/sock. `settings` are passed as `-c name=value`;
+    `replication` lets the superuser open replication connections (a standby's).
     """
 
     def __init__(
         self, root: Path | None = None, *, port: int | None = None, durable: bool = False,
-        settings: Mapping[str, str] | None = None,
+        settings: Mapping[str, str] | None = None, replication: bool = False,
     ) -> None:
         initdb = find_binary("initdb", POSTGRES_HINT)
         self._initdb = initdb
@@ -199,12 +202,23 @@ class PostgresServer:
         self._port = port or free_port()
         self._durable = durable
         self._settings = dict(settings or {})  # extra -c name=value, e.g. partman_bgw_settings()
+        self._replication = replication
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
         """Address the server listens on."""
         return LOCALHOST
+
+    @property
+    def data_dir(self) -> Path:
+        """The cluster's data directory (PGDATA)."""
+        return self._data_dir
+
+    @property
+    def socket_dir(self) -> Path:
+        """The folder of the server's Unix socket."""
+        return self._socket_dir
 
     @property
     def port(self) -> int:
@@ -299,8 +313,10 @@ class PostgresServer:
         if process.wait(START_TIMEOUT_S * 2) != 0:
             raise RuntimeError(f"initdb failed; output:\n{read_tail(init_log)}")
         superuser = "" if self._durable else f"host all postgres {LOCALHOST}/32 trust\n"
+        replication = "local replication postgres trust\n" if self._replication else ""
         (self._data_dir / "pg_hba.conf").write_text(
-            f"local all all trust\n{superuser}host all all {LOCALHOST}/32 scram-sha-256\n", encoding="utf-8"
+            f"local all all trust\n{replication}{superuser}host all all {LOCALHOST}/32 scram-sha-256\n",
+            encoding="utf-8",
         )
 
     def _accepts_connections(self) -> bool:

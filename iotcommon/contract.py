@@ -116,6 +116,11 @@ class Heartbeat(BaseModel):
     # Most messages one read of the broker's socket brought (at most 64 KiB of
     # them), held by the network thread until they go into the inbox together.
     read_peak: int = Field(default=0, ge=0)
+    # How long the COMMIT in progress has waited so far (0 when none): a
+    # synchronous standby that is away holds it for as long as it is away.
+    # commit_stalled: longer than the worker's BRIDGE_COMMIT_WAIT_WARN_S.
+    commit_wait_s: float = Field(default=0.0, ge=0)
+    commit_stalled: bool = False
 
 
 class MalformedHeartbeat(ValueError):

@@ -28,6 +28,8 @@ CONNECTION_VARIABLES = {
     "mqtt_password_file": "MQTT_PASSWORD_FILE",
     "mqtt_ca_file": "MQTT_CA_FILE",
 }
+# The programs that only read (watchdog, simulator) may send their reads to a replica.
+READ_CONNECTION_VARIABLES = {**CONNECTION_VARIABLES, "database_read_url": "DATABASE_READ_URL"}
 # Secret fields that may instead be read from a file (the Docker/Kubernetes
 # secrets convention): secret field -> the field holding the file's path.
 CONNECTION_SECRET_FILES = {"database_password": "database_password_file", "mqtt_password": "mqtt_password_file"}
@@ -103,6 +105,38 @@ class Connections(BaseModel):
             if url_password:
                 raise ConfigError(source, "is set, but DATABASE_URL already carries a password; keep one of them")
             check_not_placeholder(self.database_password, source)
+
+
+class ReadConnections(Connections):
+    """Connections plus DATABASE_READ_URL: where a program that only reads sends its reads (a replica).
+
+    Unset, reads go to DATABASE_URL. The reader URL's own password wins; without
+    one, DATABASE_PASSWORD(_FILE) is handed over too, since a physical replica
+    has the primary's roles and passwords.
+    """
+
+    database_read_url: SecretStr | None = None
+
+    @property
+    def has_reader(self) -> bool:
+        """Whether DATABASE_READ_URL names a server of its own (set, and not DATABASE_URL again)."""
+        return self.database_read_url is not None and self.database_read_url != self.database_url
+
+    def read_conninfo(self) -> str:
+        """DATABASE_READ_URL (else DATABASE_URL), with DATABASE_PASSWORD(_FILE) when it carries no password."""
+        if self.database_read_url is None:
+            return self.conninfo()
+        url = self.database_read_url.get_secret_value()
+        if self.database_password is None or psycopg.conninfo.conninfo_to_dict(url).get("password"):
+            return url
+        return psycopg.conninfo.make_conninfo(url, password=self.database_password.get_secret_value())
+
+    def check_connections(self) -> None:
+        """Connections.check_connections, and DATABASE_READ_URL's form and password."""
+        super().check_connections()
+        if self.database_read_url is not None:
+            password = check_database_url(self.database_read_url, "DATABASE_READ_URL").get("password")
+            check_not_placeholder(SecretStr(password) if password else None, "DATABASE_READ_URL")
 
 
 def read_env(model: type[BaseModel], environ: Mapping[str, str], name_of: Callable[[str], str]) -> dict[str, Any]:
@@ -189,13 +223,13 @@ def validate_env(model: type[M], values: dict[str, Any], name_of: Callable[[str]
         raise ConfigError(name_of(field), first["msg"]) from None
 
 
-def check_database_url(url: SecretStr) -> dict[str, Any]:
-    """DATABASE_URL's parameters; ConfigError naming DATABASE_URL (never echoing it) when it is no PostgreSQL URL."""
+def check_database_url(url: SecretStr, variable: str = "DATABASE_URL") -> dict[str, Any]:
+    """The URL's parameters; ConfigError naming `variable` (never echoing the URL) when it is no PostgreSQL URL."""
     try:
         return psycopg.conninfo.conninfo_to_dict(url.get_secret_value())
     except psycopg.ProgrammingError:
         raise ConfigError(
-            "DATABASE_URL",
+            variable,
             "is not a valid PostgreSQL URL or conninfo (expected postgresql://user:password@host:port/dbname)",
         ) from None
 

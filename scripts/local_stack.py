@@ -5,6 +5,9 @@
 watchdog, each detached, on free ports on 127.0.0.1 (`up --site` adds a site
 broker, mosquitto/site.conf, bridged to the first); it says what it starts
 as it goes, returns once every part is healthy and prints what to do next.
+`up --standby` also gives PostgreSQL a synchronous streaming standby (kept
+from then on) and hands every program both servers' addresses
+(docs/high-availability.md).
 `down` stops, by PID, what `up` started; `status` shows each part's health.
 State lives in .local/ (or LOCAL_STACK_DIR): data, logs, PID files, and the
 generated passwords, kept across `down` and `up`. scripts/local-stack runs
@@ -40,6 +43,7 @@ from bridge.partition_command import run_setup as partition_readings
 from bridge.partition_config import PartitionSettings
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.processes import REPO_ROOT, free_port, read_tail, service_account, wait_until
+from devstack.replication import StandbyServer, allow_replication, set_synchronous, sync_state
 from devstack.servers import (
     MosquittoServer,
     PostgresServer,
@@ -66,6 +70,7 @@ WATCHDOG_HEALTH_MAX_AGE_S = WatchdogSettings().health_max_age_s
 SITE = "site-mosquitto"
 SITE_NAME = "local-site-1"  # its bridge's remote_clientid, which the watchdog watches
 STOP_ORDER = ("watchdog", SITE, *WORKERS, "mosquitto", "postgres")
+STANDBY = "postgres-standby"
 PASSWORDS = ("mqtt_bridge", "mqtt_watchdog", "mqtt_simulator", f"mqtt_device_{DEVICE_SENSOR_ID}",
              "mqtt_site_bridge", "db_bridge", "db_watchdog", "db_reader")
 LOOK_AT_READINGS = """psql "$DATABASE_URL" -c 'SELECT * FROM readings ORDER BY ingested_at DESC LIMIT 5'"""
@@ -94,9 +99,16 @@ class Stack:
         """Whether `up --site` ran here once: the site broker is part of the stack from then on."""
         return (self.home / "site").exists()
 
+    @property
+    def standby(self) -> bool:
+        """Whether PostgreSQL has a standby (`up --standby` once; kept in state.json)."""
+        return "postgres_standby" in self.ports
+
+    @property
     def parts(self) -> tuple[str, ...]:
-        """What this stack runs, in stop order."""
-        return tuple(name for name in STOP_ORDER if name != SITE or self.site)
+        """Every part, in stop order: the site broker before the central one, the standby before its primary."""
+        names = tuple(name for name in STOP_ORDER if name != SITE or self.site)
+        return (*names[:-1], STANDBY, names[-1]) if self.standby else names
 
     def pid_file(self, name: str) -> Path:
         """The PID file of a part."""
@@ -104,8 +116,8 @@ class Stack:
 
     def log(self, name: str) -> Path:
         """The log file of a part."""
-        if name == "postgres":
-            return self.home / "postgres" / "postgres.log"
+        if name in ("postgres", STANDBY):
+            return self.home / name / "postgres.log"
         if name in ("mosquitto", SITE):
             return self.home / name / "mosquitto.log"
         if name == "watchdog":
@@ -122,12 +134,15 @@ class Stack:
         return f"mqtt://{user}:{password}@127.0.0.1:{self.ports[port]}"
 
     def db_url(self, user: str) -> str:
-        """The database URL of a login role, over TCP with its password."""
+        """The database URL of a login role, over TCP with its password; with a standby, both servers'."""
         password = quote(self.passwords["db_" + user], safe="")
-        return f"postgresql://{user}:{password}@127.0.0.1:{self.ports['postgres']}/sensors"
+        if not self.standby:
+            return f"postgresql://{user}:{password}@127.0.0.1:{self.ports['postgres']}/sensors"
+        hosts = f"127.0.0.1:{self.ports['postgres']},127.0.0.1:{self.ports['postgres_standby']}"
+        return f"postgresql://{user}:{password}@{hosts}/sensors?target_session_attrs=read-write"
 
 
-def load_stack(home: Path) -> Stack:
+def load_stack(home: Path, *, standby: bool = False) -> Stack:
     """The stack's ports and passwords: chosen on the first `up`, then kept in state.json."""
     state = home / "state.json"
     data = json.loads(state.read_text()) if state.exists() else {"ports": {}, "passwords": {}}
@@ -135,7 +150,7 @@ def load_stack(home: Path) -> Stack:
     for name in PASSWORDS:
         # token_urlsafe: letters, digits, - and _ only, so URLs need no escaping.
         passwords.setdefault(name, secrets.token_urlsafe(18))
-    for name in ("mqtt", "postgres", "site_mqtt"):
+    for name in ("mqtt", "postgres", "site_mqtt", *(["postgres_standby"] if standby else [])):
         ports.setdefault(name, free_port())
     home.mkdir(parents=True, exist_ok=True)
     for folder in ("pids", "logs", "health"):
@@ -182,7 +197,7 @@ def stop(stack: Stack, name: str) -> bool:
     """SIGTERM (SIGINT for PostgreSQL: its fast shutdown), then SIGKILL after STOP_TIMEOUT_S; True if it ran."""
     pid = running_pid(stack, name)
     if pid is not None:
-        os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        os.kill(pid, signal.SIGINT if name.startswith("postgres") else signal.SIGTERM)
         try:
             wait_until(lambda: running_pid(stack, name) is None, STOP_TIMEOUT_S, interval=0.1)
         except AssertionError:  # wait_until's deadline: it ignored the signal
@@ -264,11 +279,10 @@ def postgres_server(stack: Stack) -> PostgresServer:
 
 
 def start_postgres(stack: Stack) -> None:
-    """Start PostgreSQL (initdb on first use), then apply schema.sql and the login roles' passwords."""
+    """Start PostgreSQL (initdb on first use); prepare_database() follows, once its standby (if any) is up."""
     server = postgres_server(stack)
     server.start()
     record_pid(stack, "postgres", server.pid)
-    prepare_database(server, stack)
 
 
 def prepare_database(server: PostgresServer, stack: Stack) -> None:
@@ -286,6 +300,17 @@ def prepare_database(server: PostgresServer, stack: Stack) -> None:
         settings = PartitionSettings.from_env({"DATABASE_URL": server.socket_url("sensors")})
         with connect_owner(settings) as conn:
             partition_readings(conn, settings)
+
+
+def start_standby(stack: Stack) -> None:
+    """Start the standby (a base backup of the primary on first use), then make replication synchronous."""
+    primary = postgres_server(stack)
+    allow_replication(primary)
+    standby = StandbyServer(primary, stack.home / STANDBY, port=stack.ports["postgres_standby"], durable=True)
+    standby.start()
+    record_pid(stack, STANDBY, standby.pid)
+    set_synchronous(primary, True)
+    wait_until(lambda: sync_state(primary) == "sync", READY_TIMEOUT_S, interval=0.2, message="a synchronous standby")
 
 
 def write_accounts(stack: Stack) -> Callable[[Path], None]:
@@ -368,6 +393,8 @@ def health(stack: Stack, name: str) -> tuple[bool, str]:
     now = datetime.now(UTC)
     if name == "postgres":
         return _database_health(stack)
+    if name == STANDBY:
+        return _standby_health(stack)
     if name == "mosquitto":
         return _broker_health(stack)
     if name == SITE:
@@ -384,6 +411,16 @@ def _database_health(stack: Stack) -> tuple[bool, str]:
     except psycopg.Error as exc:
         return False, f"no connection: {' '.join(str(exc).split())}"
     return True, f"accepting connections on 127.0.0.1:{stack.ports['postgres']}"
+
+
+def _standby_health(stack: Stack) -> tuple[bool, str]:
+    try:
+        state = sync_state(postgres_server(stack))
+    except psycopg.Error as exc:
+        return False, f"the primary does not answer: {' '.join(str(exc).split())}"
+    if state is None:
+        return False, "not streaming from the primary (COMMITs wait while replication is synchronous)"
+    return True, f"streaming from the primary on 127.0.0.1:{stack.ports['postgres_standby']} ({state})"
 
 
 def _broker_health(stack: Stack) -> tuple[bool, str]:
@@ -413,19 +450,30 @@ def _site_health(stack: Stack) -> tuple[bool, str]:
 
 def up(stack: Stack) -> int:
     """Start whatever is not running, wait until everything is healthy, say what to do next."""
-    if all(running_pid(stack, name) for name in stack.parts()):
+    if all(running_pid(stack, name) for name in stack.parts):
         print("local-stack: the stack is already up; nothing changed (scripts/local-stack status shows its health)")
         return 0
     check_reachable(stack.home)
-    for name, port_name in (("postgres", "postgres"), ("mosquitto", "mqtt")):
+    servers = (("postgres", "postgres"), ("mosquitto", "mqtt"), *([(STANDBY, "postgres_standby")] * stack.standby),
+               *([(SITE, "site_mqtt")] * stack.site))
+    for name, port_name in servers:
         if running_pid(stack, name) is None and port_taken(stack.ports[port_name]):
             raise StackError(
                 f"port {stack.ports[port_name]} (saved for {name} in {stack.home / 'state.json'}) is taken by "
                 f"another program; stop it, or remove the \"{port_name}\" port from state.json to choose a new one"
             )
-    if running_pid(stack, "postgres") is None:
+    started_postgres = running_pid(stack, "postgres") is None
+    if started_postgres:
         with step(f"starting PostgreSQL on 127.0.0.1:{stack.ports['postgres']}", log=stack.log("postgres")):
             start_postgres(stack)
+    # Before anything is written: a synchronous primary's COMMITs wait for its standby.
+    if stack.standby and running_pid(stack, STANDBY) is None:
+        with step(f"starting its synchronous standby on 127.0.0.1:{stack.ports['postgres_standby']}",
+                  log=stack.log(STANDBY)):
+            start_standby(stack)
+    if started_postgres:
+        with step("applying schema.sql and the login roles", log=stack.log("postgres")):
+            prepare_database(postgres_server(stack), stack)
     if running_pid(stack, "mosquitto") is None:
         with step(f"starting Mosquitto on 127.0.0.1:{stack.ports['mqtt']}", log=stack.log("mosquitto")):
             start_mosquitto(stack)
@@ -472,12 +520,15 @@ def write_stack_env(stack: Stack) -> Path:
 def print_next_steps(stack: Stack, env_file: Path) -> None:
     """The short "what now" after `up`; each `$` line can be pasted as it is (passwords stay in the file)."""
     env = _shown(env_file)
+    postgres = f"PostgreSQL on 127.0.0.1:{stack.ports['postgres']}"
+    if stack.standby:
+        postgres += f" (a synchronous standby on 127.0.0.1:{stack.ports['postgres_standby']})"
     # In the shell's single quotes: close them around "$(date ...)" so the timestamp is now.
     now = "'\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"'"
     reading = f'{{"sensor_id": {DEVICE_SENSOR_ID}, "timestamp": "{now}", "variable": "temperature", ' \
               '"value": 21.5, "unit": "C"}'
     print(f"""
-The stack is up: Mosquitto on 127.0.0.1:{stack.ports['mqtt']}, PostgreSQL on 127.0.0.1:{stack.ports['postgres']},
+The stack is up: Mosquitto on 127.0.0.1:{stack.ports['mqtt']}, {postgres},
 three bridge workers and the watchdog. Its settings and passwords are in {env}. What now:
 
   Load the settings into your shell (the passwords are never printed):
@@ -517,13 +568,13 @@ def _shown(path: Path) -> str:
 
 def down(stack: Stack) -> int:
     """Stop everything `up` started, by PID, consumers first."""
-    running = [name for name in STOP_ORDER if running_pid(stack, name) is not None]
+    running = [name for name in stack.parts if running_pid(stack, name) is not None]
     for name in running:
         with step(f"stopping {name}", log=stack.log(name)):
             stop(stack, name)
     if not running:
         print("local-stack: nothing was running")
-    for name in STOP_ORDER:
+    for name in stack.parts:
         stack.pid_file(name).unlink(missing_ok=True)
     return 0
 
@@ -531,7 +582,7 @@ def down(stack: Stack) -> int:
 def status(stack: Stack) -> int:
     """Each part's process and health; exit 0 only when every part runs and is healthy."""
     all_well = True
-    for name in reversed(stack.parts()):
+    for name in reversed(stack.parts):
         pid = running_pid(stack, name)
         if pid is None:
             all_well = False
@@ -552,10 +603,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="up: also a site broker bridged to the central one (kept from then on)")
     parser.add_argument("--partitioned", action="store_true",
                         help="up: readings partitioned by pg_partman, with its background worker (kept from then on)")
+    parser.add_argument("--standby", action="store_true",
+                        help="up: give PostgreSQL a synchronous standby (kept for every later up)")
     args = parser.parse_args(argv)
+    if args.standby and args.command != "up":
+        parser.error("--standby goes with up")
+    if args.site and args.command != "up":
+        parser.error("--site goes with up")
     home = Path(os.environ.get("LOCAL_STACK_DIR") or REPO_ROOT / ".local").resolve()
     try:
-        stack = load_stack(home)
+        stack = load_stack(home, standby=args.standby)
         if args.partitioned and args.command == "up":
             if running_pid(stack, "postgres") is not None and not stack.partitioned:
                 raise StackError("PostgreSQL runs without pg_partman's worker: scripts/local-stack down, then up "

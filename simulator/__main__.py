@@ -30,6 +30,7 @@ from simulator.fleet_run import FleetError, FleetPlan, run_fleet
 from simulator.pacing import Pacer, SystemClock
 from simulator.publisher import Publisher, RunResult
 from simulator.readings import Expected, Key, Kind, MessageFactory, new_run_id, plan_kinds
+from simulator.replica import primary_flush_lsn
 from simulator.report import Latency, ProgressLine, PublishSummary, VerifySummary, format_summary, summary_json
 from simulator.verify import PostgresRunStore, RunIdentity, VerifyError, verify
 
@@ -65,7 +66,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="spread the readings over N device connections, each its own client id and its "
                              "sensors' topics (default: one connection)")
     parser.add_argument("--confirm-timeout", type=float, default=60.0, help="seconds to wait for the last PUBACKs")
-    parser.add_argument("--verify", action="store_true", help="check PostgreSQL (DATABASE_URL) afterwards")
+    parser.add_argument("--verify", action="store_true",
+                        help="check PostgreSQL afterwards (DATABASE_READ_URL, else DATABASE_URL)")
     parser.add_argument("--verify-timeout", type=float, default=60.0)
     parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON ('-' for stdout)")
     parser.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto")
@@ -154,20 +156,24 @@ def summarise(args: argparse.Namespace, run_id: str, kinds: list[Kind], result: 
 
 
 def run_verify(
-    conninfo: str, identity: RunIdentity, result: RunResult, *, rejected_expected: int, timeout_s: float,
+    settings: Settings, identity: RunIdentity, result: RunResult, *, rejected_expected: int, timeout_s: float,
 ) -> VerifySummary:
-    """Compare the database with what was sent."""
+    """Compare the database (DATABASE_READ_URL, else DATABASE_URL) with what was sent."""
     expected: dict[Key, Expected] = {}
     published_at: dict[Key, datetime] = {}
     for message in result.messages:
         for key, want in message.readings:
             expected[key] = want
             published_at[key] = result.published_at[message.index]
-    store = PostgresRunStore(conninfo, identity)
+    variable = "DATABASE_READ_URL" if settings.has_reader else "DATABASE_URL"
+    store = PostgresRunStore(settings.read_conninfo(), identity, variable=variable)
+    # With a reader of its own, DATABASE_URL is the primary: asked only for its WAL position.
+    primary = settings.conninfo() if settings.has_reader else None
     try:
         return verify(
             store, expected, published_at, rejected_expected=rejected_expected, timeout_s=timeout_s,
             clock=SystemClock(), extra_rejected_allowed=result.tally.resent > 0,
+            primary_lsn=lambda: primary_flush_lsn(primary) if primary else None,
         )
     finally:
         store.close()
@@ -199,7 +205,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     checked = None
     if args.verify:
         identity = RunIdentity(variable_suffix=factory.marker, since=started_at)
-        checked = run_verify(settings.conninfo(), identity, result, rejected_expected=publish.invalid,
+        checked = run_verify(settings, identity, result, rejected_expected=publish.invalid,
                              timeout_s=args.verify_timeout)
     print(format_summary(publish, checked))
     write_json(args.json, summary_json(publish, checked))

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 
 from pydantic import SecretStr
 
-from iotcommon.settings import CONNECTION_VARIABLES, Connections, load_settings
+from iotcommon.settings import READ_CONNECTION_VARIABLES, ReadConnections, load_settings
 
 
-class Settings(Connections):
+class Settings(ReadConnections):
     """The simulator's connections; see the README's Simulator section."""
 
     # --verify reads every table, which the bridge's role may not: the owner or a read-only role.
@@ -27,5 +27,5 @@ class Settings(Connections):
 
 
 def env_name(field: str) -> str:
-    """The environment variable that sets a Settings field (all shared with the bridge)."""
-    return CONNECTION_VARIABLES[field]
+    """The environment variable that sets a Settings field (all shared with the bridge or the watchdog)."""
+    return READ_CONNECTION_VARIABLES[field]

@@ -71,6 +71,28 @@ class PublishSummary:
 
 
 @dataclass(frozen=True)
+class ReplicaWait:
+    """--verify read a standby: how long it waited for the standby to replay the primary's WAL, and whether it did."""
+
+    server: str  # host:port of the standby
+    target_lsn: str  # the WAL position waited for (0/3000148)
+    target_source: str  # "primary": its flushed WAL; "standby": what the standby had received
+    waited_s: float
+    caught_up: bool
+    behind_bytes: int  # still missing when verify stopped waiting
+
+    def text(self) -> str:
+        """The summary line about the replica."""
+        whose = "the primary's WAL" if self.target_source == "primary" else "the WAL it had received"
+        if self.caught_up:
+            return (f"replica: read from the standby {self.server} (DATABASE_READ_URL); waited "
+                    f"{self.waited_s:.2f} s for it to replay {whose} up to {self.target_lsn}")
+        return (f"replica: read from the standby {self.server} (DATABASE_READ_URL); it was still "
+                f"{self.behind_bytes} bytes short of {whose} at {self.target_lsn} after {self.waited_s:.2f} s: "
+                "missing readings may be replication lag, not loss")
+
+
+@dataclass(frozen=True)
 class VerifySummary:
     """What the database holds of the run."""
 
@@ -84,6 +106,7 @@ class VerifySummary:
     waited_s: float
     commit_latency: Latency
     ok: bool
+    replica: ReplicaWait | None = None  # None: read from the primary
 
 
 def format_summary(publish: PublishSummary, verify: VerifySummary | None) -> str:
@@ -105,6 +128,7 @@ def format_summary(publish: PublishSummary, verify: VerifySummary | None) -> str
             f"mismatched {v.mismatched} (after {v.waited_s:.1f} s)",
             f"rejected: {v.rejected_found} stored, {v.rejected_expected} expected",
             f"publish->commit latency: {v.commit_latency.text()}",
+            *([v.replica.text()] if v.replica is not None else []),
             f"verdict: {'OK' if v.ok else 'FAILED'}",
         ]
     return "\n".join(lines)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -12,6 +12,7 @@ import psycopg
 
 from simulator.pacing import Clock
 from simulator.readings import Expected, Key
+from simulator.replica import ReplayPosition, wait_for_replay
 from simulator.report import Latency, VerifySummary
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class RunStore(Protocol):
 
     def count_rejected(self) -> int: ...
 
+    def replay_position(self) -> ReplayPosition | None: ...
+
 
 @dataclass(frozen=True)
 class RunIdentity:
@@ -42,10 +45,11 @@ class RunIdentity:
 
 
 class PostgresRunStore:
-    """RunStore on PostgreSQL; needs SELECT on readings and rejected_messages (not the bridge role)."""
+    """RunStore on a primary or a standby; needs SELECT on readings and rejected_messages (not the bridge role)."""
 
-    def __init__(self, conninfo: str, identity: RunIdentity) -> None:
+    def __init__(self, conninfo: str, identity: RunIdentity, *, variable: str = "DATABASE_URL") -> None:
         self._conninfo = conninfo
+        self._variable = variable  # the setting the conninfo came from, for errors
         self._identity = identity
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -74,6 +78,21 @@ class PostgresRunStore:
         )
         return int(row[0][0])
 
+    def replay_position(self) -> ReplayPosition | None:
+        """Where the reader's replay is, if it is a standby (None for a primary)."""
+        [(standby, received, replayed)] = self._query(
+            "SELECT pg_is_in_recovery(), pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint, "
+            "pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint",
+            (),
+        )
+        if not standby or self._conn is None:
+            return None
+        # With a multi-host URL, the server libpq connected to.
+        server = f"{self._conn.info.host}:{self._conn.info.port}"
+        # A standby that never streamed (restoring from an archive) has received nothing: what it replayed is the mark.
+        received = received if received is not None else replayed
+        return ReplayPosition(server, int(received or 0), int(replayed or 0))
+
     def close(self) -> None:
         """Close the connection."""
         if self._conn is not None:
@@ -91,7 +110,7 @@ class PostgresRunStore:
                 self._conn.read_only = True
             return self._conn.execute(query.encode(), params).fetchall()
         except psycopg.Error as exc:
-            raise VerifyError(f"cannot query the database (DATABASE_URL): {str(exc).strip()}") from exc
+            raise VerifyError(f"cannot query the database ({self._variable}): {str(exc).strip()}") from exc
 
 
 def verify(
@@ -104,12 +123,17 @@ def verify(
     clock: Clock,
     poll_s: float = 0.25,
     extra_rejected_allowed: bool = False,
+    primary_lsn: Callable[[], int | None] = lambda: None,
 ) -> VerifySummary:
     """Poll until every expected reading and rejection is stored (or timeout_s), then compare.
+
+    On a standby, before comparing, wait (within timeout_s) until it replayed
+    the primary's WAL as of then (simulator.replica), and report that wait.
 
     Args:
         extra_rejected_allowed: True after re-sends: QoS 1 may then store an
             invalid message twice, which is not a loss.
+        primary_lsn: the primary's flushed WAL position, None when it cannot be asked.
     """
     started = clock.monotonic()
     while True:
@@ -120,11 +144,13 @@ def verify(
             break
         clock.sleep(poll_s)
     waited = clock.monotonic() - started
-    return compare(
+    replica = wait_for_replay(store, primary_lsn, deadline=started + timeout_s, clock=clock)
+    summary = compare(
         store.readings(), expected, published_at,
         rejected_expected=rejected_expected, rejected_found=store.count_rejected(),
         waited_s=waited, extra_rejected_allowed=extra_rejected_allowed,
     )
+    return replace(summary, replica=replica)
 
 
 def compare(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from devstack.discord_stub import DiscordStub, Post
+from devstack.replication import ReplicatedPostgres
+from devstack.servers import WATCHDOG_TEST_ROLE, login_url
 from devstack.watchdog_process import WatchdogProcess
 
 # Fast settings: the bridge_env fixture makes workers beat every second.
@@ -21,6 +23,12 @@ FAST = {
     "WATCHDOG_DATABASE_TIMEOUT_S": "2",
     "WATCHDOG_MIN_WORKERS": "0",
     "WATCHDOG_LOG_LEVEL": "INFO",
+}
+# Replication watched, with limits a test can reach: see replication_env().
+FAST_REPLICATION = {
+    "WATCHDOG_STANDBYS": "1",
+    "WATCHDOG_REPLAY_LAG_S": "2",
+    "WATCHDOG_FAILOVER_CLEAR_S": "4",
 }
 StartWatchdog = Callable[..., WatchdogProcess]
 
@@ -38,8 +46,10 @@ def start_watchdog(
 ) -> Iterator[StartWatchdog]:
     """start(**env) -> a running watchdog with FAST settings, pointed at the test servers and the stub."""
     started: list[WatchdogProcess] = []
+    urls = [mqtt_url, bridge_database_url]
 
     def start(*, run: bool = True, **overrides: str) -> WatchdogProcess:
+        urls.extend(value for key, value in overrides.items() if key.endswith("_URL"))
         name = f"wd-{uuid.uuid4().hex[:8]}"
         env = {
             "MQTT_URL": mqtt_url, "DATABASE_URL": bridge_database_url, "DISCORD_WEBHOOK_URL": discord.url,
@@ -57,10 +67,25 @@ def start_watchdog(
         if watchdog.is_running():
             watchdog.terminate()
         print(f"--- watchdog log tail ---\n{watchdog.log_tail(60)}")  # pytest shows it only on failure
-    secrets = [discord.token, *(urlsplit(url).password for url in (mqtt_url, bridge_database_url))]
+    passwords = [urlsplit(url).password for url in urls]
+    secrets = [discord.token, *passwords, *(unquote(password) for password in passwords if password)]
     for watchdog in started:
         log = watchdog.log_text()
         assert not [secret for secret in secrets if secret and secret in log], "a secret leaked into the log"
+
+
+def replication_env(pair: ReplicatedPostgres) -> dict[str, str]:
+    """start_watchdog(**replication_env(pair)): the watchdog of a primary and its standby, as an operator sets it.
+
+    DATABASE_URL names both servers (target_session_attrs=read-write), so the
+    watchdog follows a promotion; DATABASE_READ_URL is the standby; the role is
+    iot_watchdog's (pg_read_all_stats, from schema.sql); one standby expected.
+    """
+    return {
+        "DATABASE_URL": login_url(pair.url(), WATCHDOG_TEST_ROLE),
+        "DATABASE_READ_URL": login_url(pair.standby.url(), WATCHDOG_TEST_ROLE),
+        **FAST_REPLICATION,
+    }
 
 
 def alerts_about(discord: DiscordStub, component: str) -> list[Post]:

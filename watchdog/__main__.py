@@ -21,10 +21,11 @@ from iotcommon.errors import BrokerTlsError, ConfigError
 from iotcommon.signals import on_stop_signal
 from iotcommon.transport import apply_endpoint, check_broker_tls
 from watchdog.alerting import DiscordNotifier, Dispatcher, LogNotifier, Notifier, redact
-from watchdog.checks import WorkerRules
+from watchdog.checks import PartitionFacts, WorkerRules
 from watchdog.config import Settings
-from watchdog.database import probe_database, probe_partitions
+from watchdog.database import PrimaryProbe, ReaderProbe, probe_database, probe_partitions, probe_reader
 from watchdog.metrics import WatchdogCollector, serve_metrics
+from watchdog.replication import ReplicationRules
 from watchdog.runner import Limits, Watchdog, check_health, status_table
 from watchdog.state import AlertBook
 from watchdog.watcher import BrokerWatcher
@@ -125,12 +126,43 @@ def build_notifier(settings: Settings) -> Notifier:
 
 
 def build_watchdog(settings: Settings, client: mqtt.Client, dispatcher: Dispatcher) -> Watchdog:
-    """Wire the watcher, the database probe and the alert book."""
+    """Wire the watcher, the database probes and the alert book."""
     now = functools.partial(datetime.now, UTC)
     endpoint = settings.mqtt()
     watcher = BrokerWatcher(client, client_id=settings.client_id, broker=f"{endpoint.host}:{endpoint.port}", now=now)
-    conninfo = settings.conninfo()
-    limits = Limits(
+    conninfo, read_conninfo, name = settings.conninfo(), settings.read_conninfo(), settings.client_id
+    limits = build_limits(settings)
+
+    def probe_primary(timeout_s: float) -> PrimaryProbe:
+        return probe_database(conninfo, timeout_s=timeout_s, application_name=name,
+                              replication=limits.replication is not None)
+
+    def probe_read(timeout_s: float) -> ReaderProbe:
+        return probe_reader(read_conninfo, timeout_s=timeout_s, application_name=name)
+
+    def probe_parts(timeout_s: float) -> PartitionFacts | str:
+        return probe_partitions(conninfo, timeout_s=timeout_s, application_name=name)
+
+    return Watchdog(
+        watcher,
+        probe_primary,
+        probe_reader=probe_read if settings.has_reader else None,
+        probe_partitions=probe_parts,
+        book=AlertBook(threshold=settings.failure_threshold, remind_s=settings.remind_s),
+        submit=dispatcher.submit,
+        limits=limits,
+        health_path=settings.health_path,
+        now=now,
+    )
+
+
+def build_limits(settings: Settings) -> Limits:
+    """What a check cycle needs of the settings; replication is watched when WATCHDOG_STANDBYS > 0."""
+    replication = None
+    if settings.standbys > 0:
+        replication = ReplicationRules(standbys=settings.standbys, replay_lag_s=settings.replay_lag_s,
+                                       failover_clear_s=settings.failover_clear_s)
+    return Limits(
         broker_timeout_s=settings.broker_timeout_s,
         database_timeout_s=settings.database_timeout_s,
         expected_workers=settings.expected_workers,
@@ -139,17 +171,7 @@ def build_watchdog(settings: Settings, client: mqtt.Client, dispatcher: Dispatch
         data_loss_clear_s=settings.data_loss_clear_s,
         site_bridges=settings.expected_site_bridges,
         min_partitions_ahead=settings.min_partitions_ahead,
-    )
-    return Watchdog(
-        watcher,
-        lambda timeout_s: probe_database(conninfo, timeout_s=timeout_s, application_name=settings.client_id),
-        book=AlertBook(threshold=settings.failure_threshold, remind_s=settings.remind_s),
-        submit=dispatcher.submit,
-        limits=limits,
-        health_path=settings.health_path,
-        now=now,
-        probe_partitions=lambda timeout_s: probe_partitions(
-            conninfo, timeout_s=timeout_s, application_name=settings.client_id),
+        replication=replication,
     )
 
 

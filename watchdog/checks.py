@@ -124,7 +124,8 @@ _GONE = {
 
 
 def judge_worker(
-    view: WorkerView, *, now: datetime, listening_s: float, database_down: bool, rules: WorkerRules
+    view: WorkerView, *, now: datetime, listening_s: float, database_down: bool, rules: WorkerRules,
+    writes_wait: bool = False,
 ) -> Result:
     """A listed worker: DOWN if offline, silent or never seen; DEGRADED if it cannot store.
 
@@ -133,6 +134,8 @@ def judge_worker(
             that long (up to the heartbeat timeout) to speak before it counts as silent.
         database_down: the database check failed; a worker that says so too
             is a consequence, not a second outage to page about.
+        writes_wait: the replication check found COMMITs waiting for a missing
+            synchronous standby; a worker whose COMMIT waits is that, not news.
     """
     name = view.client_id
     if view.status in _GONE:
@@ -143,7 +146,18 @@ def judge_worker(
     if view.malformed is not None or view.heartbeat is None:
         # Alive (it speaks), but what it says cannot be read: another version? Not a pass, not a crash.
         return Result(name, Status.DEGRADED, f"heartbeat not readable: {view.malformed or 'empty'}")
+    if view.heartbeat.commit_stalled:
+        return _judge_commit_wait(name, view.heartbeat, writes_wait=writes_wait)
     return _judge_heartbeat(name, view.heartbeat, age_s, now=now, database_down=database_down, rules=rules)
+
+
+def _judge_commit_wait(name: str, beat: Heartbeat, *, writes_wait: bool) -> Result:
+    """A COMMIT waiting longer than the worker's BRIDGE_COMMIT_WAIT_WARN_S: a synchronous standby is away."""
+    detail = (f"a COMMIT has waited {beat.commit_wait_s:.0f} s for the synchronous standby, "
+              f"{beat.in_flight} messages in flight and unacknowledged")
+    if writes_wait:
+        return Result(name, Status.OK, f"{detail} (alerted as replication)")
+    return Result(name, Status.DEGRADED, detail)
 
 
 def _judge_silent(view: WorkerView, age_s: float | None, *, listening_s: float, rules: WorkerRules) -> Result:
@@ -231,6 +245,7 @@ def judge_workers(
     database_down: bool,
     min_workers: int,
     rules: WorkerRules,
+    writes_wait: bool = False,
 ) -> list[Result]:
     """One Result per listed worker, plus the `workers` count when WATCHDOG_MIN_WORKERS > 0."""
     results: list[Result] = []
@@ -240,7 +255,8 @@ def judge_workers(
             continue
         view = views.get(name, WorkerView(name))
         results.append(
-            judge_worker(view, now=now, listening_s=listening_s, database_down=database_down, rules=rules)
+            judge_worker(view, now=now, listening_s=listening_s, database_down=database_down, rules=rules,
+                         writes_wait=writes_wait)
         )
     if min_workers > 0:
         alive = [name for name, view in views.items() if is_alive(view, now=now, rules=rules)]

@@ -10,11 +10,11 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr
 
 from iotcommon.errors import ConfigError
-from iotcommon.settings import CONNECTION_SECRET_FILES, CONNECTION_VARIABLES, Connections, load_settings
+from iotcommon.settings import CONNECTION_SECRET_FILES, READ_CONNECTION_VARIABLES, ReadConnections, load_settings
 
 # Shared with the bridge, or secrets named the way Discord's docs name them.
 _UNPREFIXED = {
-    **CONNECTION_VARIABLES,
+    **READ_CONNECTION_VARIABLES,
     "discord_webhook_url": "DISCORD_WEBHOOK_URL",
     "discord_webhook_url_file": "DISCORD_WEBHOOK_URL_FILE",
 }
@@ -25,7 +25,7 @@ _ROLE_ID = re.compile(r"^[0-9]{1,20}$")
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 
 
-class Settings(Connections):
+class Settings(ReadConnections):
     """Everything the watchdog can be told; see the README's Watchdog table."""
 
     discord_webhook_url: SecretStr | None = None
@@ -44,6 +44,9 @@ class Settings(Connections):
     discord_timeout_s: Seconds = 10.0
     data_loss_clear_s: Seconds = 120.0
     min_partitions_ahead: Annotated[int, Field(ge=0, le=1000)] = 2
+    standbys: Annotated[int, Field(ge=0, le=100)] = 0
+    replay_lag_s: Seconds = 30.0
+    failover_clear_s: Seconds = 300.0
     mention_roles: str = ""
     health_file: str = ""
     metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
@@ -102,8 +105,12 @@ class Settings(Connections):
 
     @property
     def health_max_age_s(self) -> float:
-        """How old the health file may be: three intervals, plus one cycle's broker and database timeouts."""
-        return 3 * self.interval_s + self.broker_timeout_s + self.database_timeout_s
+        """How old the health file may be: three intervals, plus one cycle's broker and database timeouts.
+
+        With a reader of its own (DATABASE_READ_URL) a cycle probes two databases, one after the other.
+        """
+        probes = 2 if self.has_reader else 1
+        return 3 * self.interval_s + self.broker_timeout_s + probes * self.database_timeout_s
 
 
 def env_name(field: str) -> str:

@@ -28,6 +28,18 @@ from watchdog.checks import (
     observe_dropped,
     probe_result,
 )
+from watchdog.database import PrimaryProbe, ReaderProbe
+from watchdog.replication import (
+    REPLICATION,
+    FailoverWatch,
+    ReplicationRules,
+    WalHistory,
+    judge_failover,
+    judge_reader,
+    judge_replication,
+    judge_replication_lag,
+    observe_wal,
+)
 from watchdog.state import Alert, AlertBook
 from watchdog.watcher import Observations
 
@@ -54,6 +66,7 @@ class Limits:
     data_loss_clear_s: float
     site_bridges: tuple[str, ...] = ()
     min_partitions_ahead: int = 2
+    replication: ReplicationRules | None = None  # None: replication is not watched (WATCHDOG_STANDBYS=0)
 
 
 class Watchdog:
@@ -62,17 +75,19 @@ class Watchdog:
     def __init__(
         self,
         watcher: Watcher,
-        probe_database: Callable[[float], str | None],
+        probe_database: Callable[[float], PrimaryProbe],
         *,
         book: AlertBook,
         submit: Callable[[Alert], None],
         limits: Limits,
         health_path: str,
         now: Callable[[], datetime],
+        probe_reader: Callable[[float], ReaderProbe] | None = None,
         probe_partitions: Callable[[float], PartitionFacts | str] | None = None,
     ) -> None:
         self._watcher = watcher
         self._probe_database = probe_database
+        self._probe_reader = probe_reader
         self._probe_partitions = probe_partitions
         self._book = book
         self._submit = submit
@@ -80,6 +95,8 @@ class Watchdog:
         self._health_path = health_path
         self._now = now
         self._drops = DropWatch()
+        self._wal = WalHistory()
+        self._failover = FailoverWatch()
         self.cycles = 0
         self.alerts = 0
         self.last_results: list[Result] = []
@@ -93,22 +110,27 @@ class Watchdog:
         """
         limits = self._limits
         broker_error, broker_s = self._watcher.probe(limits.broker_timeout_s)
-        started = time.monotonic()
-        database_error = self._probe_database(limits.database_timeout_s)
-        database_ms = (time.monotonic() - started) * 1000
+        primary = self._probe_database(limits.database_timeout_s)
+        database_error = primary.error
         seen, now = self._watcher.observations(), self._now()
         listening_s = math.inf if not patient else (
             (now - seen.listening_since).total_seconds() if seen.listening_since else 0.0
         )
         results = [
             probe_result(BROKER, broker_error, ok_detail=f"probe round trip {broker_s * 1000:.0f} ms"),
-            probe_result(DATABASE, database_error, ok_detail=f"SELECT 1 in {database_ms:.0f} ms"),
+            probe_result(DATABASE, database_error, ok_detail=f"SELECT 1 in {primary.elapsed_ms:.0f} ms"),
         ]
         results += self._check_partitions(database_down=database_error is not None)
+        if limits.replication is not None:
+            results += self._judge_replication(primary, now, limits.replication)
+        if self._probe_reader is not None:
+            reader = self._probe_reader(limits.database_timeout_s)
+            results.append(judge_reader(reader.error, reader.facts, elapsed_ms=reader.elapsed_ms))
+        writes_wait = any(r.component == REPLICATION and r.status is Status.DOWN for r in results)
         results += judge_workers(
             seen.views, limits.expected_workers, now=now, listening_s=listening_s,
             broker_ok=broker_error is None, database_down=database_error is not None,
-            min_workers=limits.min_workers, rules=limits.rules,
+            min_workers=limits.min_workers, rules=limits.rules, writes_wait=writes_wait,
         )
         results += judge_site_bridges(seen.links, limits.site_bridges, now=now, broker_ok=broker_error is None)
         self._drops = observe_dropped(self._drops, seen.dropped, now)
@@ -124,6 +146,19 @@ class Watchdog:
         facts = "database down" if database_down else self._probe_partitions(self._limits.database_timeout_s)
         result = judge_partitions(facts, min_ahead=self._limits.min_partitions_ahead, database_down=database_down)
         return [] if result is None else [result]
+
+    def _judge_replication(self, primary: PrimaryProbe, now: datetime, rules: ReplicationRules) -> list[Result]:
+        """The replication, replication-lag and failover results; keeps the WAL history and the primary seen."""
+        facts = primary.facts
+        if primary.facts_error is not None:
+            replication = Result(REPLICATION, Status.DEGRADED, primary.facts_error)
+        else:
+            replication = judge_replication(facts, expected=rules.standbys)
+        if facts is not None:
+            self._wal = observe_wal(self._wal, facts.wal_lsn, now, limit_s=rules.replay_lag_s)
+        lag = judge_replication_lag(facts, self._wal, now=now, limit_s=rules.replay_lag_s)
+        failover, self._failover = judge_failover(self._failover, facts, now=now, clear_s=rules.failover_clear_s)
+        return [replication, lag, failover]
 
     def run_cycle(self) -> list[Result]:
         """Check, alert on state changes, and refresh the health file."""

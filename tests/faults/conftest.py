@@ -1,8 +1,8 @@
 """Every test in tests/faults talks to real servers and injects a fault: mark it `integration` and `faults`.
 
 The fixtures are the integration tests' own (tests/fix_servers.py,
-fix_watchdog.py) plus `measure` (tests/fix_measure.py), loaded as plugins by
-tests/conftest.py.
+fix_replication.py, fix_watchdog.py) plus `measure` (tests/fix_measure.py),
+loaded as plugins by tests/conftest.py.
 """
 
 from __future__ import annotations

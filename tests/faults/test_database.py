@@ -204,6 +204,7 @@ def test_connection_lost_while_committing_stores_dead_letters_once(
         traffic.assert_stored_exactly(admin_database_url, sent, timeout=60)
 
     assert cut >= 1
-    assert "it had committed: the batch is not written again" in worker.log_text(), worker.log_tail(20)
-    measure("cut while COMMIT's answer was in flight", "the batch's transaction asked with txid_status: committed, "
+    assert "it is on this server and now confirmed: acknowledged without writing it again" in worker.log_text(), (
+        worker.log_tail(20))
+    measure("cut while COMMIT's answer was in flight", "the batch's id found in the worker's marker row: committed, "
                                                        f"{len(sent.rejected)} dead letters stored once")

@@ -1,7 +1,7 @@
 """Every test in tests/integration talks to real servers: mark it `integration`.
 
 The fixtures themselves are pytest plugins loaded by tests/conftest.py
-(fix_servers, fix_watchdog, fix_measure), shared with tests/faults.
+(fix_servers, fix_replication, fix_watchdog, fix_measure), shared with tests/faults.
 """
 
 from __future__ import annotations

@@ -140,11 +140,16 @@ def _hash_accounts_as_before(stack_dir: Path) -> Path:
 
 
 def test_second_up_changes_nothing_and_up_after_down_keeps_data_and_passwords(folder: Path) -> None:
+    """With a standby (`up --standby`, remembered by every later `up`): the newcomer's test covers the plain stack."""
     env = {**os.environ, "LOCAL_STACK_DIR": str(folder / "stack")}
     stack_dir = folder / "stack"
     try:
-        first = run(["scripts/local-stack", "up"], cwd=REPO_ROOT, env=env)
+        first = run(["scripts/local-stack", "up", "--standby"], cwd=REPO_ROOT, env=env)
         assert first.returncode == 0, first.stdout + first.stderr
+        assert re.search(r"starting its synchronous standby on .* \.\.\. ok", first.stdout), first.stdout
+        status = run(["scripts/local-stack", "status"], cwd=REPO_ROOT, env=env)
+        assert status.returncode == 0 and re.search(r"postgres-standby +healthy .*\(sync\)", status.stdout), \
+            status.stdout
         pids = {p.name: p.read_text() for p in (stack_dir / "pids").iterdir()}
         again = run(["scripts/local-stack", "up"], cwd=REPO_ROOT, env=env)
         assert again.returncode == 0 and "already up; nothing changed" in again.stdout, again.stdout + again.stderr
@@ -155,13 +160,16 @@ def test_second_up_changes_nothing_and_up_after_down_keeps_data_and_passwords(fo
 
         assert run(["scripts/local-stack", "down"], cwd=REPO_ROOT, env=env).returncode == 0
         stopped = run(["scripts/local-stack", "status"], cwd=REPO_ROOT, env=env)
-        assert stopped.returncode == 1 and stopped.stdout.count("stopped") == 6, stopped.stdout
+        assert stopped.returncode == 1 and stopped.stdout.count("stopped") == 7, stopped.stdout
         accounts = _hash_accounts_as_before(stack_dir)
         back = run(["scripts/local-stack", "up"], cwd=REPO_ROOT, env=env)
         assert back.returncode == 0, back.stdout + back.stderr
+        assert "starting its synchronous standby" in back.stdout, "the standby comes back without --standby"
         assert {c["iterations"] for c in json.loads(accounts.read_text())["clients"]} == {1}, \
             "the broker's accounts re-hashed by the next up, and every part came up with them"
         assert read_env(stack_dir / "stack.env") == before, "same ports and passwords"
+        assert ",127.0.0.1:" in before["BRIDGE_DATABASE_URL"] and "target_session_attrs=read-write" in \
+            before["BRIDGE_DATABASE_URL"], "the workers are given both servers"
         with psycopg.connect(before["DATABASE_URL"]) as conn:  # the reader role, with the same password
             assert conn.execute("SELECT count(*) FROM readings").fetchone() is not None
         with psycopg.connect(before["ADMIN_DATABASE_URL"]) as conn:

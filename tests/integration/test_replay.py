@@ -12,11 +12,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from fix_replication import replay_url_of
 from psycopg.errors import InsufficientPrivilege
 
 from devstack import traffic
 from devstack.mqtt_client import MqttTestClient
 from devstack.processes import REPO_ROOT, wait_until
+from devstack.replication import ReplicatedPostgres
 from devstack.workers import StartWorker
 
 TOPIC = "sensors/7/readings"
@@ -148,3 +150,53 @@ def test_configuration_error_exits_2(replay_database_url: str) -> None:
 
     assert result.returncode == 2
     assert "BRIDGE_MAX_FUTURE_S" in result.stderr
+
+
+def _dead_letter(admin_url: str, sensor_id: int) -> int:
+    """A rejected message that today's rules accept (its timestamp is no longer in the future)."""
+    payload = {"sensor_id": sensor_id, "timestamp": "2026-01-01T00:00:00+00:00", "variable": "t", "value": 1.5,
+               "unit": "C"}
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO rejected_messages (received_at, topic, payload, reason, reason_code, client_id)"
+            " VALUES (now(), %s, %s, 'timestamp: in the future', 'future_timestamp', 'w1') RETURNING id",
+            (f"sensors/{sensor_id}/readings", json.dumps(payload).encode()),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_replay_with_a_multi_host_url_stops_on_an_unconfirmed_commit_and_follows_a_failover(
+    replicated_postgres: ReplicatedPostgres,
+) -> None:
+    pair = replicated_postgres
+    url = replay_url_of(pair)  # both servers, target_session_attrs=read-write
+    first, second = _dead_letter(pair.primary.url(), 1), _dead_letter(pair.primary.url(), 2)
+    pair.standby.stop()  # COMMITs wait for it
+    environ = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
+    running = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "replay-rejected", "--limit", "1"], cwd=REPO_ROOT,
+        env={**environ, "DATABASE_URL": url}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        with psycopg.connect(pair.primary.url(), autocommit=True) as admin:
+            query = ("SELECT pid FROM pg_stat_activity"
+                     " WHERE application_name = 'bridge-replay' AND wait_event = 'SyncRep'")
+            (pid,) = wait_until(lambda: admin.execute(query).fetchone(), 30, message="replay's COMMIT waiting")
+            admin.execute("SELECT pg_cancel_backend(%s)", (pid,))  # an operator's Ctrl-C, a pooler: not the tool
+        stdout, stderr = running.communicate(timeout=REPLAY_TIMEOUT_S)
+    finally:
+        running.kill()
+    assert running.returncode == 1, stdout + stderr
+    assert f"the replay of rejected message #{first} committed on the primary, but the synchronous standby " \
+           "did not confirm it" in stderr
+
+    pair.standby.start()
+    pair.wait_replayed()  # the unconfirmed replay reaches the standby once it is back
+    pair.kill_primary()
+    pair.promote()
+    after = replay(url)
+
+    assert summary_of(after) == f"{DONE}examined=1 now_valid=1 stored=1 duplicates=0 still_invalid=0 skipped=1"
+    assert f"#{first} skipped: already replayed" in after.stdout and f"#{second} stored" in after.stdout
+    assert {row[0] for row in traffic.stored_rows(pair.standby.url())} == {1, 2}

@@ -163,11 +163,15 @@ def test_reader_reads_and_writes_nothing(role_urls: dict[str, str]) -> None:
             conn.execute("DELETE FROM readings")
 
 
-def test_watchdog_can_only_run_a_trivial_query(role_urls: dict[str, str]) -> None:
+def test_watchdog_reads_the_replication_statistics_and_no_table(role_urls: dict[str, str]) -> None:
     with psycopg.connect(role_urls["watchdog"], autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+        # pg_read_all_stats: pg_stat_replication's columns, for WATCHDOG_STANDBYS.
+        assert conn.execute("SELECT pg_has_role('pg_read_all_stats', 'USAGE')").fetchone() == (True,)
         with pytest.raises(InsufficientPrivilege):
             conn.execute("SELECT count(*) FROM readings")
+        with pytest.raises(InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM bridge_progress")
 
 
 def test_bridge_login_from_the_migration_inserts(role_urls: dict[str, str]) -> None:

@@ -25,7 +25,9 @@ def test_postgres_accepts_connections_and_has_the_schema(admin_database_url: str
             " WHERE table_schema = 'public' ORDER BY table_name"
         ).fetchall()
 
-    assert [name for (name,) in rows] == ["reading_revisions", "readings", "rejected_messages", "rejected_replays"]
+    assert [name for (name,) in rows] == [
+        "bridge_progress", "reading_revisions", "readings", "rejected_messages", "rejected_replays",
+    ]
 
 
 def test_bridge_role_can_insert_readings_and_dead_letters(bridge_database_url: str) -> None:
@@ -60,6 +62,9 @@ def test_bridge_role_can_insert_readings_and_dead_letters(bridge_database_url: s
         "DELETE FROM rejected_replays",
         "TRUNCATE rejected_replays",
         "SELECT ingested_at FROM readings",
+        "DELETE FROM bridge_progress",
+        "TRUNCATE bridge_progress",
+        "UPDATE bridge_progress SET client_id = 'someone-else'",
     ],
 )
 def test_bridge_role_is_refused_what_the_bridge_does_not_need(

@@ -500,7 +500,9 @@ def test_observability_profile_scrapes_every_worker_and_provisions_the_dashboard
                    "bridge_in_flight", "bridge_database_up", "watchdog_component_up"):
         assert metric in exprs
     assert environment(compose, "grafana") == {
-        "GF_SECURITY_ADMIN_PASSWORD__FILE": f"{SECRETS_MOUNT}/grafana_admin_password"}
+        "GF_SECURITY_ADMIN_PASSWORD__FILE": f"{SECRETS_MOUNT}/grafana_admin_password",
+        "READINGS_DATABASE_ADDRESS": "${DATABASE_READ_ADDRESS:-postgres:5432}",
+    }
 
 
 def test_observability_provisions_the_readings_dashboard_on_the_read_only_role(
@@ -516,13 +518,23 @@ def test_observability_provisions_the_readings_dashboard_on_the_read_only_role(
     readings = json.loads((ROOT / "deploy/grafana/dashboards/iot-readings.json").read_text())
     assert {panel["datasource"]["uid"] for panel in readings["panels"]} == {source["uid"]}
     assert source["user"] == "reader" and source["jsonData"]["database"] == "sensors"
-    assert source["url"] == "postgres:5432"
+    assert source["url"] == "${READINGS_DATABASE_ADDRESS}", "Grafana expands it from its environment"
     password = source["secureJsonData"]["password"]
     assert password == f"$__file{{{SECRETS_MOUNT}/reader_db_password}}", "from Grafana's own secrets volume"
     assert "reader_db_password" in share(stack_init, "grafana").files
     assert f"secrets-grafana:{SECRETS_MOUNT}:ro" in volumes(compose, "grafana")
     # Grafana expands $NAME in what $__file{} read: init refuses a `$` in the password it reads.
     assert "READER_DB_PASSWORD" in stack_init.values.GRAFANA_EXPANDS
+
+
+def test_what_only_reads_reads_the_replica_named_in_env_else_the_primary(compose: dict[str, Any]) -> None:
+    replica = "${DATABASE_READ_ADDRESS:-postgres:5432}"
+    assert environment(compose, "grafana")["READINGS_DATABASE_ADDRESS"] == replica
+    for name, role in (("watchdog", "watchdog"), ("simulator", "reader")):
+        env = environment(compose, name)
+        assert env["DATABASE_READ_URL"] == f"postgresql://{role}@{replica}/sensors"
+        # Without .env, the very URL of DATABASE_URL: the programs then see no reader of their own.
+        assert env["DATABASE_READ_URL"].replace(replica, "postgres:5432") == env["DATABASE_URL"]
 
 
 # --- the image ----------------------------------------------------------------------------------

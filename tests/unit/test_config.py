@@ -330,6 +330,20 @@ def test_conninfo_form_is_accepted() -> None:
     assert DB_PASSWORD not in repr(settings)
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://bridge@db1:5432,db2:6543/sensors?target_session_attrs=read-write",
+    "host=db1,db2 port=5432,6543 dbname=sensors user=bridge target_session_attrs=read-write",
+])
+def test_a_multi_host_database_url_keeps_every_host_with_a_separate_password(url: str) -> None:
+    """A primary and its standby: libpq picks the writable one (docs/high-availability.md)."""
+    settings = settings_from(DATABASE_URL=url, DATABASE_PASSWORD="p@ss/w%41:rd")
+
+    assert conninfo_to_dict(settings.conninfo()) == {
+        "host": "db1,db2", "port": "5432,6543", "dbname": "sensors", "user": "bridge",
+        "target_session_attrs": "read-write", "password": "p@ss/w%41:rd",
+    }
+
+
 # --- passwords from variables and files (the *_FILE convention) -------------------------------
 
 # Each breaks a URL it is pasted into raw: @ ends the credentials, / starts the path,

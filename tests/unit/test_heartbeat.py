@@ -103,3 +103,30 @@ def test_run_beats_once_then_stops_when_stop_is_set(tmp_path: Path) -> None:
     heartbeat(tmp_path, publish).run(stop)
 
     assert len(publish.published) == 1
+
+
+def test_a_commit_waiting_past_the_limit_shows_in_the_heartbeat_health_and_log_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The writer is blocked in COMMIT (a synchronous standby away): the heartbeat thread must say so."""
+    stats = Stats(mqtt_connected=True)
+    clock = [T0]
+    beat = Heartbeat(Recorder(), stats, client_id="w1", interval_s=1.0, health_path=str(tmp_path / "w1.health"),
+                     now=lambda: clock[0], commit_wait_warn_s=5.0)
+    stats.commit_started(T0)
+
+    with caplog.at_level(logging.WARNING, logger="bridge.heartbeat"):
+        early = beat.beat()
+        clock[0] = T0 + timedelta(seconds=6)
+        late = beat.beat()
+        clock[0] = T0 + timedelta(seconds=7)
+        beat.beat()
+    healthy, message = check_health(str(tmp_path / "w1.health"), now=clock[0], max_age_s=3)
+    stats.commit_ended()
+    after = beat.beat()
+
+    assert (early.commit_wait_s, early.commit_stalled) == (0.0, False)
+    assert (late.commit_wait_s, late.commit_stalled) == (6.0, True)
+    assert (after.commit_wait_s, after.commit_stalled) == (0.0, False)
+    assert healthy and "COMMIT WAITING 7.0 s" in message, "still healthy: waiting for a standby is no crash"
+    assert caplog.text.count("COMMIT has waited") == 1, "said once per wait"

@@ -67,9 +67,9 @@ def test_the_site_option_adds_the_site_broker_stopped_before_the_central_one(
 
     local_stack.write_accounts(stack)(path)
     assert "site-bridge" in clients(path), "the central broker knows the site's bridge before a site comes"
-    assert "site-mosquitto" not in stack.parts()
+    assert "site-mosquitto" not in stack.parts
     (tmp_path / "site").touch()  # what `up --site` leaves
 
-    parts = stack.parts()
+    parts = stack.parts
     assert parts.index("watchdog") < parts.index("site-mosquitto") < parts.index("mosquitto")
     assert stack.mqtt_url("simulator", port="site_mqtt").endswith("@127.0.0.1:1884")

@@ -35,6 +35,16 @@ def test_counters_come_from_stats_at_scrape_time() -> None:
     assert "bridge_readings_stored_total 9.0" in scrape(metrics)
 
 
+def test_a_waiting_commit_shows_how_long_it_has_waited() -> None:
+    stats = Stats()
+    metrics = Metrics(stats, now=lambda: AT)
+    assert "bridge_commit_wait_seconds 0.0" in scrape(metrics)
+
+    stats.commit_started(datetime(2025, 12, 31, 23, 59, 48, tzinfo=UTC))
+
+    assert "bridge_commit_wait_seconds 12.0" in scrape(metrics)
+
+
 def test_commits_feed_histograms_and_reasons() -> None:
     metrics = Metrics(Stats())
     not_finite, too_long = RejectionCode.NOT_FINITE, RejectionCode.OUT_OF_RANGE

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from test_config import readme_tables
 
 from iotcommon.errors import ConfigError
-from iotcommon.settings import CONNECTION_VARIABLES
+from iotcommon.settings import READ_CONNECTION_VARIABLES
 from simulator.__main__ import UsageError, parse_args, run
 from simulator.config import Settings, env_name
 
@@ -41,7 +41,19 @@ def test_a_bad_setting_is_a_usage_error_before_anything_is_published(tmp_path: P
 
 
 def test_every_variable_is_a_shared_connection_variable() -> None:
-    assert {env_name(field) for field in Settings.model_fields} == set(CONNECTION_VARIABLES.values())
+    assert {env_name(field) for field in Settings.model_fields} == set(READ_CONNECTION_VARIABLES.values())
+
+
+def test_verify_reads_the_replica_and_asks_the_primary_only_when_there_is_one() -> None:
+    alone = Settings.from_env({"DATABASE_URL": "postgresql://reader@db1/sensors"})
+    paired = Settings.from_env({"DATABASE_URL": "postgresql://reader@db1/sensors", "DATABASE_PASSWORD": "pw",
+                                "DATABASE_READ_URL": "postgresql://reader@db2/sensors"})
+
+    assert not alone.has_reader and alone.read_conninfo() == "postgresql://reader@db1/sensors"
+    assert paired.has_reader and "host=db2" in paired.read_conninfo() and "password=pw" in paired.read_conninfo()
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DATABASE_READ_URL": "mysql://reader@db2"})
+    assert caught.value.variable == "DATABASE_READ_URL"
 
 
 def _readme_simulator_table() -> dict[str, str]:

@@ -34,7 +34,14 @@ def test_keep_mode_asks_only_for_the_insert_only_grants() -> None:
 
     check(conn, OnConflict.KEEP)
 
-    assert "UPDATE" not in conn.queries[0] and "reading_revisions" not in conn.queries[0]
+    assert "'readings', 'value', 'UPDATE'" not in conn.queries[0] and "reading_revisions" not in conn.queries[0]
+
+
+def test_every_mode_needs_the_marker_row_that_settles_a_lost_commit() -> None:
+    conn = FakeConnection({"column_privilege('bridge_progress', 'batch_id', 'UPDATE')": False})
+
+    with pytest.raises(SinkMisconfigured, match=r"lacks UPDATE on bridge_progress.batch_id, .*grant it iot_bridge$"):
+        check(conn, OnConflict.KEEP)
 
 
 @pytest.mark.parametrize(("missing", "named"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 
 from fakes import T0
 
@@ -33,8 +34,24 @@ def test_every_counter_goes_into_the_heartbeat() -> None:
 
     beat = stats.heartbeat(client_id="w1", at=T0)
 
-    assert beat.model_dump(exclude={"client_id", "at"}) == dataclasses.asdict(stats)
+    counters = dataclasses.asdict(stats)
+    del counters["commit_started_at"]  # the heartbeat says how long, not since when
+    assert beat.model_dump(exclude={"client_id", "at", "commit_wait_s", "commit_stalled"}) == counters
     assert Stats().heartbeat(client_id="w1", at=T0).last_commit_at is None
+
+
+def test_a_commit_in_progress_shows_how_long_it_has_waited_and_when_it_is_stalled() -> None:
+    stats = Stats()
+    stats.commit_started(T0)
+
+    waiting = stats.heartbeat(client_id="w1", at=T0 + timedelta(seconds=4.5), commit_wait_warn_s=5)
+    stalled = stats.heartbeat(client_id="w1", at=T0 + timedelta(seconds=6), commit_wait_warn_s=5)
+    stats.commit_ended()
+    done = stats.heartbeat(client_id="w1", at=T0 + timedelta(seconds=7), commit_wait_warn_s=5)
+
+    assert (waiting.commit_wait_s, waiting.commit_stalled) == (4.5, False)
+    assert (stalled.commit_wait_s, stalled.commit_stalled) == (6.0, True)
+    assert (done.commit_wait_s, done.commit_stalled) == (0.0, False)
 
 
 def test_every_outcome_of_a_committed_batch_has_its_counter() -> None:

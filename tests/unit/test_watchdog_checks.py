@@ -105,6 +105,16 @@ def test_database_unreachable_is_degraded_unless_the_database_check_already_fail
     assert judge(view, database_down=True)[0] is Status.OK, "one alert for the database, not one per worker"
 
 
+def test_a_commit_waiting_for_the_standby_is_degraded_unless_replication_already_says_writes_wait() -> None:
+    view = WorkerView("bridge-1", ONLINE, beat(commit_stalled=True, commit_wait_s=7.4, in_flight=90), ago(1))
+
+    assert judge(view) == (Status.DEGRADED, "a COMMIT has waited 7 s for the synchronous standby, "
+                                            "90 messages in flight and unacknowledged")
+    waiting = judge_worker(view, now=NOW, listening_s=600, database_down=False, rules=RULES, writes_wait=True)
+    assert waiting.status is Status.OK, "one alert, as replication, not one per worker"
+    assert waiting.detail.endswith("(alerted as replication)")
+
+
 def test_in_flight_without_commit_for_stall_s_is_degraded() -> None:
     stalled = WorkerView("bridge-1", ONLINE, beat(in_flight=40, last_commit_at=ago(61)), ago(1))
     busy = WorkerView("bridge-1", ONLINE, beat(in_flight=40, last_commit_at=ago(2)), ago(1))

@@ -8,6 +8,7 @@ from typing import Any
 
 import certifi
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 from test_config import readme_settings_table
 
@@ -56,6 +57,9 @@ def test_defaults_detect_within_30_s() -> None:
         ("WATCHDOG_DATABASE_TIMEOUT_S", "3", "database_timeout_s", 3.0),
         ("WATCHDOG_DISCORD_TIMEOUT_S", "4", "discord_timeout_s", 4.0),
         ("WATCHDOG_DATA_LOSS_CLEAR_S", "30", "data_loss_clear_s", 30.0),
+        ("WATCHDOG_STANDBYS", "2", "standbys", 2),
+        ("WATCHDOG_REPLAY_LAG_S", "5", "replay_lag_s", 5.0),
+        ("WATCHDOG_FAILOVER_CLEAR_S", "60", "failover_clear_s", 60.0),
         ("WATCHDOG_MENTION_ROLES", "123,456", "mention_role_ids", ("123", "456")),
         ("WATCHDOG_CLIENT_ID", "wd-2", "client_id", "wd-2"),
         ("WATCHDOG_HEALTH_FILE", "/run/wd.health", "health_path", "/run/wd.health"),
@@ -89,10 +93,36 @@ def test_env_names_match_field_names() -> None:
         ("WATCHDOG_LOG_LEVEL", "LOUD"),
         ("MQTT_URL", "http://broker"),
         ("DATABASE_URL", "host='unclosed"),
+        ("DATABASE_READ_URL", "host='unclosed"),
+        ("DATABASE_READ_URL", "postgresql://watchdog:change-me@replica/sensors"),
+        ("WATCHDOG_STANDBYS", "-1"),
+        ("WATCHDOG_REPLAY_LAG_S", "0"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, raw: str) -> None:
     assert config_error(**{variable: raw}).variable == variable
+
+
+def test_replication_is_not_watched_by_default_and_reads_go_to_the_primary() -> None:
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://watchdog@db1/sensors"})
+
+    assert settings.standbys == 0
+    assert not settings.has_reader and settings.read_conninfo() == settings.conninfo()
+    again = Settings.from_env({"DATABASE_URL": "postgresql://w@db1/s", "DATABASE_READ_URL": "postgresql://w@db1/s"})
+    assert not again.has_reader, "the same URL twice is no reader of its own"
+
+
+def test_the_reader_takes_the_database_password_unless_its_url_carries_one() -> None:
+    environ = {"DATABASE_URL": "postgresql://watchdog@db1/sensors", "DATABASE_PASSWORD": "pw",
+               "DATABASE_READ_URL": "postgresql://watchdog@db2/sensors?target_session_attrs=prefer-standby"}
+
+    shared = conninfo_to_dict(Settings.from_env(environ).read_conninfo())
+    own = conninfo_to_dict(Settings.from_env(
+        {**environ, "DATABASE_READ_URL": "postgresql://watchdog:own@db2/sensors"}).read_conninfo())
+
+    assert (shared["host"], shared["password"], shared["target_session_attrs"]) == ("db2", "pw", "prefer-standby")
+    assert (own["host"], own["password"]) == ("db2", "own")
+    assert "pw" not in repr(Settings.from_env(environ)) and "db2" not in repr(Settings.from_env(environ))
 
 
 def test_ca_file_is_shared_with_the_bridge_and_checked_the_same_way(tmp_path: Path) -> None:
@@ -188,3 +218,5 @@ def test_health_max_age_allows_three_intervals_and_one_cycles_timeouts() -> None
     assert Settings.from_env({}).health_max_age_s == 40  # scripts/local-stack checks with the defaults
     slow = Settings.from_env({"WATCHDOG_INTERVAL_S": "20", "WATCHDOG_BROKER_TIMEOUT_S": "2"})
     assert slow.health_max_age_s == 3 * 20 + 2 + 5
+    reader = Settings.from_env({"DATABASE_READ_URL": "postgresql://watchdog@replica/sensors"})
+    assert reader.health_max_age_s == 40 + 5, "the reader's probe follows the primary's"
