@@ -17,13 +17,14 @@ import errno
 import itertools
 import selectors
 import socket
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-CONNACK = 0x20
-DISCONNECT = b"\xe0\x00"
+from simulator import wire
+
+CONNACK = wire.CONNACK << 4
+DISCONNECT = wire.DISCONNECT_PACKET
 ACCEPTED = 0
 NOT_AUTHORIZED = 5  # what Mosquitto answers a wrong password with (MQTT 3.1.1 return code)
 
@@ -67,27 +68,10 @@ class Storm:
         return max((answer.at_s for answer in self.with_code(code)), default=0.0)
 
 
-def _string(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def _remaining_length(length: int) -> bytes:
-    """MQTT's variable-length integer: 7 bits a byte, high bit set while more follow."""
-    out = bytearray()
-    while True:
-        length, byte = divmod(length, 128)
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            return bytes(out)
-
-
 def connect_packet(login: Login, *, keepalive_s: int = 60) -> bytes:
-    """An MQTT 3.1.1 CONNECT with clean session, username and password."""
-    flags = 0x80 | 0x40 | 0x02  # username, password, clean session
-    body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive_s)
-    body += _string(login.client_id) + _string(login.username) + _string(login.password)
-    return bytes([0x10]) + _remaining_length(len(body)) + body
+    """An MQTT 3.1.1 CONNECT with clean session, username and password (simulator/wire.py, the devices' own)."""
+    return wire.connect_packet(login.client_id, username=login.username, password=login.password,
+                               keepalive_s=keepalive_s, clean_session=True)
 
 
 @dataclass(slots=True)

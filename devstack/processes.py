@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import re
+import resource
 import shutil
 import signal as signals
 import socket
@@ -160,8 +162,20 @@ def spawn(
     account: pwd.struct_passwd | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    open_files: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `args` in its own session with stdout and stderr appended to `log_path`."""
+    """Start `args` in its own session with stdout and stderr appended to `log_path`.
+
+    `open_files` sets its RLIMIT_NOFILE (a broker holding a fleet needs one descriptor per client):
+    up to our own hard limit, which only CAP_SYS_RESOURCE may raise; RuntimeError above it.
+    """
+    limit = None
+    if open_files is not None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and open_files > hard:
+            raise RuntimeError(f"{args[0]} needs {open_files} open files, more than the hard limit {hard} "
+                               "(ulimit -Hn); raise it where the process is started")
+        limit = functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE, (open_files, hard))
     with log_path.open("ab") as log:
         # A new session keeps a Ctrl-C in the terminal away from the servers;
         # the fixtures stop them in order.
@@ -176,6 +190,7 @@ def spawn(
             user=account.pw_uid if account else None,
             group=account.pw_gid if account else None,
             extra_groups=[] if account else None,
+            preexec_fn=limit,  # noqa: PLW1509 - only setrlimit, before exec
         )
 
 

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -82,6 +82,7 @@ MQTT_TEST_ACCOUNTS = {
     "MQTT_ADMIN_PASSWORD": _mqtt_test_password("admin"),
     "MQTT_HEALTH_PASSWORD": _mqtt_test_password("health"),
     "MQTT_DEVICES": f"7:{_mqtt_test_password('device-7')}",
+    "MQTT_SITE_BRIDGE_PASSWORD": _mqtt_test_password("site-bridge"),
 }
 TEST_MQTT_USER = "test"
 # Every worker of the tests logs in with it through a URL.
@@ -369,14 +370,17 @@ def write_test_accounts(path: Path) -> None:
 
 
 def render_mosquitto_config(
-    template: str, *, port: int, data_dir: Path, log_path: Path, dynsec_path: Path
+    template: str, *, port: int, data_dir: Path, log_path: Path, dynsec_path: Path,
+    rewrites: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Rewrite the project's mosquitto.conf for a test broker; every other line stays as is.
 
-    Raises RuntimeError if a line to rewrite is missing, so the fixtures never
-    run a broker with a configuration the project does not use.
+    `rewrites` are more (pattern, line) pairs of the same kind (a site broker's
+    bridge address and password). Raises RuntimeError if a line to rewrite is
+    missing, so the fixtures never run a broker with a configuration the
+    project does not use.
     """
-    replacements = [
+    replacements = [*rewrites,
         (r"listener\s+1883", f"listener {port} {LOCALHOST}"),
         (r"persistence_location\s+\S+", f"persistence_location {data_dir}/"),
         (r"log_dest\s+stdout", f"log_dest file {log_path}"),
@@ -408,7 +412,7 @@ def _rewrite_lines(template: str, replacements: list[tuple[str, str]]) -> str:
         template, count = re.subn(rf"^{pattern}[ \t]*$", line, template, flags=re.MULTILINE)
         if count != 1:
             raise RuntimeError(
-                f"mosquitto/mosquitto.conf: expected one line matching {pattern!r}, found {count}"
+                f"mosquitto config template: expected one line matching {pattern!r}, found {count}"
             )
     return template
 
@@ -431,6 +435,8 @@ class MosquittoServer:
     there up to date, before the broker starts (the broker owns it
     afterwards). scripts/local-stack passes a `root` that outlives it, its own
     `accounts` writer and the account that proves it is ready.
+    A site broker (devstack/site.py) passes mosquitto/site.conf and the
+    `rewrites` of its bridge lines; a fleet benchmark raises `open_files`.
     """
 
     def __init__(
@@ -442,6 +448,8 @@ class MosquittoServer:
         port: int | None = None,
         accounts: Callable[[Path], None] = write_test_accounts,
         ready_account: tuple[str, str] = (TEST_MQTT_USER, TEST_MQTT_PASSWORD),
+        rewrites: Sequence[tuple[str, str]] = (),
+        open_files: int | None = None,
     ) -> None:
         self._binary = find_binary("mosquitto", MOSQUITTO_HINT)
         # Started as root, mosquitto drops privileges to the `mosquitto` user
@@ -458,11 +466,12 @@ class MosquittoServer:
         self._dynsec_path = self._root / "dynamic-security.json"
         self._port = port or free_port()
         self._tls_port: int | None = None
+        self._open_files = open_files
         self._process: subprocess.Popen[bytes] | None = None
         try:
             config = render_mosquitto_config(
                 template, port=self._port, data_dir=self._data_dir, log_path=self._log_path,
-                dynsec_path=self._dynsec_path,
+                dynsec_path=self._dynsec_path, rewrites=rewrites,
             )
             if tls is not None:
                 self._tls_port = free_port()
@@ -554,7 +563,8 @@ class MosquittoServer:
         if self.is_running():
             return
         self._process = spawn(
-            [str(self._binary), "-c", str(self._config_path)], log_path=self._output_path
+            [str(self._binary), "-c", str(self._config_path)], log_path=self._output_path,
+            open_files=self._open_files,
         )
         wait_for_start(
             self._process, self._accepts_clients, what="mosquitto", log_tail=self.log_text

@@ -16,6 +16,11 @@ READINGS_FILTER = "sensors/+/readings"
 _READING_TOPIC = re.compile(r"sensors/([^/]+)/readings")  # fullmatch: "$" would allow a trailing newline
 STATUS_PREFIX = "bridge/status/"
 HEARTBEAT_PREFIX = "bridge/heartbeat/"
+# A site broker's bridge (mosquitto/site.conf, `notifications true`) reports its link on
+# both brokers at $SYS/broker/connection/<remote_clientid>/state: "1" connected, "0"
+# disconnected (on the central broker, its Will). mosquitto/dynsec.py grants the filter.
+SITE_BRIDGE_STATES = "$SYS/broker/connection/+/state"
+_SITE_BRIDGE_STATE = re.compile(r"\$SYS/broker/connection/([^/]+)/state")
 
 
 def reading_topic(sensor_id: int) -> str:
@@ -42,6 +47,27 @@ def heartbeat_topic(client_id: str) -> str:
 def client_id_of(topic: str, prefix: str) -> str | None:
     """The client id at the end of a status or heartbeat topic, or None for another topic."""
     return topic.removeprefix(prefix) if topic.startswith(prefix) and len(topic) > len(prefix) else None
+
+
+def site_bridge_of(topic: str) -> str | None:
+    """The site bridge's name (its remote_clientid) in a link-state topic, or None for another topic."""
+    match = _SITE_BRIDGE_STATE.fullmatch(topic)
+    return match.group(1) if match else None
+
+
+class LinkState(StrEnum):
+    """The retained words a Mosquitto bridge publishes on its link-state topic."""
+
+    UP = "1"
+    DOWN = "0"
+
+    @classmethod
+    def parse(cls, payload: bytes) -> LinkState | None:
+        """The state a payload says, or None (cleared, or not a state)."""
+        try:
+            return cls(payload.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return None
 
 
 class WorkerStatus(StrEnum):

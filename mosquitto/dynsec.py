@@ -23,6 +23,7 @@ Environment:
     MQTT_BRIDGE_PASSWORD, MQTT_WATCHDOG_PASSWORD, MQTT_SIMULATOR_PASSWORD  (required)
     MQTT_ADMIN_PASSWORD     optional: an `admin` account for mosquitto_ctrl
     MQTT_HEALTH_PASSWORD    optional: a `health` account that may only read $SYS/broker/uptime
+    MQTT_SITE_BRIDGE_PASSWORD  optional: a `site-bridge` account for site brokers' bridges (mosquitto/site.conf)
     MQTT_DEVICES            optional: "7:password,8:password" -> accounts device-7, device-8
     BRIDGE_SHARE_GROUP      the bridge's share group (default: bridge)
 
@@ -60,6 +61,10 @@ _CLASSES: tuple[tuple[int, str], ...] = (
 _OTHER_CLASS = 33  # printable ASCII punctuation and space
 READINGS = "sensors/+/readings"
 HEALTH_TOPIC = "$SYS/broker/uptime"  # retained by the broker, so one read answers at once
+# Where a site broker's bridge publishes the state of its link ("1"/"0", retained; its
+# Will says "0"), named by its remote_clientid. The 2.0 plugin substitutes no %c in
+# ACLs, so the role grants every site's topic: sites sharing the account trust each other.
+SITE_BRIDGE_STATE = "$SYS/broker/connection/+/state"
 # The examples' placeholder: anyone who read them knows it, so it is refused.
 PLACEHOLDER_PASSWORD = "change-me"  # noqa: S105 (refused, not used)
 # Account name -> the variable holding its password; each account has the role of its name.
@@ -68,7 +73,11 @@ REQUIRED_ACCOUNTS = {
     "watchdog": "MQTT_WATCHDOG_PASSWORD",
     "simulator": "MQTT_SIMULATOR_PASSWORD",
 }
-OPTIONAL_ACCOUNTS = {"admin": "MQTT_ADMIN_PASSWORD", "health": "MQTT_HEALTH_PASSWORD"}
+OPTIONAL_ACCOUNTS = {
+    "admin": "MQTT_ADMIN_PASSWORD",
+    "health": "MQTT_HEALTH_PASSWORD",
+    "site-bridge": "MQTT_SITE_BRIDGE_PASSWORD",
+}
 
 
 def acl(acltype: str, topic: str, *, allow: bool = True) -> dict[str, Any]:
@@ -100,6 +109,12 @@ def roles(share_group: str, device_ids: list[int]) -> list[dict[str, Any]]:
         ]},
         # The compose stack's broker health check; nothing else.
         {"rolename": "health", "acls": read_acls(HEALTH_TOPIC)},
+        # A site broker's bridge: forwards its devices' readings (the site checked
+        # each device's own topic) and reports its link; reads nothing.
+        {"rolename": "site-bridge", "acls": [
+            acl("publishClientSend", READINGS),
+            acl("publishClientSend", SITE_BRIDGE_STATE),
+        ]},
     ]
     result += [
         {"rolename": f"device-{n}", "acls": [acl("publishClientSend", f"sensors/{n}/readings")]}

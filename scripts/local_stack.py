@@ -2,7 +2,8 @@
 
 `up` starts Mosquitto (the project's config, authentication on), PostgreSQL
 (schema.sql and the login roles applied), three bridge workers and the
-watchdog, each detached, on free ports on 127.0.0.1; it says what it starts
+watchdog, each detached, on free ports on 127.0.0.1 (`up --site` adds a site
+broker, mosquitto/site.conf, bridged to the first); it says what it starts
 as it goes, returns once every part is healthy and prints what to do next.
 `up --standby` also gives PostgreSQL a synchronous streaming standby (kept
 from then on) and hands every program both servers' addresses
@@ -51,6 +52,7 @@ from devstack.servers import (
     load_dynsec,
     partman_bgw_settings,
 )
+from devstack.site import bridge_state_topic, site_broker
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import WorkerProcess, worker_env
 from watchdog.config import Settings as WatchdogSettings
@@ -64,10 +66,13 @@ STOP_TIMEOUT_S = 20.0
 BRIDGE_HEALTH_MAX_AGE_S = BridgeSettings().health_max_age_s
 WATCHDOG_HEALTH_MAX_AGE_S = WatchdogSettings().health_max_age_s
 # Stop order: consumers first, servers last, so nothing is left waiting on a dead server.
-STOP_ORDER = ("watchdog", *WORKERS, "mosquitto", "postgres")
+# The site broker of `up --site` goes first: it forwards into the central broker.
+SITE = "site-mosquitto"
+SITE_NAME = "local-site-1"  # its bridge's remote_clientid, which the watchdog watches
+STOP_ORDER = ("watchdog", SITE, *WORKERS, "mosquitto", "postgres")
 STANDBY = "postgres-standby"
 PASSWORDS = ("mqtt_bridge", "mqtt_watchdog", "mqtt_simulator", f"mqtt_device_{DEVICE_SENSOR_ID}",
-             "db_bridge", "db_watchdog", "db_reader")
+             "mqtt_site_bridge", "db_bridge", "db_watchdog", "db_reader")
 LOOK_AT_READINGS = """psql "$DATABASE_URL" -c 'SELECT * FROM readings ORDER BY ingested_at DESC LIMIT 5'"""
 LOGIN_ROLES = (("bridge", "iot_bridge"), ("watchdog", "iot_watchdog"), ("reader", "iot_reader"))
 
@@ -90,14 +95,20 @@ class Stack:
         return (self.home / "partitioned").exists()
 
     @property
+    def site(self) -> bool:
+        """Whether `up --site` ran here once: the site broker is part of the stack from then on."""
+        return (self.home / "site").exists()
+
+    @property
     def standby(self) -> bool:
         """Whether PostgreSQL has a standby (`up --standby` once; kept in state.json)."""
         return "postgres_standby" in self.ports
 
     @property
     def parts(self) -> tuple[str, ...]:
-        """Every part, in stop order (the standby before its primary)."""
-        return (*STOP_ORDER[:-1], STANDBY, STOP_ORDER[-1]) if self.standby else STOP_ORDER
+        """Every part, in stop order: the site broker before the central one, the standby before its primary."""
+        names = tuple(name for name in STOP_ORDER if name != SITE or self.site)
+        return (*names[:-1], STANDBY, names[-1]) if self.standby else names
 
     def pid_file(self, name: str) -> Path:
         """The PID file of a part."""
@@ -107,8 +118,8 @@ class Stack:
         """The log file of a part."""
         if name in ("postgres", STANDBY):
             return self.home / name / "postgres.log"
-        if name == "mosquitto":
-            return self.home / "mosquitto" / "mosquitto.log"
+        if name in ("mosquitto", SITE):
+            return self.home / name / "mosquitto.log"
         if name == "watchdog":
             return self.home / "logs" / "local-watchdog.log"
         return self.home / "logs" / f"worker-{name}.log"
@@ -117,10 +128,10 @@ class Stack:
         """Where a worker or the watchdog records its health."""
         return self.home / "health" / f"health-{name}"
 
-    def mqtt_url(self, user: str) -> str:
+    def mqtt_url(self, user: str, *, port: str = "mqtt") -> str:
         """The broker URL for one of the accounts (generated passwords are URL-safe; quoted anyway)."""
         password = quote(self.passwords["mqtt_" + user.replace("-", "_")], safe="")
-        return f"mqtt://{user}:{password}@127.0.0.1:{self.ports['mqtt']}"
+        return f"mqtt://{user}:{password}@127.0.0.1:{self.ports[port]}"
 
     def db_url(self, user: str) -> str:
         """The database URL of a login role, over TCP with its password; with a standby, both servers'."""
@@ -139,7 +150,7 @@ def load_stack(home: Path, *, standby: bool = False) -> Stack:
     for name in PASSWORDS:
         # token_urlsafe: letters, digits, - and _ only, so URLs need no escaping.
         passwords.setdefault(name, secrets.token_urlsafe(18))
-    for name in ("mqtt", "postgres", *(["postgres_standby"] if standby else [])):
+    for name in ("mqtt", "postgres", "site_mqtt", *(["postgres_standby"] if standby else [])):
         ports.setdefault(name, free_port())
     home.mkdir(parents=True, exist_ok=True)
     for folder in ("pids", "logs", "health"):
@@ -311,10 +322,16 @@ def write_accounts(stack: Stack) -> Callable[[Path], None]:
     hashes replaced), and accounts added with mosquitto_ctrl are kept.
     """
 
+    # site-bridge even without `--site`, as in compose: the account is there when a site comes.
+    users = ("bridge", "watchdog", "simulator", f"device-{DEVICE_SENSOR_ID}", "site-bridge")
+    return write_document({user: stack.passwords[f"mqtt_{user.replace('-', '_')}"] for user in users})
+
+
+def write_document(passwords: dict[str, str]) -> Callable[[Path], None]:
+    """Writes, or brings up to date, a broker's accounts file with these accounts (name -> password)."""
+
     def write(path: Path) -> None:
         dynsec = load_dynsec()
-        passwords = {user: stack.passwords[f"mqtt_{user}"] for user in ("bridge", "watchdog", "simulator")}
-        passwords[f"device-{DEVICE_SENSOR_ID}"] = stack.passwords[f"mqtt_device_{DEVICE_SENSOR_ID}"]
         if not path.exists():
             document = dynsec.build_document(passwords)
         else:
@@ -339,6 +356,17 @@ def start_mosquitto(stack: Stack) -> None:
     record_pid(stack, "mosquitto", server.pid)
 
 
+def start_site(stack: Stack) -> None:
+    """The site broker (mosquitto/site.conf): the same device and simulator accounts, bridged as `site-bridge`."""
+    passwords = {user: stack.passwords[f"mqtt_{user.replace('-', '_')}"]
+                 for user in ("simulator", f"device-{DEVICE_SENSOR_ID}")}
+    server = site_broker(central_port=stack.ports["mqtt"], name=SITE_NAME, password=stack.passwords["mqtt_site_bridge"],
+                         root=stack.home / SITE, port=stack.ports["site_mqtt"], accounts=write_document(passwords),
+                         ready_account=("simulator", stack.passwords["mqtt_simulator"]))
+    server.start()
+    record_pid(stack, SITE, server.pid)
+
+
 def worker(stack: Stack, client_id: str) -> WorkerProcess:
     """One bridge worker, logging to .local/logs."""
     env = worker_env(client_id, database_url=stack.db_url("bridge"), mqtt_url=stack.mqtt_url("bridge"),
@@ -350,7 +378,8 @@ def watchdog(stack: Stack) -> WatchdogProcess:
     """The watchdog: alerts go to its log, or to Discord when DISCORD_WEBHOOK_URL is set for `up`."""
     env = {"DATABASE_URL": stack.db_url("watchdog"), "MQTT_URL": stack.mqtt_url("watchdog"),
            "WATCHDOG_BRIDGE_WORKERS": ",".join(WORKERS), "WATCHDOG_CLIENT_ID": "local-watchdog",
-           "WATCHDOG_HEALTH_FILE": str(stack.health_file("watchdog"))}
+           "WATCHDOG_HEALTH_FILE": str(stack.health_file("watchdog")),
+           "WATCHDOG_SITE_BRIDGES": SITE_NAME if stack.site else ""}
     if os.environ.get("DISCORD_WEBHOOK_URL"):
         env["DISCORD_WEBHOOK_URL"] = os.environ["DISCORD_WEBHOOK_URL"]
     return WatchdogProcess(env, folder=stack.home / "logs")
@@ -368,6 +397,8 @@ def health(stack: Stack, name: str) -> tuple[bool, str]:
         return _standby_health(stack)
     if name == "mosquitto":
         return _broker_health(stack)
+    if name == SITE:
+        return _site_health(stack)
     if name == "watchdog":
         return watchdog_health(str(stack.health_file("watchdog")), now=now, max_age_s=WATCHDOG_HEALTH_MAX_AGE_S)
     return bridge_health(str(stack.health_file(name)), now=now, max_age_s=BRIDGE_HEALTH_MAX_AGE_S)
@@ -400,6 +431,20 @@ def _broker_health(stack: Stack) -> tuple[bool, str]:
     return True, f"accepting MQTT clients on 127.0.0.1:{stack.ports['mqtt']} (passwords required)"
 
 
+def _site_health(stack: Stack) -> tuple[bool, str]:
+    """The site accepts devices, and its bridge's link state on the central broker is up."""
+    try:
+        MqttTestClient.from_url(stack.mqtt_url("simulator", port="site_mqtt")).connect(timeout=3).close()
+        with MqttTestClient.from_url(stack.mqtt_url("watchdog")) as central:
+            central.subscribe(bridge_state_topic(SITE_NAME))
+            state = central.wait_for_messages(1, timeout=3)[-1].payload
+    except (OSError, MqttTestError) as exc:
+        return False, f"not ready: {exc}"
+    if state != b"1":
+        return False, f"its bridge {SITE_NAME} is not connected to the central broker (state {state!r})"
+    return True, f"accepting devices on 127.0.0.1:{stack.ports['site_mqtt']}, bridged to the central broker"
+
+
 # --- the commands
 
 
@@ -409,7 +454,8 @@ def up(stack: Stack) -> int:
         print("local-stack: the stack is already up; nothing changed (scripts/local-stack status shows its health)")
         return 0
     check_reachable(stack.home)
-    servers = (("postgres", "postgres"), ("mosquitto", "mqtt"), *([(STANDBY, "postgres_standby")] * stack.standby))
+    servers = (("postgres", "postgres"), ("mosquitto", "mqtt"), *([(STANDBY, "postgres_standby")] * stack.standby),
+               *([(SITE, "site_mqtt")] * stack.site))
     for name, port_name in servers:
         if running_pid(stack, name) is None and port_taken(stack.ports[port_name]):
             raise StackError(
@@ -439,6 +485,10 @@ def up(stack: Stack) -> int:
                 process.start()
                 record_pid(stack, client_id, process.pid)
                 wait_until_healthy(stack, client_id, functools.partial(health, stack, client_id))
+    if stack.site and running_pid(stack, SITE) is None:
+        with step(f"starting the site broker on 127.0.0.1:{stack.ports['site_mqtt']}", log=stack.log(SITE)):
+            start_site(stack)
+            wait_until_healthy(stack, SITE, lambda: health(stack, SITE))
     if running_pid(stack, "watchdog") is None:
         with step("starting the watchdog", log=stack.log("watchdog")):
             stack.health_file("watchdog").unlink(missing_ok=True)
@@ -459,6 +509,7 @@ def write_stack_env(stack: Stack) -> Path:
         "DATABASE_URL": stack.db_url("reader"),
         "BRIDGE_DATABASE_URL": stack.db_url("bridge"),
         "ADMIN_DATABASE_URL": postgres_server(stack).socket_url("sensors"),
+        **({"MQTT_SITE_URL": stack.mqtt_url("simulator", port="site_mqtt")} if stack.site else {}),
     }
     path = stack.home / "stack.env"
     path.write_text("".join(f"{key}={value}\n" for key, value in lines.items()))
@@ -488,13 +539,23 @@ three bridge workers and the watchdog. Its settings and passwords are in {env}. 
   $ {LOOK_AT_READINGS}
   Send 500 readings in 5 s and check that every one arrived:
   $ .venv/bin/python -m simulator --messages 500 --duration 5 --verify
-  Alerts: the watchdog writes them to {_shown(stack.log('watchdog'))}
+{_site_steps(stack)}  Alerts: the watchdog writes them to {_shown(stack.log('watchdog'))}
   (set DISCORD_WEBHOOK_URL before `up` to post them to a Discord channel).
   Each part's health:
   $ scripts/local-stack status
   Stop everything (data and passwords are kept for the next `up`):
   $ scripts/local-stack down
 """)
+
+
+def _site_steps(stack: Stack) -> str:
+    """With `up --site`: how to publish through the site broker, as a site's devices would."""
+    if not stack.site:
+        return ""
+    return f"""  The site broker on 127.0.0.1:{stack.ports['site_mqtt']} bridges to the central one: 50 devices, each
+  its own connection, publish through it (MQTT_SITE_URL) and every reading is checked:
+  $ MQTT_URL="$MQTT_SITE_URL" .venv/bin/python -m simulator --devices 50 --messages 500 --duration 5 --verify
+"""
 
 
 def _shown(path: Path) -> str:
@@ -538,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/local-stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--site", action="store_true",
+                        help="up: also a site broker bridged to the central one (kept from then on)")
     parser.add_argument("--partitioned", action="store_true",
                         help="up: readings partitioned by pg_partman, with its background worker (kept from then on)")
     parser.add_argument("--standby", action="store_true",
@@ -545,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.standby and args.command != "up":
         parser.error("--standby goes with up")
+    if args.site and args.command != "up":
+        parser.error("--site goes with up")
     home = Path(os.environ.get("LOCAL_STACK_DIR") or REPO_ROOT / ".local").resolve()
     try:
         stack = load_stack(home, standby=args.standby)
@@ -553,6 +618,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise StackError("PostgreSQL runs without pg_partman's worker: scripts/local-stack down, then up "
                                  "--partitioned")
             (home / "partitioned").touch()
+        if args.site and args.command == "up" and not stack.site:
+            if running_pid(stack, "watchdog") is not None:
+                raise StackError("the watchdog runs without watching a site: scripts/local-stack down, then up --site")
+            (home / "site").touch()
         return {"up": up, "down": down, "status": status}[args.command](stack)
     except StackError as exc:
         print(f"local-stack: {exc}", file=sys.stderr)

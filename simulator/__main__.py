@@ -1,6 +1,6 @@
 """Composition root of the simulator: parse arguments and the connection settings, wire, run, report.
 
-    python -m simulator [--messages 5000] [--duration 60] [--sensors 50] [--verify] ...
+    python -m simulator [--messages 5000] [--duration 60] [--sensors 50] [--devices N] [--verify] ...
 
 Exit codes: 0 all confirmed (and verified), 1 something failed or is missing,
 2 a usage or connection error (broker or database unreachable).
@@ -26,6 +26,7 @@ from iotcommon.errors import ConfigError
 from iotcommon.settings import MqttEndpoint
 from iotcommon.transport import apply_endpoint, handshake_failure
 from simulator.config import Settings
+from simulator.fleet_run import FleetError, FleetPlan, run_fleet
 from simulator.pacing import Pacer, SystemClock
 from simulator.publisher import Publisher, RunResult
 from simulator.readings import Expected, Key, Kind, MessageFactory, new_run_id, plan_kinds
@@ -37,6 +38,7 @@ logger = logging.getLogger("simulator")
 
 CONNECT_TIMEOUT_S = 10.0
 RECONNECT_MAX_S = 5  # a load test should resume quickly once the broker is back
+MAX_DEVICES = 100_000
 
 
 class UsageError(Exception):
@@ -60,6 +62,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     # paho scans every unconfirmed message on each PUBACK, so a large window
     # costs more than it buys: 1000 halves the publish rate measured at 100.
     parser.add_argument("--window", type=int, default=100, help="most unconfirmed messages at a time (100)")
+    parser.add_argument("--devices", type=int, default=None,
+                        help="spread the readings over N device connections, each its own client id and its "
+                             "sensors' topics (default: one connection)")
     parser.add_argument("--confirm-timeout", type=float, default=60.0, help="seconds to wait for the last PUBACKs")
     parser.add_argument("--verify", action="store_true",
                         help="check PostgreSQL afterwards (DATABASE_READ_URL, else DATABASE_URL)")
@@ -85,6 +90,7 @@ def check_args(args: argparse.Namespace) -> float | None:
         raise UsageError("--run-id must be 1-16 letters or digits")
     if not 1 <= args.window <= 65_535:
         raise UsageError("--window must be 1..65535")
+    check_devices(args)
     if args.rate is None:
         if args.duration <= 0:
             raise UsageError("--duration must be positive")
@@ -98,6 +104,13 @@ def check_args(args: argparse.Namespace) -> float | None:
     if rate <= 0:
         raise UsageError("--rate must be positive")
     return float(args.messages / rate)
+
+
+def check_devices(args: argparse.Namespace) -> None:
+    """--devices: each device publishes its own sensors' readings, so there are at most --sensors."""
+    if args.devices is not None and not 1 <= args.devices <= min(args.sensors, MAX_DEVICES):
+        raise UsageError(f"--devices must be 1..{MAX_DEVICES} and at most --sensors ({args.sensors}): "
+                         "each device publishes the readings of its own sensors")
 
 
 def build_client(endpoint: MqttEndpoint, client_id: str, window: int) -> mqtt.Client:
@@ -182,18 +195,12 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     factory = MessageFactory(kinds, sensors=args.sensors, array=args.array, run_id=run_id, seed=args.seed,
                              first_sensor=args.first_sensor)
     clock, wall = SystemClock(), functools.partial(datetime.now, UTC)
-    client = build_client(endpoint, f"simulator-{run_id}-{uuid.uuid4().hex[:6]}", args.window)
-    publisher = Publisher(
-        client, factory, pacer=Pacer.for_run(clock, messages=args.messages, duration_s=duration), clock=clock,
-        wall=wall, window=args.window, confirm_timeout_s=args.confirm_timeout, progress=make_progress(args.progress),
-    )
+    pacer = Pacer.for_run(clock, messages=args.messages, duration_s=duration)
     started_at = wall() - timedelta(seconds=1)
-    connect(client, publisher, endpoint)
-    try:
-        result = publisher.run()
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    if args.devices is None:
+        result = publish_with_one_client(args, endpoint, factory, pacer, run_id)
+    else:
+        result = publish_with_fleet(args, endpoint, factory, pacer, run_id)
     publish = summarise(args, run_id, kinds, result)
     checked = None
     if args.verify:
@@ -203,6 +210,37 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     print(format_summary(publish, checked))
     write_json(args.json, summary_json(publish, checked))
     return 0 if publish.failed == 0 and publish.confirmed == publish.messages and (checked is None or checked.ok) else 1
+
+
+def publish_with_one_client(
+    args: argparse.Namespace, endpoint: MqttEndpoint, factory: MessageFactory, pacer: Pacer, run_id: str,
+) -> RunResult:
+    """Every message over one paho connection (the default)."""
+    clock, wall = SystemClock(), functools.partial(datetime.now, UTC)
+    client = build_client(endpoint, f"simulator-{run_id}-{uuid.uuid4().hex[:6]}", args.window)
+    publisher = Publisher(
+        client, factory, pacer=pacer, clock=clock, wall=wall, window=args.window,
+        confirm_timeout_s=args.confirm_timeout, progress=make_progress(args.progress),
+    )
+    connect(client, publisher, endpoint)
+    try:
+        return publisher.run()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def publish_with_fleet(
+    args: argparse.Namespace, endpoint: MqttEndpoint, factory: MessageFactory, pacer: Pacer, run_id: str,
+) -> RunResult:
+    """The messages spread over --devices connections (simulator/fleet_run.py)."""
+    plan = FleetPlan(devices=args.devices, client_id_prefix=f"simulator-{run_id}", window=args.window,
+                     connect_timeout_s=CONNECT_TIMEOUT_S, confirm_timeout_s=args.confirm_timeout,
+                     first_sensor=args.first_sensor)
+    try:
+        return run_fleet(plan, endpoint, factory, pacer, progress=make_progress(args.progress))
+    except FleetError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def make_progress(mode: str) -> ProgressLine | None:

@@ -14,7 +14,7 @@ import pytest
 
 from devstack.servers import load_script
 
-pytest_plugins = ["fix_servers", "fix_replication", "fix_watchdog", "fix_measure"]
+pytest_plugins = ["fix_servers", "fix_replication", "fix_watchdog", "fix_measure", "fix_site"]
 
 
 # Unit tests (compose, init) and integration tests (migration, broker health

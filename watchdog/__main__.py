@@ -169,6 +169,7 @@ def build_limits(settings: Settings) -> Limits:
         min_workers=settings.min_workers,
         rules=WorkerRules(heartbeat_timeout_s=settings.heartbeat_timeout_s, stall_s=settings.stall_s),
         data_loss_clear_s=settings.data_loss_clear_s,
+        site_bridges=settings.expected_site_bridges,
         min_partitions_ahead=settings.min_partitions_ahead,
         replication=replication,
     )
@@ -207,8 +208,10 @@ def run_forever(settings: Settings) -> int:
         serve_metrics(collector, settings.metrics_port)
     client.loop_start()
     workers = ", ".join(settings.expected_workers) or "none listed"
-    logger.info("watchdog %s started: every %.1f s, alert after %d failures; workers: %s (at least %d alive)",
-                settings.client_id, settings.interval_s, settings.failure_threshold, workers, settings.min_workers)
+    sites = ", ".join(settings.expected_site_bridges) or "none listed"
+    logger.info("watchdog %s started: every %.1f s, alert after %d failures; workers: %s (at least %d alive); "
+                "site bridges: %s", settings.client_id, settings.interval_s, settings.failure_threshold, workers,
+                settings.min_workers, sites)
     try:
         watchdog.run(stop, settings.interval_s)
     finally:

@@ -10,12 +10,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from iotcommon.contract import Heartbeat, WorkerStatus
+from iotcommon.contract import Heartbeat, LinkState, WorkerStatus
 
 BROKER = "broker"
 DATABASE = "database"
 WORKERS = "workers"
 DATA_LOSS = "broker-data-loss"
+SITE_BRIDGE_PREFIX = "site-bridge:"
 PARTITIONS = "partitions"
 
 
@@ -261,3 +262,48 @@ def judge_workers(
         alive = [name for name, view in views.items() if is_alive(view, now=now, rules=rules)]
         results.append(judge_worker_count(alive, min_workers=min_workers, broker_ok=broker_ok))
     return results
+
+
+@dataclass(frozen=True, slots=True)
+class LinkView:
+    """What a site bridge's retained link-state topic on the central broker says."""
+
+    state: LinkState | None  # None: a payload that is no state
+    payload: bytes
+    since: datetime  # when the watchdog saw it change to this (or first saw it)
+
+
+def site_bridge_component(name: str) -> str:
+    """The component an alert about site bridge `name` names."""
+    return f"{SITE_BRIDGE_PREFIX}{name}"
+
+
+def judge_site_bridge(name: str, view: LinkView | None, *, now: datetime) -> Result:
+    """DOWN while the bridge's link is down (its Will says 0) or was never up since the broker started."""
+    component = site_bridge_component(name)
+    if view is None:
+        return Result(component, Status.DOWN, (
+            "no link state from this site on the central broker: its bridge has not connected since the broker "
+            "started (check the site broker, its address, remote_clientid and site-bridge account)"
+        ))
+    if view.state is LinkState.UP:
+        return Result(component, Status.OK, "connected to the central broker")
+    if view.state is LinkState.DOWN:
+        for_s = (now - view.since).total_seconds()
+        return Result(component, Status.DOWN, (
+            f"link to the central broker down for {for_s:.0f} s (bridge state 0): the site queues its readings "
+            "until it is back, up to its max_queued_messages"
+        ))
+    return Result(component, Status.DEGRADED, f"unreadable link state {view.payload[:40]!r}")
+
+
+def judge_site_bridges(
+    links: dict[str, LinkView], expected: tuple[str, ...], *, now: datetime, broker_ok: bool,
+) -> list[Result]:
+    """One Result per site bridge in WATCHDOG_SITE_BRIDGES; UNKNOWN while the central broker is down."""
+    if not broker_ok:
+        return [
+            Result(site_bridge_component(name), Status.UNKNOWN, "broker down: cannot see the site's link")
+            for name in expected
+        ]
+    return [judge_site_bridge(name, links.get(name), now=now) for name in expected]

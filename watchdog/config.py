@@ -35,6 +35,7 @@ class Settings(ReadConnections):
     failure_threshold: Annotated[int, Field(ge=1, le=100)] = 2
     remind_s: Annotated[float, Field(ge=0, le=604_800)] = 1800.0
     bridge_workers: str = ""
+    site_bridges: str = ""
     min_workers: Annotated[int, Field(ge=0, le=1000)] = 1
     heartbeat_timeout_s: Seconds = 15.0
     stall_s: Seconds = 60.0
@@ -65,6 +66,9 @@ class Settings(ReadConnections):
         for worker in self.expected_workers:
             if not _CLIENT_ID.match(worker):
                 raise ConfigError("WATCHDOG_BRIDGE_WORKERS", f"{worker!r} is not a bridge client id (A-Za-z0-9_.-)")
+        for name in self.expected_site_bridges:
+            if not _CLIENT_ID.match(name):
+                raise ConfigError("WATCHDOG_SITE_BRIDGES", f"{name!r} is not a bridge's remote_clientid (A-Za-z0-9_.-)")
         for role in self.mention_role_ids:
             if not _ROLE_ID.match(role):
                 raise ConfigError("WATCHDOG_MENTION_ROLES", f"{role!r} is not a Discord role id (digits)")
@@ -83,6 +87,11 @@ class Settings(ReadConnections):
     def expected_workers(self) -> tuple[str, ...]:
         """Bridge client ids that must each be alive (WATCHDOG_BRIDGE_WORKERS)."""
         return _split(self.bridge_workers)
+
+    @property
+    def expected_site_bridges(self) -> tuple[str, ...]:
+        """Site brokers' bridges (their remote_clientid) that must be connected (WATCHDOG_SITE_BRIDGES)."""
+        return _split(self.site_bridges)
 
     @property
     def mention_role_ids(self) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from watchdog.checks import (
     WorkerRules,
     judge_data_loss,
     judge_partitions,
+    judge_site_bridges,
     judge_workers,
     observe_dropped,
     probe_result,
@@ -63,6 +64,7 @@ class Limits:
     min_workers: int
     rules: WorkerRules
     data_loss_clear_s: float
+    site_bridges: tuple[str, ...] = ()
     min_partitions_ahead: int = 2
     replication: ReplicationRules | None = None  # None: replication is not watched (WATCHDOG_STANDBYS=0)
 
@@ -130,6 +132,7 @@ class Watchdog:
             broker_ok=broker_error is None, database_down=database_error is not None,
             min_workers=limits.min_workers, rules=limits.rules, writes_wait=writes_wait,
         )
+        results += judge_site_bridges(seen.links, limits.site_bridges, now=now, broker_ok=broker_error is None)
         self._drops = observe_dropped(self._drops, seen.dropped, now)
         loss, self._drops = judge_data_loss(self._drops, now=now, clear_s=limits.data_loss_clear_s)
         if broker_error is not None:

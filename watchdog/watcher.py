@@ -10,20 +10,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from iotcommon.contract import (
     HEARTBEAT_PREFIX,
+    SITE_BRIDGE_STATES,
     STATUS_PREFIX,
     Heartbeat,
+    LinkState,
     MalformedHeartbeat,
     WorkerStatus,
     client_id_of,
     parse_heartbeat,
+    site_bridge_of,
 )
-from watchdog.checks import WorkerView
+from watchdog.checks import LinkView, WorkerView
 
 logger = logging.getLogger(__name__)
 # Mosquitto 2.0 publishes it (retained) every sys_interval (10 s by default), when it changed.
@@ -55,6 +58,7 @@ class Observations:
     views: dict[str, WorkerView]
     dropped: int | None
     listening_since: datetime | None  # when the current subscription began; None if not subscribed
+    links: dict[str, LinkView] = field(default_factory=dict)  # site bridges' link states, by name
 
 
 class BrokerWatcher:
@@ -70,6 +74,7 @@ class BrokerWatcher:
         self._lock = threading.Condition()
         self._views: dict[str, WorkerView] = {}
         self._dropped: int | None = None
+        self._links: dict[str, LinkView] = {}
         self._listening_since: datetime | None = None
         self._subscribe_mid: int | None = None
         self._echoes: set[str] = set()
@@ -83,7 +88,7 @@ class BrokerWatcher:
     def observations(self) -> Observations:
         """Worker views, the dropped counter and the subscription start, copied under the lock."""
         with self._lock:
-            return Observations(dict(self._views), self._dropped, self._listening_since)
+            return Observations(dict(self._views), self._dropped, self._listening_since, dict(self._links))
 
     def wait_subscribed(self, timeout_s: float) -> bool:
         """Wait until the subscriptions are active (retained messages then follow)."""
@@ -130,7 +135,7 @@ class BrokerWatcher:
             return
         logger.info("watchdog connected to broker %s", self._broker)
         topics = [(f"{STATUS_PREFIX}+", 1), (f"{HEARTBEAT_PREFIX}+", 0), (DROPPED_TOPIC, 0),
-                  (probe_topic(self._client_id), 1)]
+                  (SITE_BRIDGE_STATES, 1), (probe_topic(self._client_id), 1)]
         # Subscribing on every connect: a reconnect gets the retained messages again.
         _, mid = client.subscribe(topics)
         with self._lock:
@@ -147,6 +152,9 @@ class BrokerWatcher:
                 self._listening_since = self._now()
                 self._was_connected = True
                 self._dropped = None  # this connection's retained value (if any) follows
+                # Likewise the links' states: a restarted broker kept none, and a site whose
+                # bridge has not connected since must not look up from what we saw before.
+                self._links = {}
                 self._lock.notify_all()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -172,9 +180,23 @@ class BrokerWatcher:
                 self._record_heartbeat(name, payload, retained=retained, now=now)
             elif topic == DROPPED_TOPIC:
                 self._dropped = int(payload)
+            elif (site := site_bridge_of(topic)) is not None:
+                self._record_link(site, payload, now)
             else:
                 self._echoes.add(payload.decode("ascii", "replace"))
                 self._lock.notify_all()
+
+    def _record_link(self, site: str, payload: bytes, now: datetime) -> None:
+        if not payload:  # the retained state was cleared: as if the site had never reported
+            self._links.pop(site, None)
+            return
+        state = LinkState.parse(payload)
+        previous = self._links.get(site)
+        if previous is not None and previous.payload == payload:
+            return  # the same state again: it has held since we first saw it
+        if state is not LinkState.UP:
+            logger.warning("site bridge %s reports its link %s", site, "down" if state else f"as {payload!r}")
+        self._links[site] = LinkView(state, payload, now)
 
     def _record_heartbeat(self, name: str, payload: bytes, *, retained: bool, now: datetime) -> None:
         try:

@@ -42,6 +42,7 @@ SHARES = (
     # psql sets the login roles' passwords; the owner's comes as a libpq password file.
     Share("migrate", ROOT_UID, (PGPASS_FILE, "bridge_db_password", "watchdog_db_password", "reader_db_password")),
     Share("grafana", GRAFANA_UID, ("grafana_admin_password", "reader_db_password")),  # the readings data source
+    Share("site", ROOT_UID, ("mqtt_site_bridge_password",)),  # site-start.sh writes it into the config as root
 )
 
 

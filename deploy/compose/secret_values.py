@@ -44,6 +44,8 @@ SECRETS = (
     Secret("mqtt_simulator_password", "MQTT_SIMULATOR_PASSWORD", account="simulator"),
     Secret("mqtt_admin_password", "MQTT_ADMIN_PASSWORD", account="admin"),
     Secret("mqtt_health_password", "", account="health"),
+    # The bridge of the compose profile `site` (mosquitto/site.conf) logs in with it.
+    Secret("mqtt_site_bridge_password", "MQTT_SITE_BRIDGE_PASSWORD", account="site-bridge"),
     Secret("grafana_admin_password", "GRAFANA_ADMIN_PASSWORD"),
     Secret("discord_webhook_url", "DISCORD_WEBHOOK_URL", generated=False),
 )

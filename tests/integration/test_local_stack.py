@@ -180,6 +180,24 @@ def test_second_up_changes_nothing_and_up_after_down_keeps_data_and_passwords(fo
     assert not list((stack_dir / "pids").glob("*.pid"))
 
 
+def test_up_with_a_site_broker_carries_a_fleets_readings_through_it(folder: Path) -> None:
+    env = {**os.environ, "LOCAL_STACK_DIR": str(folder / "stack")}
+    try:
+        up = run(["scripts/local-stack", "up", "--site"], cwd=REPO_ROOT, env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        settings = read_env(folder / "stack" / "stack.env")
+        fleet = pasted(up.stdout, 'MQTT_URL="$MQTT_SITE_URL"')  # as pasted after `. stack.env`
+        published = run(["sh", "-c", fleet], cwd=REPO_ROOT, env={**env, **settings})
+        assert published.returncode == 0 and "verdict: OK" in published.stdout, published.stdout + published.stderr
+        status = run(["scripts/local-stack", "status"], cwd=REPO_ROOT, env=env)
+        assert status.returncode == 0 and "bridged to the central broker" in status.stdout, status.stdout
+        watchdog_log = (folder / "stack" / "logs" / "local-watchdog.log").read_text()
+        assert "site bridges: local-site-1" in watchdog_log
+    finally:
+        down = run(["scripts/local-stack", "down"], cwd=REPO_ROOT, env=env)
+    assert down.returncode == 0 and "stopping site-mosquitto ... ok" in down.stdout, down.stdout + down.stderr
+
+
 def _can_hide_folders() -> bool:
     return os.geteuid() == 0 and shutil.which("unshare") is not None and run(
         ["unshare", "--mount", "true"], cwd=Path("/"), env=dict(os.environ)).returncode == 0

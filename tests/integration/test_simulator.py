@@ -14,6 +14,7 @@ from devstack.processes import REPO_ROOT, free_port, wait_until
 from devstack.proxy import TcpProxy
 from devstack.simulator_process import simulate, simulator_env
 from devstack.workers import StartWorker
+from simulator import wire
 
 
 def summary(path: Path) -> dict[str, Any]:
@@ -102,6 +103,58 @@ def test_a_dropped_connection_mid_run_is_survived_with_an_honest_verdict(
     assert traffic.counts(admin_database_url)[0] == 380
 
 
+def _connections(proxy: TcpProxy) -> list[tuple[str, set[str]]]:
+    """(client id, topics published) of each connection the proxy carried, from the bytes the clients sent."""
+    result = []
+    for sent, _ in proxy.recorded:
+        client_id, topics = "", set()
+        for packet in wire.PacketReader().feed(bytes(sent)):
+            if packet.kind == wire.CONNECT:
+                at = 10  # after the protocol name, level, flags and keep-alive
+                client_id = packet.body[at + 2:at + 2 + int.from_bytes(packet.body[at:at + 2], "big")].decode()
+            elif packet.kind == wire.PUBLISH:
+                topics.add(packet.body[2:2 + int.from_bytes(packet.body[:2], "big")].decode())
+        result.append((client_id, topics))
+    return result
+
+
+def test_a_fleet_spreads_its_readings_over_its_devices_connections_and_survives_a_cut(
+    start: StartWorker, mqtt_url: str, admin_database_url: str, tmp_path: Path
+) -> None:
+    """--devices 50: 50 connections, 50 client ids, each publishing only its own sensors; all of them cut once."""
+    start("fleet1")
+    out = tmp_path / "summary.json"
+    command = [sys.executable, "-m", "simulator", "--progress", "none", "--devices", "50", "--sensors", "100",
+               "--messages", "1000", "--duration", "4", "--invalid", "0.02", "--verify", "--verify-timeout", "40",
+               "--json", str(out)]
+    with TcpProxy(urlsplit(mqtt_url).port or 1883, record=True) as proxy, subprocess.Popen(
+        command, cwd=REPO_ROOT, env=simulator_env(proxy.url_for(mqtt_url), admin_database_url),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as process:
+        wait_until(lambda: traffic.counts(admin_database_url)[0] >= 200, 20, message="first readings stored")
+        assert proxy.cut() == 50
+        stdout, stderr = process.communicate(timeout=90)
+
+    assert process.returncode == 0, stdout + stderr
+    data = summary(out)
+    assert (data["publish"]["confirmed"], data["publish"]["failed"], data["publish"]["reconnects"]) == (1000, 0, 50)
+    assert (data["verify"]["found"], data["verify"]["missing"], data["verify"]["unexpected"]) == (980, 0, 0)
+    connections = _connections(proxy)
+    ids = sorted({client_id for client_id, _ in connections}, key=lambda cid: int(cid.rsplit("-", 1)[1]))
+    assert len(connections) == 100 and len(ids) == 50, "each device connected twice, with its own client id"
+    for client_id, topics in connections:
+        device = int(client_id.rsplit("-", 1)[1])
+        assert topics <= {f"sensors/{device + 1}/readings", f"sensors/{device + 51}/readings"}, client_id
+
+
+def test_a_fleet_refused_by_the_broker_is_named_and_exits_2(admin_database_url: str, mqtt_url: str) -> None:
+    parts = urlsplit(mqtt_url)
+    wrong = f"mqtt://simulator:wrong-password@{parts.hostname}:{parts.port}"
+    result = simulate(["--devices", "5", "--messages", "5"], simulator_env(wrong, admin_database_url))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "refused the devices' connections: not authorized" in result.stderr and "MQTT_URL" in result.stderr
+
+
 def test_benchmark_smoke_run_prints_the_table() -> None:
     command = [sys.executable, "benchmarks/bench.py", "--messages", "300", "--array", "5", "--array-messages", "60",
                "--naive-messages", "60", "--live-messages", "300", "--latency-seconds", "2", "--rounds", "2",
@@ -116,3 +169,15 @@ def test_benchmark_smoke_run_prints_the_table() -> None:
                  "into one of 8,000 rows", "primary key index"):
         assert line in result.stdout, result.stdout
     assert "| ÷ paho | ÷ mosquitto_sub | ÷ naive |" in result.stdout
+
+
+def test_fleet_benchmark_smoke_run_prints_the_table() -> None:
+    command = [sys.executable, "benchmarks/fleet.py", "--devices", "20", "--period", "2", "--steady", "1",
+               "--settle", "1"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for row in ("| broker RSS: empty / every device connected / per connection |",
+                "| broker RSS with one account per device", "| broker back → every device connected again |",
+                "| broker CPU for the storm", "| steady: readings / lost / publish→commit",
+                "| every device resuming its session at once → all connected |"):
+        assert row in result.stdout, result.stdout

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from fix_site import SiteLink
 from fix_watchdog import StartWatchdog, alerts_about, kinds
 
 from devstack import traffic
@@ -39,6 +40,27 @@ def test_broker_stopped_gives_one_down_then_one_recovered(
     assert "down —" in discord.accepted()[1].content and "after" in discord.accepted()[1].content
     assert discord.accepted()[0].body["allowed_mentions"] == {"parse": [], "roles": []}
     assert watchdog.is_running()
+
+
+def test_site_bridge_link_down_gives_one_down_then_one_recovered(
+    start_watchdog: StartWatchdog, discord: DiscordStub, site_link: SiteLink
+) -> None:
+    component = f"site-bridge:{site_link.name}"
+    watchdog = start_watchdog(WATCHDOG_SITE_BRIDGES=site_link.name)
+    watchdog.wait_until_all_ok()
+
+    site_link.take_down()
+    cut_at = time.monotonic()
+    wait_until(lambda: alerts_about(discord, component), 30, message=f"a DOWN alert for {component}")
+    detection_s = discord.accepted()[0].at - cut_at
+    site_link.bring_up()
+    wait_until(lambda: len(alerts_about(discord, component)) == 2, 30, message=f"a RECOVERED alert for {component}")
+    watchdog.wait_for_cycles(watchdog.health()["cycles"] + 3, 30)
+
+    print(f"site link detection with a 1 s interval: {detection_s:.1f} s")
+    assert kinds(discord.accepted()) == ["DOWN", "RECOVERED"]
+    assert all(f"`{component}`" in post.content for post in discord.accepted())
+    assert "bridge state 0" in discord.accepted()[0].content
 
 
 def test_database_stopped_gives_one_down_then_one_recovered(

@@ -97,7 +97,8 @@ def test_compose_accepts_the_file_with_no_env_and_no_variables(tmp_path: Path) -
 
     published = {name: published_port(service["ports"][0]) for name, service in config["services"].items()
                  if service.get("ports")}
-    assert published == {"mosquitto": "11883", "postgres": "15432", "prometheus": "9090", "grafana": "3000"}
+    assert published == {"mosquitto": "11883", "postgres": "15432", "prometheus": "9090", "grafana": "3000",
+                         "site-mosquitto": "11884"}
     assert set(init_environment(config).values()) == {"", "bridge"}, "nothing to override: all generated"
 
 
@@ -111,7 +112,8 @@ def test_compose_accepts_the_old_releases_env_and_keeps_its_ports(tmp_path: Path
     assert init_environment(config)["POSTGRES_PASSWORD"] == "change-me"  # init sorts it out: test_stack_init
     published = {name: published_port(service["ports"][0]) for name, service in config["services"].items()
                  if service.get("ports")}
-    assert published == {"mosquitto": "1883", "postgres": "5432", "prometheus": "9090", "grafana": "3000"}, (
+    assert published == {"mosquitto": "1883", "postgres": "5432", "prometheus": "9090", "grafana": "3000",
+                         "site-mosquitto": "11884"}, (
         "devices keep the port they know")
 
 
@@ -143,9 +145,10 @@ def test_no_variable_is_required(compose: dict[str, Any]) -> None:
 
 def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
     assert set(services(compose)) == {
-        *ONE_SHOTS, "mosquitto", "postgres", *CLIENTS, "simulator", "prometheus", "grafana",
+        *ONE_SHOTS, "mosquitto", "postgres", *CLIENTS, "simulator", "prometheus", "grafana", "site-mosquitto",
     }
     assert services(compose)["simulator"]["profiles"] == ["tools"]
+    assert services(compose)["site-mosquitto"]["profiles"] == ["site"]
     assert services(compose)["postgres"]["image"] == services(compose)["migrate"]["image"] == "postgres:16"
 
 
@@ -257,7 +260,8 @@ def test_init_takes_only_overrides_from_env(compose: dict[str, Any], stack_init:
     }
 
 
-@pytest.mark.parametrize("name", ["mosquitto", "postgres", "migrate", *CLIENTS, "simulator", "prometheus", "grafana"])
+@pytest.mark.parametrize("name", ["mosquitto", "postgres", "migrate", *CLIENTS, "simulator", "prometheus", "grafana",
+                                  "site-mosquitto"])
 def test_no_password_in_the_environment_of_a_service(compose: dict[str, Any], name: str) -> None:
     for key, value in environment(compose, name).items():
         assert "${" not in value or "PASSWORD" not in value, f"{name}.{key} takes a password from .env"
@@ -303,6 +307,7 @@ def test_each_service_can_read_its_own_secrets_and_no_other(compose: dict[str, A
         "mqtt_health_password": one_shots,  # the broker's health check reads its own options file
         "grafana_admin_password": {*one_shots, "grafana"},
         "discord_webhook_url": {*one_shots, "watchdog"},
+        "mqtt_site_bridge_password": {*one_shots, "site-mosquitto"},
     }
 
 
@@ -394,7 +399,8 @@ def test_host_ports_are_settings_whose_defaults_avoid_the_usual_servers(compose:
                 published.items()}
     assert all(defaults.values()), published
     ports = {name: int(match[2]) for name, match in defaults.items() if match}
-    assert ports == {"mosquitto": 11883, "postgres": 15432, "prometheus": 9090, "grafana": 3000}
+    assert ports == {"mosquitto": 11883, "postgres": 15432, "prometheus": 9090, "grafana": 3000,
+                     "site-mosquitto": 11884}
 
 
 def test_the_broker_image_is_a_pinned_release_with_the_fixes(compose: dict[str, Any]) -> None:
@@ -693,3 +699,25 @@ def test_k8s_passwords_come_from_a_mounted_secret(k8s: tuple[dict[str, Any], dic
     # The files must be readable by the non-root worker: group-readable, group = fsGroup.
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 10001
     assert volume["secret"]["defaultMode"] & 0o040
+
+
+def test_the_site_broker_runs_site_conf_bridged_as_the_site_bridge_account(compose: dict[str, Any]) -> None:
+    site = services(compose)["site-mosquitto"]
+    assert site["image"] == services(compose)["mosquitto"]["image"]
+    assert {"./mosquitto/site.conf:/site/site.conf:ro", "./mosquitto/site-start.sh:/site/start.sh:ro",
+            "mosquitto-dynsec:/central-dynsec:ro", "site-mosquitto-data:/mosquitto/data"} <= set(volumes(compose,
+                                                                                                 "site-mosquitto"))
+    assert depends_on(compose, "site-mosquitto") == {
+        "mosquitto": "service_healthy", "broker-sync": "service_completed_successfully"}
+    start = (ROOT / "mosquitto" / "site-start.sh").read_text()
+    assert "/run/secrets/mqtt_site_bridge_password" in start and 'ENVIRON["SITE_BRIDGE_PASSWORD"]' in start
+    config = (ROOT / "mosquitto" / "site.conf").read_text()
+    assert re.search(r"^address mosquitto:1883$", config, re.M), "the compose service of the central broker"
+    assert re.search(r"^remote_password ", config, re.M) and re.search(r"^remote_clientid ", config, re.M)
+    assert environment(compose, "watchdog")["WATCHDOG_SITE_BRIDGES"] == "${WATCHDOG_SITE_BRIDGES:-}"
+
+
+def test_the_brokers_may_hold_a_fleet_of_connections(compose: dict[str, Any]) -> None:
+    # Mosquitto keeps the open-files limit it is started with: one descriptor per client.
+    for name in ("mosquitto", "site-mosquitto"):
+        assert services(compose)[name]["ulimits"]["nofile"] >= 65536, name

@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 
 from devstack.servers import load_dynsec
+from iotcommon.contract import SITE_BRIDGE_STATES
 
 
 def pw(name: str) -> str:
@@ -315,3 +316,15 @@ def test_main_exits_2_naming_a_missing_password(
     assert dynsec.main([str(tmp_path / "x.json")]) == 2
     assert "MQTT_BRIDGE_PASSWORD" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_site_bridge_account_forwards_readings_and_reports_its_link_only(dynsec: ModuleType) -> None:
+    assert "site-bridge" not in {c["username"] for c in dynsec.build(ENV, iterations=10)["clients"]}
+    document = dynsec.build({**ENV, "MQTT_SITE_BRIDGE_PASSWORD": "Site-Bridge-7fQ2xL9mW4kR8tZ3vN6p"}, iterations=10)
+
+    assert "site-bridge" in {c["username"] for c in document["clients"]}
+    assert acls(document, "site-bridge") == {
+        ("publishClientSend", "sensors/+/readings"),
+        ("publishClientSend", "$SYS/broker/connection/+/state"),
+    }
+    assert dynsec.SITE_BRIDGE_STATE == SITE_BRIDGE_STATES, "the topic the watchdog reads is the one granted"

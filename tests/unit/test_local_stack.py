@@ -31,7 +31,7 @@ def test_up_writes_the_accounts_then_rehashes_an_older_file_and_keeps_what_the_b
     dynsec = load_dynsec()
     passwords = {name: f"{name}-generated-Token-0123" for name in local_stack.PASSWORDS}
     ours = {user: passwords[f"mqtt_{user.replace('-', '_')}"] for user in ("bridge", "watchdog", "simulator",
-                                                                       "device-1")}
+                                                                       "device-1", "site-bridge")}
     write = local_stack.write_accounts(local_stack.Stack(tmp_path, {"mqtt": 1883, "postgres": 5432}, passwords))
     path = tmp_path / "dynamic-security.json"
 
@@ -56,3 +56,20 @@ def test_up_writes_the_accounts_then_rehashes_an_older_file_and_keeps_what_the_b
     text = path.read_text()
     write(path)
     assert path.read_text() == text, "an up-to-date file is left as it is"
+
+
+def test_the_site_option_adds_the_site_broker_stopped_before_the_central_one(
+    local_stack: ModuleType, tmp_path: Path
+) -> None:
+    passwords = {name: f"{name}-generated-Token-0123" for name in local_stack.PASSWORDS}
+    stack = local_stack.Stack(tmp_path, {"mqtt": 1883, "postgres": 5432, "site_mqtt": 1884}, passwords)
+    path = tmp_path / "dynamic-security.json"
+
+    local_stack.write_accounts(stack)(path)
+    assert "site-bridge" in clients(path), "the central broker knows the site's bridge before a site comes"
+    assert "site-mosquitto" not in stack.parts
+    (tmp_path / "site").touch()  # what `up --site` leaves
+
+    parts = stack.parts
+    assert parts.index("watchdog") < parts.index("site-mosquitto") < parts.index("mosquitto")
+    assert stack.mqtt_url("simulator", port="site_mqtt").endswith("@127.0.0.1:1884")

@@ -20,9 +20,10 @@ from devstack.servers import load_dynsec
 ALL_SECRETS = {
     "postgres_password", "bridge_db_password", "watchdog_db_password", "reader_db_password",
     "mqtt_bridge_password", "mqtt_watchdog_password", "mqtt_simulator_password", "mqtt_admin_password",
-    "mqtt_health_password", "grafana_admin_password", "discord_webhook_url",
+    "mqtt_health_password", "grafana_admin_password", "discord_webhook_url", "mqtt_site_bridge_password",
 }
-OUR_ACCOUNTS = {"bridge", "watchdog", "simulator", "admin", "health"}
+OUR_ACCOUNTS = {"bridge", "watchdog", "simulator", "admin", "health", "site-bridge"}
+ACCOUNTS_LINE = "bridge, watchdog, simulator, admin, health, site-bridge"  # as init reports them
 STRONG = "-Long-Enough-For-The-Broker-42"  # makes a test password pass dynsec's rule
 OLD_ITERATIONS = 7  # stands for the old release's 210,000 (each hash would cost 0.13 s)
 PLAN = ".broker-sync.json"
@@ -129,8 +130,9 @@ def test_a_first_up_without_env_generates_every_password(stack: Stack, dynsec: M
     assert "init: bridge_db_password: generated" in lines
     assert {c["username"] for c in stack.document()["clients"]} == OUR_ACCOUNTS
     for account in OUR_ACCOUNTS:
-        assert dynsec.password_matches(stack.account(account), stack.secret(f"mqtt_{account}_password"))
-    assert lines[-1].startswith("init: broker accounts bridge, watchdog, simulator, admin, health: updated")
+        secret = f"mqtt_{account.replace('-', '_')}_password"
+        assert dynsec.password_matches(stack.account(account), stack.secret(secret))
+    assert lines[-1].startswith(f"init: broker accounts {ACCOUNTS_LINE}: updated")
 
 
 def test_the_real_generator_makes_url_safe_tokens(stack_init: ModuleType, tmp_path: Path) -> None:
@@ -150,7 +152,7 @@ def test_a_later_up_keeps_every_password_and_the_broker_file(stack: Stack) -> No
 
     assert stack.files() == before
     assert lines == [f"init: {len(ALL_SECRETS)} secrets kept in {stack.secrets}",
-                     "init: broker accounts bridge, watchdog, simulator, admin, health: unchanged"]
+                     f"init: broker accounts {ACCOUNTS_LINE}: unchanged"]
 
 
 def test_a_value_in_env_overrides_the_stored_one(stack: Stack, dynsec: ModuleType) -> None:
@@ -294,8 +296,8 @@ def test_accounts_hashed_at_another_count_are_rehashed_at_the_next_up(stack: Sta
     for account in OUR_ACCOUNTS:
         entry = stack.account(account)
         assert entry["iterations"] == dynsec.ITERATIONS == 1, account
-        assert dynsec.password_matches(entry, stack.secret(f"mqtt_{account}_password")), account
-    assert lines[-1].startswith("init: broker accounts bridge, watchdog, simulator, admin, health: updated")
+        assert dynsec.password_matches(entry, stack.secret(f"mqtt_{account.replace('-', '_')}_password")), account
+    assert lines[-1].startswith(f"init: broker accounts {ACCOUNTS_LINE}: updated")
     assert stack.apply()[-1].endswith(": unchanged")
 
 

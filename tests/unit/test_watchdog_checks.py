@@ -7,16 +7,18 @@ from typing import Any
 
 from fakes import heartbeat
 
-from iotcommon.contract import Heartbeat, WorkerStatus
+from iotcommon.contract import Heartbeat, LinkState, WorkerStatus
 from watchdog.checks import (
     PARTITIONS,
     DropWatch,
+    LinkView,
     PartitionFacts,
     Status,
     WorkerRules,
     WorkerView,
     judge_data_loss,
     judge_partitions,
+    judge_site_bridges,
     judge_worker,
     judge_workers,
     observe_dropped,
@@ -191,6 +193,33 @@ def test_no_dropped_counter_yet_is_unknown() -> None:
     result, _ = judge_data_loss(observe_dropped(DropWatch(), None, NOW), now=NOW, clear_s=60)
 
     assert result.status is Status.UNKNOWN
+
+
+def link(state: LinkState | None, since_s: float = 30, payload: bytes | None = None) -> LinkView:
+    return LinkView(state, payload if payload is not None else (state or "?").encode(), ago(since_s))
+
+
+def test_site_bridges_up_down_never_seen_and_unreadable() -> None:
+    links = {"site-1": link(LinkState.UP), "site-2": link(LinkState.DOWN, 42), "site-4": link(None, payload=b"x")}
+
+    results = judge_site_bridges(links, ("site-1", "site-2", "site-3", "site-4"), now=NOW, broker_ok=True)
+
+    assert [(r.component, r.status) for r in results] == [
+        ("site-bridge:site-1", Status.OK), ("site-bridge:site-2", Status.DOWN),
+        ("site-bridge:site-3", Status.DOWN), ("site-bridge:site-4", Status.DEGRADED),
+    ]
+    assert "down for 42 s" in results[1].detail and "max_queued_messages" in results[1].detail
+    assert "has not connected since the broker started" in results[2].detail
+    assert not any(r.confirmed for r in results), "a link that flaps once is not worth a page: the threshold applies"
+
+
+def test_site_bridges_are_unknown_while_the_broker_is_down_and_only_listed_ones_are_judged() -> None:
+    links = {"site-1": link(LinkState.DOWN), "elsewhere": link(LinkState.DOWN)}
+
+    assert [r.status for r in judge_site_bridges(links, ("site-1",), now=NOW, broker_ok=False)] == [Status.UNKNOWN]
+    assert [r.component for r in judge_site_bridges(links, ("site-1",), now=NOW, broker_ok=True)] == [
+        "site-bridge:site-1"
+    ]
 
 
 # --- partitions of readings ------------------------------------------------------------------

@@ -116,3 +116,14 @@ def test_degraded_counts_as_failing_and_components_are_independent() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_a_site_link_gives_one_alert_per_transition_with_recovery() -> None:
+    """A link down for several cycles: one DOWN, one RECOVERED, whatever the cycles in between."""
+    book, clock = AlertBook(threshold=2, remind_s=0), FakeClock(start_at=T0)
+    down = Result("site-bridge:site-1", Status.DOWN, "link to the central broker down for 20 s (bridge state 0)")
+    up = Result("site-bridge:site-1", Status.OK, "connected to the central broker")
+
+    alerts = feed(book, clock, [up, down, down, down, down, down, up, up, down, up])
+
+    assert alerts == [("DOWN", "site-bridge:site-1"), ("RECOVERED", "site-bridge:site-1")]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fakes import heartbeat
 
-from iotcommon.contract import WorkerStatus
+from iotcommon.contract import LinkState, WorkerStatus
 from watchdog.checks import WorkerView
 from watchdog.watcher import BrokerWatcher
 
@@ -40,7 +40,7 @@ class FakeClient:
 
     def connect(self) -> None:
         self.on_connect(self, None, SimpleNamespace(session_present=False), SUCCESS, None)
-        self.on_subscribe(self, None, len(self.subscriptions), [SUCCESS] * 4, None)
+        self.on_subscribe(self, None, len(self.subscriptions), [SUCCESS] * 5, None)
 
     def deliver(self, topic: str, payload: str | bytes, *, retain: bool = False) -> None:
         data = payload.encode() if isinstance(payload, str) else payload
@@ -62,7 +62,8 @@ def test_subscribes_on_every_connect() -> None:
 
     assert len(client.subscriptions) == 2
     assert [topic for topic, _ in client.subscriptions[0]] == [
-        "bridge/status/+", "bridge/heartbeat/+", "$SYS/broker/publish/messages/dropped", "watchdog/probe/wd-1"
+        "bridge/status/+", "bridge/heartbeat/+", "$SYS/broker/publish/messages/dropped",
+        "$SYS/broker/connection/+/state", "watchdog/probe/wd-1",
     ]
     assert watcher.observations().listening_since == NOW
 
@@ -132,3 +133,26 @@ def test_a_bad_message_does_not_escape_the_callback(caplog: pytest.LogCaptureFix
 
     assert watcher.observations().dropped is None
     assert "could not record a message on $SYS/broker/publish/messages/dropped" in caplog.text
+
+
+def test_site_links_are_recorded_with_when_they_changed_and_forgotten_on_resubscribe() -> None:
+    clock = [NOW]
+    client = FakeClient()
+    watcher = BrokerWatcher(client, client_id="wd-1", broker="127.0.0.1:1883", now=lambda: clock[0])
+    client.connect()
+
+    client.deliver("$SYS/broker/connection/site-1/state", "1", retain=True)
+    clock[0] = NOW + timedelta(seconds=5)
+    client.deliver("$SYS/broker/connection/site-2/state", "0", retain=True)
+    clock[0] = NOW + timedelta(seconds=9)
+    client.deliver("$SYS/broker/connection/site-2/state", "0")  # the same state again: still down since 5 s
+    links = watcher.observations().links
+
+    assert {name: (view.state, view.since) for name, view in links.items()} == {
+        "site-1": (LinkState.UP, NOW), "site-2": (LinkState.DOWN, NOW + timedelta(seconds=5)),
+    }
+    assert watcher.probe(1.0)[0] is None, "a link state is not taken for the probe's echo"
+    client.deliver("$SYS/broker/connection/site-1/state", "")  # cleared
+    assert set(watcher.observations().links) == {"site-2"}
+    client.connect()  # a reconnect: the retained states come again, or are gone with a restarted broker
+    assert watcher.observations().links == {}
