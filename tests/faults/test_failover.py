@@ -178,7 +178,8 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
     caught_up_s = time.monotonic() - back_at
     pair.wait_replayed()
     traffic.assert_stored_exactly(pair.standby.url(), sent, timeout=5)
-    wait_until(lambda: len(alerts_about(discord, "replication")) == 2, 15, message="the watchdog: replication RECOVERED")
+    wait_until(lambda: len(alerts_about(discord, "replication")) == 2, 15,
+               message="the watchdog: replication RECOVERED")
 
     held = {name: _unacknowledged(beat) for name, beat in beats.items()}
     assert visible == visible_at_stop, "nothing committed (so nothing acknowledged) while the standby was away"
