@@ -34,8 +34,7 @@ def acls(document: dict[str, Any], role: str) -> set[tuple[str, str]]:
     return {(a["acltype"], a["topic"]) for a in found["acls"] if a["allow"]}
 
 
-def test_password_hash_is_pbkdf2_sha512_at_one_iteration_so_a_connect_costs_the_broker_nothing(
-    ) -> None:
+def test_password_hash_is_pbkdf2_sha512_at_one_iteration_so_a_connect_costs_the_broker_nothing() -> None:
     document = dynsec.build(ENV)
     bridge = next(c for c in document["clients"] if c["username"] == "bridge")
     salt = base64.b64decode(bridge["salt"])

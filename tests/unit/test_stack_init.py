@@ -369,9 +369,7 @@ def test_show_lists_names_and_prints_values(stack: Stack, capsys: pytest.Capture
 # --- upgrading from the release whose .env.example shipped `change-me` -------------------------
 
 
-def test_an_upgrade_with_the_old_env_keeps_the_owner_password_the_database_has(
-    stack: Stack
-) -> None:
+def test_an_upgrade_with_the_old_env_keeps_the_owner_password_the_database_has(stack: Stack) -> None:
     stack.old_release_state()
     roles_before = stack.account("bridge")["roles"]
 
