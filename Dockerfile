@@ -25,6 +25,7 @@ COPY bridge bridge
 COPY watchdog watchdog
 COPY simulator simulator
 COPY iotcommon iotcommon
+COPY mosquitto mosquitto
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps .
 
 # Runtime stage: the virtualenv, the SQL, broker and init files, a non-root user.
@@ -35,8 +36,8 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY schema.sql ./
 COPY mosquitto mosquitto
-# The compose stack's one-shots init and broker-sync (secrets, broker accounts); they use
-# mosquitto/dynsec.py.
+# The compose stack's one-shots init and broker-sync (secrets, broker accounts); they import
+# mosquitto.dynsec, installed with the project above.
 COPY deploy/compose deploy/compose
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -3,7 +3,7 @@
     python benchmarks/bench.py                      # full size, a few minutes
     python benchmarks/bench.py --messages 500 ...   # smoke size (the test suite runs this)
 
-Starts a throwaway PostgreSQL and Mosquitto (devstack/servers.py), then measures:
+Starts a throwaway PostgreSQL and Mosquitto (devstack/postgres.py, devstack/mosquitto.py), then measures:
 backlog drains (bare paho consumers = ceiling, bridge, naive INSERT+commit per
 message) on the same QoS 1 backlog, live throughput with the simulator
 publishing, publish->commit latency at the seed load, and worker memory.
@@ -28,16 +28,11 @@ from pathlib import Path
 
 import harness  # benchmarks/ is on sys.path: this script's own folder
 
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient
+from devstack.postgres import BRIDGE_TEST_ROLE, BRIDGE_UPDATE_TEST_ROLE, PostgresServer, apply_schema
 from devstack.processes import REPO_ROOT, memory_kb, wait_until
-from devstack.servers import (
-    BRIDGE_TEST_ROLE,
-    BRIDGE_UPDATE_TEST_ROLE,
-    MosquittoServer,
-    PostgresServer,
-    apply_schema,
-    login_url,
-)
+from devstack.urls import login_url
 from devstack.workers import start_online
 from simulator.readings import Kind, MessageFactory
 

@@ -40,21 +40,19 @@ from pathlib import Path
 import harness  # benchmarks/ is on sys.path: this script's own folder
 
 from devstack.connects import ACCEPTED, NOT_AUTHORIZED, Login, connect_all
-from devstack.processes import REPO_ROOT, wait_until
-from devstack.servers import (
-    BRIDGE_TEST_ROLE,
+from devstack.mosquitto import (
     MQTT_TEST_ACCOUNTS,
     TEST_MQTT_PASSWORD,
     TEST_MQTT_USER,
     MosquittoServer,
-    PostgresServer,
-    apply_schema,
-    load_dynsec,
-    login_url,
     write_test_accounts,
 )
+from devstack.postgres import BRIDGE_TEST_ROLE, PostgresServer, apply_schema
+from devstack.processes import REPO_ROOT, wait_until
 from devstack.simulator_process import simulator_env
+from devstack.urls import login_url
 from devstack.workers import start_online
+from mosquitto import dynsec
 from simulator.report import percentile
 
 BEFORE = 210_000  # the iteration count of mosquitto/dynsec.py until this benchmark
@@ -95,7 +93,6 @@ def raise_fd_limit(needed: int) -> None:
 
 def accounts_at(iterations: int, devices: int, device_password: str) -> Callable[[Path], None]:
     """The test accounts re-hashed at `iterations`, plus `devices` device accounts sharing one hash."""
-    dynsec = load_dynsec()
 
     def write(path: Path) -> None:
         write_test_accounts(path)
@@ -104,8 +101,7 @@ def accounts_at(iterations: int, devices: int, device_password: str) -> Callable
         shared = dynsec.client("", device_password, "", iterations=iterations, salt=os.urandom(dynsec.SALT_BYTES))
         for n in range(FIRST_DEVICE, FIRST_DEVICE + devices):
             document["clients"].append({**shared, "username": f"device-{n}", "roles": [{"rolename": f"device-{n}"}]})
-            document["roles"].append({"rolename": f"device-{n}",
-                                      "acls": [dynsec.acl("publishClientSend", f"sensors/{n}/readings")]})
+            document["roles"].append(dynsec.device_role(n))
         path.write_text(json.dumps(document))
 
     return write
@@ -225,7 +221,7 @@ def main() -> int:
     parser.add_argument("--wrong", type=int, default=150, help="wrong-password CONNECTs in the flood (150)")
     parser.add_argument("--seconds", type=int, default=30, help="length of the seed load in the flood (30)")
     parser.add_argument("--rounds", type=int, default=1, help="before/now pairs, alternated (1)")
-    parser.add_argument("--iterations", type=int, default=load_dynsec().ITERATIONS, help="now: dynsec's count")
+    parser.add_argument("--iterations", type=int, default=dynsec.ITERATIONS, help="now: dynsec's count")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # unwind: the servers are cleaned up

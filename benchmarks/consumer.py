@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from iotcommon.contract import WorkerStatus, status_topic
+from iotcommon.contract import WorkerStatus, shared_subscription, status_topic
 from iotcommon.signals import on_stop_signal
 
 INSERT = (
@@ -63,10 +63,10 @@ def main(argv: list[str]) -> int:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=naive)
 
     def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
-        c.subscribe(f"$share/{group}/sensors/+/readings", qos=1)
+        c.subscribe(shared_subscription(group), qos=1)
 
     def on_subscribe(c: mqtt.Client, u: Any, mid: int, reasons: Any, props: Any) -> None:
-        c.publish(f"bridge/status/{client_id}", "online", qos=1, retain=True)
+        c.publish(status_topic(client_id), WorkerStatus.ONLINE.value, qos=1, retain=True)
 
     def on_message(c: mqtt.Client, u: Any, message: mqtt.MQTTMessage) -> None:
         if conn is not None:

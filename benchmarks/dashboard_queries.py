@@ -3,7 +3,7 @@
     python benchmarks/dashboard_queries.py                    # 1,000,000 readings, about a minute
     python benchmarks/dashboard_queries.py --rows 200000      # smaller
 
-Starts a throwaway PostgreSQL (devstack/servers.py), applies schema.sql, fills
+Starts a throwaway PostgreSQL (devstack/postgres.py), applies schema.sql, fills
 readings with INSERT ... SELECT generate_series (50 sensors x 8 variables, a
 day of readings in time order, ingested 50 ms - 2 s after their timestamp),
 plus corrections and dead letters; then expands every panel and template
@@ -24,7 +24,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from devstack.grafana_sql import QueryContext, expand, load_dashboard, panel_targets
-from devstack.servers import READER_TEST_ROLE, PostgresServer, apply_schema, login_url
+from devstack.postgres import READER_TEST_ROLE, PostgresServer, apply_schema
+from devstack.urls import login_url
 
 END_AT = datetime(2026, 3, 2, tzinfo=UTC)
 SENSORS, VARIABLES = 50, ("temperature", "humidity", "pressure", "co2", "pm2_5", "illuminance", "noise", "voc")

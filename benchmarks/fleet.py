@@ -48,8 +48,8 @@ from pathlib import Path
 
 import fleet_setup  # benchmarks/ is on sys.path: this script's own folder
 
+from devstack.mosquitto import TEST_MQTT_PASSWORD, TEST_MQTT_USER, MosquittoServer
 from devstack.processes import memory_kb
-from devstack.servers import TEST_MQTT_PASSWORD, TEST_MQTT_USER, MosquittoServer
 from simulator.fleet import DeviceLogin, Fleet, FleetOptions
 
 SOURCES_EVERY = 20_000  # devices per local source address (an address has ~28,000 ephemeral ports)

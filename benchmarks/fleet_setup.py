@@ -16,17 +16,13 @@ from typing import Any, Protocol
 
 import psycopg
 
+from devstack.mosquitto import MosquittoServer, write_test_accounts
+from devstack.postgres import BRIDGE_TEST_ROLE, PostgresServer, apply_schema
 from devstack.processes import memory_kb, wait_until_steady
-from devstack.servers import (
-    BRIDGE_TEST_ROLE,
-    MosquittoServer,
-    PostgresServer,
-    apply_schema,
-    load_dynsec,
-    login_url,
-    write_test_accounts,
-)
+from devstack.urls import login_url
 from devstack.workers import WorkerProcess, start_online, worker_env
+from iotcommon.contract import reading_topic
+from mosquitto import dynsec
 from simulator.fleet import DeviceLogin, Fleet, Outgoing
 
 SHARE_GROUP = "fleet"
@@ -81,7 +77,6 @@ def device_accounts(passwords: dict[str, str]) -> Callable[[Path], None]:
 
     def write(path: Path) -> None:
         write_test_accounts(path)
-        dynsec = load_dynsec()
         document = json.loads(path.read_text(encoding="utf-8"))
         # The test accounts have a device-7 already: ours replaces it (the plugin would take the first).
         document["clients"] = [c for c in document["clients"] if c["username"] not in passwords]
@@ -130,7 +125,7 @@ class Schedule:
             at = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
             payload = json.dumps({"sensor_id": device + 1, "timestamp": at.isoformat(), "variable": self._variable,
                                   "value": 21.5, "unit": "°C"}).encode()
-            message = fleet.publish(device, f"sensors/{device + 1}/readings", payload, r)
+            message = fleet.publish(device, reading_topic(device + 1), payload, r)
             self.readings.append(Reading(device + 1, at, micros / 1e6, message))
             r += 1
 

@@ -18,6 +18,7 @@ from devstack.mqtt_client import MqttTestClient
 from devstack.processes import REPO_ROOT, find_binary, read_tail, spawn, wait_until
 from devstack.traffic import VARIABLES
 from devstack.workers import Member, WorkerProcess, worker_env
+from iotcommon.contract import shared_subscription
 
 HERE = Path(__file__).resolve().parent
 
@@ -114,7 +115,7 @@ class SubProcess(_Counted):
             "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 1883),
             "-u", unquote(parts.username or ""), "-P", unquote(parts.password or ""),
             "-V", "mqttv5", "-i", client_id, "-c", "-x", "86400", "-q", "1",
-            "-t", f"$share/{group}/sensors/+/readings", "-F", ".",
+            "-t", shared_subscription(group), "-F", ".",
         ]
         self._out = tmp / f"{client_id}.out"
         self._log = tmp / f"{client_id}.log"

@@ -40,16 +40,11 @@ from bridge.partition_command import connect as connect_owner
 from bridge.partition_command import run_setup
 from bridge.partition_config import PartitionSettings
 from devstack.grafana_sql import QueryContext, expand, load_dashboard, panel_targets
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient
-from devstack.servers import (
-    BRIDGE_TEST_ROLE,
-    READER_TEST_ROLE,
-    MosquittoServer,
-    PostgresServer,
-    apply_schema,
-    login_url,
-)
+from devstack.postgres import BRIDGE_TEST_ROLE, READER_TEST_ROLE, PostgresServer, apply_schema
 from devstack.traffic import VARIABLES
+from devstack.urls import login_url
 from devstack.workers import start_online
 
 LAYOUTS = ("plain", "partitioned")

@@ -29,7 +29,8 @@ from bridge.model import Delivery, Limits
 from bridge.sink import PostgresSink
 from bridge.validation import parse_message
 from devstack import traffic
-from devstack.servers import BRIDGE_TEST_ROLE, PostgresServer, apply_schema, login_url
+from devstack.postgres import BRIDGE_TEST_ROLE, PostgresServer, apply_schema
+from devstack.urls import login_url
 
 
 def batches_of(count: int, size: int, *, first: int) -> list[list[Delivery]]:

@@ -23,11 +23,12 @@ import sys
 import time
 from collections.abc import Sequence
 
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient
 from devstack.processes import memory_kb, wait_until
 from devstack.proxy import TcpProxy
-from devstack.servers import MosquittoServer
 from devstack.site import site_broker
+from iotcommon.contract import READINGS_FILTER, reading_topic
 
 
 def reading(n: int) -> tuple[str, bytes]:
@@ -35,7 +36,7 @@ def reading(n: int) -> tuple[str, bytes]:
     sensor = n % 1000 + 1
     body = {"sensor_id": sensor, "timestamp": f"2026-01-01T00:00:00.{n:06d}Z", "variable": "temperature#rsitebnch",
             "value": 21.5, "unit": "°C"}
-    return f"sensors/{sensor}/readings", json.dumps(body).encode()
+    return reading_topic(sensor), json.dumps(body).encode()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         site.start()
         with MqttTestClient.from_url(central.url) as sink:
-            sink.subscribe("sensors/+/readings")
+            sink.subscribe(READINGS_FILTER)
             proxy.refuse()
             proxy.cut()
             empty_kb = memory_kb(site.pid)

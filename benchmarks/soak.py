@@ -3,7 +3,7 @@
     python benchmarks/soak.py                  # 15 minutes, the figures in docs/reliability.md
     python benchmarks/soak.py --minutes 3      # a shorter look
 
-Starts a throwaway PostgreSQL and Mosquitto (devstack/servers.py) and three
+Starts a throwaway PostgreSQL and Mosquitto (devstack/postgres.py, devstack/mosquitto.py) and three
 bridge workers with their default settings, publishes the seed load (83
 readings/s, 10 % duplicates, 2 % invalid) and, by default, every 30 s
 SIGKILLs a random worker and restarts it 3 s later; every 5 minutes stops
@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 from devstack import traffic
+from devstack.mosquitto import MosquittoServer
+from devstack.postgres import BRIDGE_TEST_ROLE, PostgresServer, apply_schema
 from devstack.processes import memory_kb
-from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_url
 from devstack.soak import (
     FaultPlan,
     Lateness,
@@ -35,6 +36,7 @@ from devstack.soak import (
     rss_drift,
     stored_at,
 )
+from devstack.urls import login_url
 from devstack.workers import WorkerProcess, start_online, worker_env
 from simulator.report import percentile
 

@@ -22,11 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devstack.discord_stub import DiscordStub
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient
+from devstack.postgres import BRIDGE_TEST_ROLE, PostgresServer, apply_schema
 from devstack.processes import wait_until
-from devstack.servers import BRIDGE_TEST_ROLE, MosquittoServer, PostgresServer, apply_schema, login_url
+from devstack.urls import login_url
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import WorkerProcess, start_online, worker_env
+from iotcommon.contract import heartbeat_topic
 
 WORKER = "bench-worker-1"
 
@@ -58,10 +61,10 @@ class Stack:
                          health_dir=self.tmp, bridge_log_level="WARNING")
         self.worker = WorkerProcess(WORKER, env, log_dir=self.tmp)
         with MqttTestClient.from_url(self.mq.url) as status:
-            status.subscribe(f"bridge/heartbeat/{WORKER}", qos=0)
+            status.subscribe(heartbeat_topic(WORKER), qos=0)
             start_online([self.worker], self.mq.url)
             # Its first heartbeat of its own: until then the watchdog sees its predecessor's.
-            wait_until(lambda: any(not m.retain for m in status.received(f"bridge/heartbeat/{WORKER}")), 30,
+            wait_until(lambda: any(not m.retain for m in status.received(heartbeat_topic(WORKER))), 30,
                        message="a heartbeat from the new worker")
 
     def stop(self) -> None:

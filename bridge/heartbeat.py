@@ -37,6 +37,9 @@ class Heartbeat:
         self._now = now
         self._commit_wait_warn_s = commit_wait_warn_s
         self._stalled = False
+        # One beat at a time: the last beat at shutdown (after the drain) must not be
+        # overwritten by the heartbeat thread's beat, begun earlier with older counters.
+        self._beating = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
         """Beat until `stop` is set."""
@@ -47,6 +50,10 @@ class Heartbeat:
 
     def beat(self) -> HeartbeatPayload:
         """Publish one heartbeat and refresh the health file (the same JSON); never raises."""
+        with self._beating:
+            return self._beat()
+
+    def _beat(self) -> HeartbeatPayload:
         payload = self._stats.heartbeat(
             client_id=self._client_id, at=self._now(), commit_wait_warn_s=self._commit_wait_warn_s
         )

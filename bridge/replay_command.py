@@ -14,7 +14,7 @@ from bridge.database import Database
 from bridge.errors import SinkError
 from bridge.replay import Criteria, replay_rejected
 from bridge.replay_store import PostgresReplayStore
-from iotcommon.contract import RejectionCode
+from iotcommon.contract import READINGS_FILTER, RejectionCode
 
 
 def run_replay(settings: Settings, options: argparse.Namespace) -> int:
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reason", help="only rejections whose reason contains this text")
     parser.add_argument("--code", action="append", choices=[code.value for code in RejectionCode], metavar="CODE",
                         help="only rejections with this reason code (README, \"Rejection codes\"); repeatable")
-    parser.add_argument("--topic", help="only this topic, or an MQTT filter such as sensors/+/readings")
+    parser.add_argument("--topic", help=f"only this topic, or an MQTT filter such as {READINGS_FILTER}")
     parser.add_argument("--limit", type=_positive, help="replay at most N rejected messages (oldest first)")
     parser.add_argument("--again", action="store_true", help="also replay messages replayed before")
     parser.add_argument("--dry-run", action="store_true", help="print what would happen; write nothing")

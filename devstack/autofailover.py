@@ -26,13 +26,13 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 
+from devstack.postgres import POSTGRES_HINT, apply_schema
 from devstack.processes import LOCALHOST, chown, find_binary, free_port, read_tail, service_account, spawn, wait_until
 from devstack.replication import children_of, remove_shared_memory
-from devstack.servers import POSTGRES_HINT, apply_schema
+from devstack.urls import postgres_url, server_url
 
 AUTOCTL_HINT = (
     "install Debian's pg_auto_failover packages "
@@ -106,17 +106,17 @@ class AutoFailoverFormation:
     @property
     def monitor_url(self) -> str:
         """The monitor's URI, as the nodes use it."""
-        return f"postgres://autoctl_node@{LOCALHOST}:{self.ports['monitor']}/pg_auto_failover?sslmode=disable"
+        return server_url("postgres", [f"{LOCALHOST}:{self.ports['monitor']}"], user="autoctl_node",
+                          path="pg_auto_failover", query={"sslmode": "disable"})
 
     def url(self, user: str = "postgres", password: str | None = None, dbname: str = "postgres") -> str:
         """A multi-host URL naming both nodes, for the node that accepts writes (what `pg_autoctl show uri` gives)."""
-        credentials = quote(user, safe="") + ("" if password is None else ":" + quote(password, safe=""))
-        hosts = ",".join(f"{LOCALHOST}:{self.ports[name]}" for name in NODES)
-        return f"postgresql://{credentials}@{hosts}/{quote(dbname, safe='')}?target_session_attrs=read-write"
+        return postgres_url(*(self.ports[name] for name in NODES), user=user, password=password, dbname=dbname,
+                            read_write=True)
 
     def admin_url(self, name: str) -> str:
         """The superuser's URL of one node (pg_autoctl's clusters trust local TCP logins)."""
-        return f"postgresql://postgres@{LOCALHOST}:{self.ports[name]}/postgres"
+        return postgres_url(self.ports[name])
 
     def states(self) -> dict[str, tuple[str, str]]:
         """Each node's (reported, assigned) state according to the monitor; empty if it does not answer."""
@@ -205,15 +205,14 @@ class AutoFailoverFormation:
 
     def _answers(self, port: int, dbname: str) -> bool:
         try:
-            with psycopg.connect(f"postgresql://postgres@{LOCALHOST}:{port}/{dbname}", connect_timeout=2):
+            with psycopg.connect(postgres_url(port, dbname=dbname), connect_timeout=2):
                 return True
         except psycopg.Error:
             return False
 
     def _writable(self, port: int) -> bool:
         try:
-            with psycopg.connect(f"postgresql://postgres@{LOCALHOST}:{port}/postgres?target_session_attrs=read-write",
-                                 connect_timeout=2):
+            with psycopg.connect(postgres_url(port, read_write=True), connect_timeout=2):
                 return True
         except psycopg.Error:
             return False

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from devstack.processes import wait_until
+from iotcommon.contract import reading_topic
 
 BASE_AT = datetime(2026, 3, 1, tzinfo=UTC)
 Key = tuple[int, datetime, str]
@@ -38,7 +39,7 @@ def payload(key: Key, version: Version) -> tuple[str, bytes]:
     (sensor_id, at, variable), (value, unit, revision) = key, version
     body = {"sensor_id": sensor_id, "timestamp": at.isoformat(), "variable": variable, "value": value, "unit": unit,
             "revision": revision}
-    return f"sensors/{sensor_id}/readings", json.dumps(body).encode()
+    return reading_topic(sensor_id), json.dumps(body).encode()
 
 
 def build(keys: int, revisions: int, *, duplicate_share: float = 0.0, seed: int = 11) -> Corrections:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -18,6 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+from iotcommon.contract import HEARTBEAT_PREFIX, Heartbeat, client_id_of, parse_heartbeat
 
 
 class MqttTestError(Exception):
@@ -290,7 +291,10 @@ class PacedPublisher:
             self._idle.set()
 
 
-def heartbeats_of(client: MqttTestClient, client_ids: set[str]) -> list[dict[str, Any]]:
-    """Heartbeats `client` received from these workers only: other tests' workers left retained ones."""
-    beats = [json.loads(m.payload) for m in client.received() if m.topic.startswith("bridge/heartbeat/") and m.payload]
-    return [beat for beat in beats if beat.get("client_id") in client_ids]
+def heartbeats_of(client: MqttTestClient, client_ids: set[str]) -> list[Heartbeat]:
+    """Heartbeats `client` received from these workers only (other tests' workers left retained ones), in order.
+
+    Each is the contract's, typed; a payload that is not raises MalformedHeartbeat.
+    """
+    ours = (m.payload for m in client.received() if client_id_of(m.topic, HEARTBEAT_PREFIX) in client_ids)
+    return [beat for payload in ours if (beat := parse_heartbeat(bytes(payload))) is not None]

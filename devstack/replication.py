@@ -22,13 +22,13 @@ import signal as signals
 import subprocess
 import tempfile
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 
+from devstack.postgres import POSTGRES_HINT, PostgresServer, apply_schema
 from devstack.processes import START_TIMEOUT_S, chown, find_binary, read_tail, service_account, spawn, wait_until
-from devstack.servers import POSTGRES_HINT, PostgresServer, apply_schema
+from devstack.urls import postgres_url
 
 # Every process of a killed instance dies with it; DSM segments in /dev/shm
 # would outlive a SIGKILL, so these servers keep theirs in the data folder.
@@ -94,11 +94,8 @@ class ReplicatedPostgres:
         ports: tuple[int, int] | None = None,
     ) -> str:
         """A multi-host URL naming both servers (or `ports` on 127.0.0.1, proxies say): libpq takes the writable one."""
-        credentials = quote(user, safe="")
-        if password is not None:
-            credentials += ":" + quote(password, safe="")
-        hosts = ",".join(f"127.0.0.1:{port}" for port in (ports or (self.primary.port, self.standby.port)))
-        return f"postgresql://{credentials}@{hosts}/{quote(dbname, safe='')}?target_session_attrs=read-write"
+        return postgres_url(*(ports or (self.primary.port, self.standby.port)), user=user, password=password,
+                            dbname=dbname, read_write=True)
 
     def set_synchronous(self, on: bool, *, server: PostgresServer | None = None) -> None:
         """Make COMMIT wait for the standby (on) or not; with `on`, wait until the standby is synchronous."""

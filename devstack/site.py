@@ -10,28 +10,16 @@ either broker.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from devstack.mosquitto import MQTT_TEST_ACCOUNTS, TEST_MQTT_PASSWORD, TEST_MQTT_USER, MosquittoServer, add_test_account
 from devstack.processes import LOCALHOST, REPO_ROOT
-from devstack.servers import (
-    MQTT_TEST_ACCOUNTS,
-    TEST_MQTT_PASSWORD,
-    TEST_MQTT_USER,
-    MosquittoServer,
-    load_dynsec,
-)
+from mosquitto import dynsec
 
 SITE_CONFIG = REPO_ROOT / "mosquitto" / "site.conf"
 SITE_BRIDGE_USER = "site-bridge"
 SITE_BRIDGE_TEST_PASSWORD = MQTT_TEST_ACCOUNTS["MQTT_SITE_BRIDGE_PASSWORD"]
-
-
-def bridge_state_topic(name: str) -> str:
-    """Where the site bridge `name` (its remote_clientid) reports its link, on both brokers."""
-    pattern: str = load_dynsec().SITE_BRIDGE_STATE
-    return pattern.replace("+", name)
 
 
 def site_rewrites(*, central_port: int, password: str, name: str) -> list[tuple[str, str]]:
@@ -45,16 +33,10 @@ def site_rewrites(*, central_port: int, password: str, name: str) -> list[tuple[
 
 def write_site_test_accounts(path: Path) -> None:
     """The site's accounts for tests: the simulator, device 7 and the all-powerful `test` account."""
-    dynsec = load_dynsec()
-    devices = dynsec.parse_devices(MQTT_TEST_ACCOUNTS["MQTT_DEVICES"])
-    passwords = {"simulator": MQTT_TEST_ACCOUNTS["MQTT_SIMULATOR_PASSWORD"],
-                 **{f"device-{n}": password for n, password in devices.items()}}
+    passwords = {user: password for user, password in dynsec.accounts(MQTT_TEST_ACCOUNTS).items()
+                 if user == "simulator" or user.startswith("device-")}
     document = dynsec.build_document(passwords)
-    everything = [dynsec.acl(kind, topic) for topic in ("#", "$SYS/#")
-                  for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]
-    document["roles"].append({"rolename": TEST_MQTT_USER, "acls": everything})
-    document["clients"].append(dynsec.client(TEST_MQTT_USER, TEST_MQTT_PASSWORD, TEST_MQTT_USER,
-                                             iterations=dynsec.ITERATIONS, salt=os.urandom(dynsec.SALT_BYTES)))
+    add_test_account(document, ("#", "$SYS/#"))
     path.write_text(json.dumps(document), encoding="utf-8")
 
 
@@ -62,7 +44,7 @@ def site_accounts(passwords: Mapping[str, str]) -> Callable[[Path], None]:
     """An accounts writer for a site's own accounts (name -> password), hashed as in production."""
 
     def write(path: Path) -> None:
-        path.write_text(json.dumps(load_dynsec().build_document(dict(passwords))), encoding="utf-8")
+        path.write_text(json.dumps(dynsec.build_document(dict(passwords))), encoding="utf-8")
         path.chmod(0o600)
 
     return write

@@ -22,9 +22,10 @@ from typing import Protocol
 
 import psycopg
 
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import PacedPublisher
+from devstack.postgres import PostgresServer
 from devstack.processes import memory_kb, wait_until
-from devstack.servers import MosquittoServer, PostgresServer
 from devstack.traffic import Traffic
 from devstack.workers import WorkerProcess
 

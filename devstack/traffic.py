@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from devstack.processes import wait_until
+from iotcommon.contract import reading_topic
 
 BASE_AT = datetime(2026, 1, 1, tzinfo=UTC)
 VARIABLES = (("temperature", "°C"), ("humidity", "%"), ("pressure", "hPa"), ("co2", "ppm"))
@@ -47,7 +48,7 @@ def reading(i: int, *, sensors: int = 50) -> tuple[str, bytes, Row]:
     at = BASE_AT + timedelta(milliseconds=i, microseconds=i % 997)
     value = round(i * 0.25 - 100, 2)
     payload = {"sensor_id": sensor_id, "timestamp": at.isoformat(), "variable": variable, "value": value, "unit": unit}
-    return f"sensors/{sensor_id}/readings", json.dumps(payload).encode(), (sensor_id, at, variable, value, unit)
+    return reading_topic(sensor_id), json.dumps(payload).encode(), (sensor_id, at, variable, value, unit)
 
 
 def invalid(n: int) -> tuple[str, bytes]:
@@ -55,7 +56,7 @@ def invalid(n: int) -> tuple[str, bytes]:
     sensor_id = n % 50 + 1
     template = _INVALID_TEMPLATES[n % len(_INVALID_TEMPLATES)]
     text = template.format(n=n, s=sensor_id, other=sensor_id + 1, sec=n % 60, spaces=" " * (n // 8))
-    return f"sensors/{sensor_id}/readings", text.encode("utf-8", "surrogateescape")
+    return reading_topic(sensor_id), text.encode("utf-8", "surrogateescape")
 
 
 def build(total: int, *, duplicate_share: float = 0.0, invalid_share: float = 0.0, seed: int = 7,

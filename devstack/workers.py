@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import re
-import signal as signals
-import subprocess
-import sys
 import tempfile
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from devstack.mqtt_client import MqttTestClient
-from devstack.processes import REPO_ROOT, program_environ, read_tail, spawn, wait_until
+from devstack.processes import wait_until
+from devstack.programs import ProgramProcess
+from iotcommon.contract import Heartbeat, MalformedHeartbeat, WorkerStatus, parse_heartbeat, status_topic
 
 
 class MakeEnv(Protocol):
@@ -31,17 +28,21 @@ class StartWorker(Protocol):
 
 
 
-class WorkerProcess:
-    """One `python -m bridge` worker, run from the repository root, logging to a file."""
+class WorkerProcess(ProgramProcess):
+    """One `python -m bridge` worker, run from the repository root, logging to a file.
+
+    Its health file is BRIDGE_HEALTH_FILE of `env` (worker_env sets one),
+    else one in the log folder.
+    """
 
     def __init__(
         self, client_id: str, env: Mapping[str, str], *, log_dir: Path | None = None
     ) -> None:
         self._client_id = client_id
-        self._env = program_environ(env)
         folder = log_dir or Path(tempfile.mkdtemp(prefix="bridge-test-worker-"))
-        self._log_path = folder / f"worker-{client_id}.log"
-        self._process: subprocess.Popen[bytes] | None = None
+        self._health_path = Path(env.get("BRIDGE_HEALTH_FILE") or folder / f"health-{client_id}")
+        super().__init__("bridge", {**env, "BRIDGE_HEALTH_FILE": str(self._health_path)},
+                         name=f"worker {client_id}", log_path=folder / f"worker-{client_id}.log")
 
     @property
     def client_id(self) -> str:
@@ -49,95 +50,28 @@ class WorkerProcess:
         return self._client_id
 
     @property
-    def pid(self) -> int:
-        """PID of the worker started last."""
-        return self._started().pid
+    def health_path(self) -> Path:
+        """The worker's health file: its latest heartbeat (the last one written as it stopped)."""
+        return self._health_path
 
-    @property
-    def log_path(self) -> Path:
-        """File holding the worker's stdout and stderr (appended to across restarts)."""
-        return self._log_path
+    def heartbeat(self) -> Heartbeat:
+        """The heartbeat in the worker's health file; AssertionError if there is none or it is not the contract's.
 
-    def start(self) -> None:
-        """Start the worker; waiting until it is ready is the caller's job."""
-        if self.is_running():
-            raise RuntimeError(f"worker {self._client_id} is already running (pid {self.pid})")
-        self._process = spawn(
-            [sys.executable, "-m", "bridge"], log_path=self._log_path, env=self._env, cwd=REPO_ROOT
-        )
-
-    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """Run `python -m bridge *args` to completion in the worker's environment (e.g. health, health --live).
-
-        The same environment as the worker's, as a probe in its container has.
+        After a stop it holds the worker's final counters: a worker's last beat
+        follows its drain (bridge/__main__.py), and a restart overwrites it.
         """
-        return subprocess.run(
-            [sys.executable, "-m", "bridge", *args], env=self._env, cwd=REPO_ROOT,
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )
-
-    def is_running(self) -> bool:
-        """Whether the worker process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def signal(self, sig: int) -> None:
-        """Send `sig` (for example SIGSTOP, SIGCONT or SIGTERM) to the worker."""
-        self._started().send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        """Wait for the worker to exit and return its exit code (or raise TimeoutExpired)."""
-        return self._started().wait(timeout)
-
-    def terminate(self, timeout: float = 10.0) -> int:
-        """SIGTERM, wait up to `timeout` s, then SIGKILL; return the exit code (-9 if killed)."""
-        process = self._started()
-        if process.poll() is None:
-            process.send_signal(signals.SIGTERM)
         try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return self.kill()
-
-    def kill(self) -> int:
-        """SIGKILL the worker and return its exit code."""
-        process = self._started()
-        if process.poll() is None:
-            process.kill()
-        return process.wait()
-
-    def log_text(self) -> str:
-        """Everything the worker wrote to stdout and stderr so far."""
-        return read_tail(self._log_path, lines=1_000_000)
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the worker's output."""
-        return read_tail(self._log_path, lines=lines)
-
-    def _started(self) -> subprocess.Popen[bytes]:
-        if self._process is None:
-            raise RuntimeError(f"worker {self._client_id} has not been started")
-        return self._process
-
-
-
-# The worker's shutdown line (bridge/stats.py, Stats.summary); the corrections'
-# counters came later, at its end, so the line of an older worker still parses.
-SUMMARY = re.compile(
-    r"stopped: received=(\d+) stored=(\d+) duplicates=(\d+) conflicts=(\d+) rejected=(\d+) in_flight=(\d+)"
-    r"(?: revised=(\d+) stale=(\d+))?"
-)
-_SUMMARY_NAMES = ("received", "stored", "duplicates", "conflicts", "rejected", "in_flight", "revised", "stale")
-
-
-def summary_of(worker: WorkerProcess) -> Counter[str]:
-    """The counters of a worker's last shutdown summary line (its log spans restarts)."""
-    matches = SUMMARY.findall(worker.log_text())
-    assert matches, f"no summary line in the log of {worker.client_id}:\n{worker.log_tail()}"
-    return Counter({name: int(value or 0) for name, value in zip(_SUMMARY_NAMES, matches[-1], strict=True)})
+            beat = parse_heartbeat(self._health_path.read_bytes())
+        except (OSError, MalformedHeartbeat) as exc:
+            raise AssertionError(f"no heartbeat of {self._client_id} in {self._health_path}: {exc}\n"
+                                 f"{self.log_tail()}") from None
+        if beat is None:
+            raise AssertionError(f"the health file of {self._client_id} is empty: {self._health_path}")
+        return beat
 
 
 class Member(Protocol):
-    """A process that joins the share group and publishes `online` on bridge/status/<client_id> once subscribed."""
+    """A process that joins the share group and publishes its retained `online` status once subscribed."""
 
     @property
     def client_id(self) -> str: ...
@@ -175,7 +109,7 @@ def start_online(members: Sequence[Member], mqtt_url: str, *, timeout_s: float =
     first, and the subscription made before the start, so an `online` cannot
     be missed or mistaken for an old one. Raises NotOnline with the log tail.
     """
-    topics = {member.client_id: f"bridge/status/{member.client_id}" for member in members}
+    topics = {member.client_id: status_topic(member.client_id) for member in members}
     with MqttTestClient.from_url(mqtt_url) as status:
         for topic in topics.values():
             status.publish(topic, b"", retain=True)
@@ -187,7 +121,7 @@ def start_online(members: Sequence[Member], mqtt_url: str, *, timeout_s: float =
             for member in members:
                 if not member.is_running():
                     raise NotOnline(f"{member.client_id} exited before it was online; log tail:\n{member.log_tail()}")
-            seen = {m.topic for m in status.received() if m.payload == b"online"}
+            seen = {m.topic for m in status.received() if m.payload == WorkerStatus.ONLINE.encode()}
             return all(topic in seen for topic in topics.values())
 
         try:

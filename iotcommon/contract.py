@@ -12,10 +12,17 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-READINGS_FILTER = "sensors/+/readings"
+# The filters are what subscribers ask for and what the broker's ACLs
+# (mosquitto/dynsec.py) grant; the functions below build single topics.
+READINGS_FILTER = "sensors/+/readings"  # every sensor's readings
 _READING_TOPIC = re.compile(r"sensors/([^/]+)/readings")  # fullmatch: "$" would allow a trailing newline
 STATUS_PREFIX = "bridge/status/"
 HEARTBEAT_PREFIX = "bridge/heartbeat/"
+STATUS_FILTER = f"{STATUS_PREFIX}+"  # every worker's retained status
+HEARTBEAT_FILTER = f"{HEARTBEAT_PREFIX}+"  # every worker's heartbeat
+WORKER_TOPICS = "bridge/#"  # all that bridge workers publish: status and heartbeat
+PROBE_PREFIX = "watchdog/probe/"
+PROBE_FILTER = f"{PROBE_PREFIX}#"  # the watchdog's probes to itself, round-tripped through the broker
 # A site broker's bridge (mosquitto/site.conf, `notifications true`) reports its link on
 # both brokers at $SYS/broker/connection/<remote_clientid>/state: "1" connected, "0"
 # disconnected (on the central broker, its Will). mosquitto/dynsec.py grants the filter.
@@ -26,6 +33,11 @@ _SITE_BRIDGE_STATE = re.compile(r"\$SYS/broker/connection/([^/]+)/state")
 def reading_topic(sensor_id: int) -> str:
     """Where a device publishes the readings of one sensor."""
     return f"sensors/{sensor_id}/readings"
+
+
+def shared_subscription(group: str, topic_filter: str = READINGS_FILTER) -> str:
+    """The MQTT 5 shared subscription of `group` to `topic_filter`: each message goes to one member."""
+    return f"$share/{group}/{topic_filter}"
 
 
 def topic_sensor_segment(topic: str) -> str | None:
@@ -44,9 +56,19 @@ def heartbeat_topic(client_id: str) -> str:
     return f"{HEARTBEAT_PREFIX}{client_id}"
 
 
+def probe_topic(client_id: str) -> str:
+    """Where the watchdog `client_id` sends itself probe messages."""
+    return f"{PROBE_PREFIX}{client_id}"
+
+
 def client_id_of(topic: str, prefix: str) -> str | None:
     """The client id at the end of a status or heartbeat topic, or None for another topic."""
     return topic.removeprefix(prefix) if topic.startswith(prefix) and len(topic) > len(prefix) else None
+
+
+def site_bridge_state_topic(name: str) -> str:
+    """Where the site bridge `name` (its remote_clientid) reports its link, on both brokers."""
+    return SITE_BRIDGE_STATES.replace("+", name)
 
 
 def site_bridge_of(topic: str) -> str | None:

@@ -27,7 +27,7 @@ Environment:
     MQTT_DEVICES            optional: "7:password,8:password" -> accounts device-7, device-8
     BRIDGE_SHARE_GROUP      the bridge's share group (default: bridge)
 
-Usage: python mosquitto/dynsec.py OUTPUT.json [--force] [--iterations N]
+Usage: python -m mosquitto.dynsec OUTPUT.json [--force] [--iterations N]   (with the project installed)
 Exit 2 naming the variable when a password is missing, the placeholder, or too guessable.
 """
 
@@ -46,6 +46,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from iotcommon.contract import (
+    PROBE_FILTER,
+    READINGS_FILTER,
+    SITE_BRIDGE_STATES,
+    WORKER_TOPICS,
+    reading_topic,
+    shared_subscription,
+)
+from iotcommon.settings import PLACEHOLDER_PASSWORD
+
 # PBKDF2 iterations of our accounts' hashes: one (see above). Mosquitto 2.0's
 # plugin accepts any count from 1 and checks with the count stored per account.
 ITERATIONS = 1
@@ -59,14 +69,7 @@ _CLASSES: tuple[tuple[int, str], ...] = (
     (26, "abcdefghijklmnopqrstuvwxyz"), (26, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"), (10, "0123456789"),
 )
 _OTHER_CLASS = 33  # printable ASCII punctuation and space
-READINGS = "sensors/+/readings"
 HEALTH_TOPIC = "$SYS/broker/uptime"  # retained by the broker, so one read answers at once
-# Where a site broker's bridge publishes the state of its link ("1"/"0", retained; its
-# Will says "0"), named by its remote_clientid. The 2.0 plugin substitutes no %c in
-# ACLs, so the role grants every site's topic: sites sharing the account trust each other.
-SITE_BRIDGE_STATE = "$SYS/broker/connection/+/state"
-# The examples' placeholder: anyone who read them knows it, so it is refused.
-PLACEHOLDER_PASSWORD = "change-me"  # noqa: S105 (refused, not used)
 # Account name -> the variable holding its password; each account has the role of its name.
 REQUIRED_ACCOUNTS = {
     "bridge": "MQTT_BRIDGE_PASSWORD",
@@ -92,17 +95,17 @@ def read_acls(*topics: str) -> list[dict[str, Any]]:
 
 def roles(share_group: str, device_ids: list[int]) -> list[dict[str, Any]]:
     """The roles of the system; see README, "Broker accounts"."""
-    result = [
+    return [
         {"rolename": "bridge", "acls": [
-            acl("subscribePattern", f"$share/{share_group}/{READINGS}"),
-            acl("publishClientReceive", READINGS),
-            acl("publishClientSend", "bridge/#"),
+            acl("subscribePattern", shared_subscription(share_group, READINGS_FILTER)),
+            acl("publishClientReceive", READINGS_FILTER),
+            acl("publishClientSend", WORKER_TOPICS),
         ]},
         {"rolename": "watchdog", "acls": [
-            *read_acls("bridge/#", "$SYS/#", "watchdog/probe/#"),
-            acl("publishClientSend", "watchdog/probe/#"),
+            *read_acls(WORKER_TOPICS, "$SYS/#", PROBE_FILTER),
+            acl("publishClientSend", PROBE_FILTER),
         ]},
-        {"rolename": "simulator", "acls": [acl("publishClientSend", READINGS)]},
+        {"rolename": "simulator", "acls": [acl("publishClientSend", READINGS_FILTER)]},
         {"rolename": "admin", "acls": [
             *read_acls("$CONTROL/dynamic-security/#"),
             acl("publishClientSend", "$CONTROL/dynamic-security/#"),
@@ -110,17 +113,20 @@ def roles(share_group: str, device_ids: list[int]) -> list[dict[str, Any]]:
         # The compose stack's broker health check; nothing else.
         {"rolename": "health", "acls": read_acls(HEALTH_TOPIC)},
         # A site broker's bridge: forwards its devices' readings (the site checked
-        # each device's own topic) and reports its link; reads nothing.
+        # each device's own topic) and reports its link on SITE_BRIDGE_STATES, named
+        # by its remote_clientid; reads nothing. The 2.0 plugin substitutes no %c in
+        # ACLs, so the role grants every site's topic: sites sharing the account trust each other.
         {"rolename": "site-bridge", "acls": [
-            acl("publishClientSend", READINGS),
-            acl("publishClientSend", SITE_BRIDGE_STATE),
+            acl("publishClientSend", READINGS_FILTER),
+            acl("publishClientSend", SITE_BRIDGE_STATES),
         ]},
+        *(device_role(n) for n in device_ids),
     ]
-    result += [
-        {"rolename": f"device-{n}", "acls": [acl("publishClientSend", f"sensors/{n}/readings")]}
-        for n in device_ids
-    ]
-    return result
+
+
+def device_role(sensor_id: int) -> dict[str, Any]:
+    """The role of account device-<sensor_id>: it may publish its own sensor's readings, nothing else."""
+    return {"rolename": f"device-{sensor_id}", "acls": [acl("publishClientSend", reading_topic(sensor_id))]}
 
 
 def client(username: str, password: str, role: str, *, iterations: int, salt: bytes) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 
@@ -41,20 +40,17 @@ from bridge.health import check_health as bridge_health
 from bridge.partition_command import connect as connect_owner
 from bridge.partition_command import run_setup as partition_readings
 from bridge.partition_config import PartitionSettings
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient, MqttTestError
+from devstack.postgres import PostgresServer, apply_schema_file, ensure_login_role, partman_bgw_settings
 from devstack.processes import REPO_ROOT, free_port, read_tail, service_account, wait_until
 from devstack.replication import StandbyServer, allow_replication, set_synchronous, sync_state
-from devstack.servers import (
-    MosquittoServer,
-    PostgresServer,
-    apply_schema_file,
-    ensure_login_role,
-    load_dynsec,
-    partman_bgw_settings,
-)
-from devstack.site import bridge_state_topic, site_broker
+from devstack.site import site_broker
+from devstack.urls import mqtt_url, postgres_url
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import WorkerProcess, worker_env
+from iotcommon.contract import reading_topic, site_bridge_state_topic
+from mosquitto import dynsec
 from watchdog.config import Settings as WatchdogSettings
 from watchdog.runner import check_health as watchdog_health
 
@@ -130,16 +126,13 @@ class Stack:
 
     def mqtt_url(self, user: str, *, port: str = "mqtt") -> str:
         """The broker URL for one of the accounts (generated passwords are URL-safe; quoted anyway)."""
-        password = quote(self.passwords["mqtt_" + user.replace("-", "_")], safe="")
-        return f"mqtt://{user}:{password}@127.0.0.1:{self.ports[port]}"
+        return mqtt_url(self.ports[port], user, self.passwords["mqtt_" + user.replace("-", "_")])
 
     def db_url(self, user: str) -> str:
         """The database URL of a login role, over TCP with its password; with a standby, both servers'."""
-        password = quote(self.passwords["db_" + user], safe="")
-        if not self.standby:
-            return f"postgresql://{user}:{password}@127.0.0.1:{self.ports['postgres']}/sensors"
-        hosts = f"127.0.0.1:{self.ports['postgres']},127.0.0.1:{self.ports['postgres_standby']}"
-        return f"postgresql://{user}:{password}@{hosts}/sensors?target_session_attrs=read-write"
+        ports = [self.ports["postgres"], *([self.ports["postgres_standby"]] if self.standby else [])]
+        return postgres_url(*ports, user=user, password=self.passwords["db_" + user], dbname="sensors",
+                            read_write=self.standby)
 
 
 def load_stack(home: Path, *, standby: bool = False) -> Stack:
@@ -331,7 +324,6 @@ def write_document(passwords: dict[str, str]) -> Callable[[Path], None]:
     """Writes, or brings up to date, a broker's accounts file with these accounts (name -> password)."""
 
     def write(path: Path) -> None:
-        dynsec = load_dynsec()
         if not path.exists():
             document = dynsec.build_document(passwords)
         else:
@@ -436,7 +428,7 @@ def _site_health(stack: Stack) -> tuple[bool, str]:
     try:
         MqttTestClient.from_url(stack.mqtt_url("simulator", port="site_mqtt")).connect(timeout=3).close()
         with MqttTestClient.from_url(stack.mqtt_url("watchdog")) as central:
-            central.subscribe(bridge_state_topic(SITE_NAME))
+            central.subscribe(site_bridge_state_topic(SITE_NAME))
             state = central.wait_for_messages(1, timeout=3)[-1].payload
     except (OSError, MqttTestError) as exc:
         return False, f"not ready: {exc}"
@@ -534,7 +526,7 @@ three bridge workers and the watchdog. Its settings and passwords are in {env}. 
   Load the settings into your shell (the passwords are never printed):
   $ set -a; . {env}; set +a
   Publish one reading as device {DEVICE_SENSOR_ID}, the way a sensor would:
-  $ mosquitto_pub -L "$MQTT_DEVICE_URL/sensors/{DEVICE_SENSOR_ID}/readings" -q 1 -m '{reading}'
+  $ mosquitto_pub -L "$MQTT_DEVICE_URL/{reading_topic(DEVICE_SENSOR_ID)}" -q 1 -m '{reading}'
   Look at the stored readings:
   $ {LOOK_AT_READINGS}
   Send 500 readings in 5 s and check that every one arrived:

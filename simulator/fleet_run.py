@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from iotcommon.contract import topic_sensor_segment
 from iotcommon.settings import MqttEndpoint
 from iotcommon.transport import tls_context
 from simulator.fleet import DeviceLogin, Fleet, FleetOptions, Outgoing
@@ -143,7 +144,11 @@ class FleetPublisher:
 
 
 def _sensor_of(message: Message) -> int:
-    return int(message.topic.split("/")[1])
+    """The sensor a planned message is for, from its topic (the contract's, as the factory built it)."""
+    segment = topic_sensor_segment(message.topic)
+    if segment is None:
+        raise ValueError(f"not a reading topic: {message.topic!r}")
+    return int(segment)
 
 
 async def connect_fleet(fleet: Fleet, *, where: str, timeout_s: float) -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
+from iotcommon.contract import reading_topic
+
 RUN_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -132,7 +134,7 @@ class MessageFactory:
             original = self._rng.choice(self._uniques)
             return Message(index, kind, original.topic, original.payload)
         if kind is Kind.INVALID:
-            return Message(index, kind, _topic(sensor_id), self._invalid(index, sensor_id, now()))
+            return Message(index, kind, reading_topic(sensor_id), self._invalid(index, sensor_id, now()))
         message = self._unique(index, sensor_id, now())
         self._uniques.append(message)
         return message
@@ -156,7 +158,7 @@ class MessageFactory:
             readings.append(((sensor_id, at, name), Expected(value, variable.unit)))
         body = objects[0] if self._array == 1 else objects
         payload = json.dumps(body, ensure_ascii=False).encode()
-        return Message(index, Kind.UNIQUE, _topic(sensor_id), payload, tuple(readings))
+        return Message(index, Kind.UNIQUE, reading_topic(sensor_id), payload, tuple(readings))
 
     def _value(self, variable: Variable, n: int) -> float:
         # A slow daily-like wave plus noise: plausible, and varied enough to
@@ -181,10 +183,6 @@ class MessageFactory:
         if choice == len(variants):
             return f"not json {self.marker} {index}".encode()
         return json.dumps(variants[choice], ensure_ascii=False).encode()
-
-
-def _topic(sensor_id: int) -> str:
-    return f"sensors/{sensor_id}/readings"
 
 
 def _iso(at: datetime) -> str:

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from devstack.servers import load_script
+from devstack.scripts import load_script
 
 pytest_plugins = ["fix_servers", "fix_replication", "fix_watchdog", "fix_measure", "fix_site"]
 

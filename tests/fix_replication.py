@@ -16,9 +16,10 @@ import psycopg
 import pytest
 
 from devstack.autofailover import AUTOCTL_HINT, AutoFailoverFormation
+from devstack.postgres import BRIDGE_TEST_ROLE, POSTGRES_HINT, REPLAY_TEST_ROLE
 from devstack.processes import find_binary
 from devstack.replication import ReplicatedPostgres
-from devstack.servers import BRIDGE_TEST_ROLE, POSTGRES_HINT, REPLAY_TEST_ROLE, login_url
+from devstack.urls import login_url
 
 # Every table of schema.sql (whatever it holds by now), emptied between the tests sharing a pair.
 _TRUNCATE_ALL = """

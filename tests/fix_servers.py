@@ -23,28 +23,25 @@ import uuid
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
 
+from devstack import urls
+from devstack.mosquitto import MOSQUITTO_HINT, TEST_MQTT_PASSWORD, TEST_MQTT_USER, MosquittoServer, write_test_accounts
 from devstack.mqtt_client import MqttTestClient
-from devstack.processes import REPO_ROOT, find_binary
-from devstack.servers import (
+from devstack.postgres import (
     BRIDGE_TEST_ROLE,
     BRIDGE_UPDATE_TEST_ROLE,
-    MOSQUITTO_HINT,
     POSTGRES_HINT,
     READER_TEST_ROLE,
     REPLAY_TEST_ROLE,
-    TEST_MQTT_PASSWORD,
-    TEST_MQTT_USER,
-    MosquittoServer,
     PostgresServer,
     apply_schema,
-    login_url,
-    write_test_accounts,
 )
+from devstack.processes import REPO_ROOT, find_binary
+from devstack.urls import login_url
 from devstack.workers import MakeEnv, NotOnline, StartWorker, WorkerProcess, start_online, worker_env
 
 WORKER_READY_TIMEOUT_S = 30.0
@@ -125,7 +122,7 @@ def _mosquitto_backend() -> Iterator[tuple[str, MosquittoServer | None]]:
             pytest.fail(_no_backend("Mosquitto", exc))
         with tempfile.TemporaryDirectory() as tmp, _mosquitto_container(Path(tmp)) as container:
             host, port = container.get_container_host_ip(), container.get_exposed_port(1883)
-            yield f"mqtt://{quote(TEST_MQTT_USER, safe='')}:{quote(TEST_MQTT_PASSWORD, safe='')}@{host}:{port}", None
+            yield urls.mqtt_url(int(port), TEST_MQTT_USER, TEST_MQTT_PASSWORD, host=host), None
         return
     server = MosquittoServer()
     try:

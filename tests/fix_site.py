@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from devstack.mosquitto import MQTT_TEST_ACCOUNTS, MosquittoServer
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.processes import wait_until
 from devstack.proxy import TcpProxy
-from devstack.servers import MQTT_TEST_ACCOUNTS, MosquittoServer
-from devstack.site import bridge_state_topic, site_broker
+from devstack.site import site_broker
+from iotcommon.contract import site_bridge_state_topic
 
 LINK_TIMEOUT_S = 20.0  # the bridge retries every 1-10 s (restart_timeout in site.conf)
 
@@ -39,7 +40,7 @@ class SiteLink:
     @property
     def state_topic(self) -> str:
         """Where the bridge reports its link on the central broker."""
-        return bridge_state_topic(self.name)
+        return site_bridge_state_topic(self.name)
 
     def take_down(self) -> None:
         """Cut the link and keep it cut."""

@@ -10,8 +10,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from devstack.discord_stub import DiscordStub, Post
+from devstack.postgres import WATCHDOG_TEST_ROLE
 from devstack.replication import ReplicatedPostgres
-from devstack.servers import WATCHDOG_TEST_ROLE, login_url
+from devstack.urls import login_url
 from devstack.watchdog_process import WatchdogProcess
 
 # Fast settings: the bridge_env fixture makes workers beat every second.

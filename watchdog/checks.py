@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from iotcommon.contract import Heartbeat, LinkState, WorkerStatus
+from iotcommon.contract import HEARTBEAT_PREFIX, Heartbeat, LinkState, WorkerStatus
 
 BROKER = "broker"
 DATABASE = "database"
@@ -166,7 +166,7 @@ def _judge_silent(view: WorkerView, age_s: float | None, *, listening_s: float, 
     if listening_s < rules.heartbeat_timeout_s:
         return Result(name, Status.UNKNOWN, "waiting for its first heartbeat since we subscribed")
     if age_s is None and view.status is WorkerStatus.ONLINE:
-        return Result(name, Status.DOWN, "status online but no heartbeat on bridge/heartbeat/ (hung at start?)")
+        return Result(name, Status.DOWN, f"status online but no heartbeat on {HEARTBEAT_PREFIX} (hung at start?)")
     if age_s is None:
         return Result(name, Status.DOWN, "never seen: no status or heartbeat on the broker")
     detail = f"no heartbeat for {age_s:.0f} s (limit {rules.heartbeat_timeout_s:.0f} s)"

@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from iotcommon.contract import (
+    HEARTBEAT_FILTER,
     HEARTBEAT_PREFIX,
     SITE_BRIDGE_STATES,
+    STATUS_FILTER,
     STATUS_PREFIX,
     Heartbeat,
     LinkState,
@@ -24,6 +26,7 @@ from iotcommon.contract import (
     WorkerStatus,
     client_id_of,
     parse_heartbeat,
+    probe_topic,
     site_bridge_of,
 )
 from watchdog.checks import LinkView, WorkerView
@@ -31,11 +34,6 @@ from watchdog.checks import LinkView, WorkerView
 logger = logging.getLogger(__name__)
 # Mosquitto 2.0 publishes it (retained) every sys_interval (10 s by default), when it changed.
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
-
-
-def probe_topic(client_id: str) -> str:
-    """Where the watchdog sends itself probe messages."""
-    return f"watchdog/probe/{client_id}"
 
 
 class MqttClient(Protocol):
@@ -134,7 +132,7 @@ class BrokerWatcher:
             logger.error("broker %s refused the watchdog's connection: %s", self._broker, reason_code)
             return
         logger.info("watchdog connected to broker %s", self._broker)
-        topics = [(f"{STATUS_PREFIX}+", 1), (f"{HEARTBEAT_PREFIX}+", 0), (DROPPED_TOPIC, 0),
+        topics = [(STATUS_FILTER, 1), (HEARTBEAT_FILTER, 0), (DROPPED_TOPIC, 0),
                   (SITE_BRIDGE_STATES, 1), (probe_topic(self._client_id), 1)]
         # Subscribing on every connect: a reconnect gets the retained messages again.
         _, mid = client.subscribe(topics)

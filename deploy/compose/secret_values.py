@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import ModuleType
+
+from iotcommon.settings import PLACEHOLDER_PASSWORD
+from mosquitto import dynsec
 
 # Grafana expands $NAME and ${NAME} in what it reads for these (provisioning, settings).
 GRAFANA_EXPANDS = ("READER_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
@@ -65,7 +67,7 @@ class Wanted:
     placeholders: dict[str, str]  # secret name -> the variable that held the placeholder
 
 
-def wanted(environ: Mapping[str, str], dynsec: ModuleType) -> Wanted:
+def wanted(environ: Mapping[str, str]) -> Wanted:
     """This stack's secrets (devices from MQTT_DEVICES included) and what .env says of them; InitError."""
     try:
         devices = dynsec.parse_devices(environ.get("MQTT_DEVICES", ""))
@@ -76,7 +78,7 @@ def wanted(environ: Mapping[str, str], dynsec: ModuleType) -> Wanted:
     given: dict[str, str] = {}
     placeholders: dict[str, str] = {}
     for secret, variable, value in entries:
-        if value == dynsec.PLACEHOLDER_PASSWORD:  # what the old .env.example shipped: never a password
+        if value == PLACEHOLDER_PASSWORD:  # what the old .env.example shipped: never a password
             placeholders[secret.name] = variable
         elif value:
             check_given(variable, value)

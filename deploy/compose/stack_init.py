@@ -42,9 +42,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from iotcommon.settings import PLACEHOLDER_PASSWORD
+from mosquitto import dynsec
+
 
 def load_module(relative: str) -> ModuleType:
-    """One of the project's scripts (not packages), by its path from the repository's (and the image's) root."""
+    """One of this folder's scripts (not a package), by its path from the repository's (and the image's) root."""
     path = Path(__file__).resolve().parents[2] / relative
     spec = importlib.util.spec_from_file_location(path.stem, path)
     if spec is None or spec.loader is None:
@@ -53,11 +56,6 @@ def load_module(relative: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
-
-
-def load_dynsec() -> ModuleType:
-    """mosquitto/dynsec.py, the broker's accounts."""
-    return load_module("mosquitto/dynsec.py")
 
 
 # This folder's other parts of the init (scripts too: the image runs them from /app/deploy/compose).
@@ -113,8 +111,7 @@ def write_broker_files(folder: Path, existing: dict[str, Any], document: dict[st
     return changed
 
 
-def check_broker_passwords(want: Any, resolved: Mapping[str, tuple[str, str]], *, dynsec: ModuleType,
-                           folder: Path) -> None:
+def check_broker_passwords(want: Any, resolved: Mapping[str, tuple[str, str]], *, folder: Path) -> None:
     """InitError naming the variable, or the stored file, of a broker password too guessable for its cheap hash."""
     for secret in want.chosen:
         problem = dynsec.weak_password(resolved[secret.name][0]) if secret.account else None
@@ -142,13 +139,12 @@ def apply(
     report: Callable[[str], None] = print,
 ) -> None:
     """Resolve and write every secret and each service's copies, then the broker's accounts; InitError first."""
-    dynsec = load_dynsec()
-    want = values.wanted(environ, dynsec)
+    want = values.wanted(environ)
     existing = read_broker_document(dynsec_folder)
     stored = files.read_stored(secrets_folder)
     resolved = values.resolve(want, stored, token=token, database_exists=(database_folder / PG_VERSION).exists(),
-                            placeholder=dynsec.PLACEHOLDER_PASSWORD)
-    check_broker_passwords(want, resolved, dynsec=dynsec, folder=secrets_folder)
+                            placeholder=PLACEHOLDER_PASSWORD)
+    check_broker_passwords(want, resolved, folder=secrets_folder)
     passwords = {secret.account: resolved[secret.name][0] for secret in want.chosen if secret.account}
     share_group = environ.get("BRIDGE_SHARE_GROUP") or "bridge"
     document = dynsec.update(existing, passwords, share_group=share_group,
@@ -166,7 +162,7 @@ def apply(
     for name, (_, source) in resolved.items():
         if source != "kept":
             report(f"init: {name}: {source}")
-    for line in values.placeholder_notes(want, resolved, dynsec.PLACEHOLDER_PASSWORD):
+    for line in values.placeholder_notes(want, resolved, PLACEHOLDER_PASSWORD):
         report(line)
     report(f"init: {sum(source == 'kept' for _, source in resolved.values())} secrets kept in {secrets_folder}")
     changed = write_broker_files(dynsec_folder, existing, document, passwords["health"], chown=chown)

@@ -19,12 +19,14 @@ from pathlib import Path
 from fix_measure import Measure
 
 from devstack import traffic
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient, heartbeats_of
+from devstack.postgres import PostgresServer
 from devstack.processes import REPO_ROOT, wait_until, wait_until_steady
 from devstack.proxy import TcpProxy
-from devstack.servers import MosquittoServer, PostgresServer
 from devstack.simulator_process import simulator_env
 from devstack.workers import StartWorker, WorkerProcess
+from iotcommon.contract import HEARTBEAT_FILTER, Heartbeat, heartbeat_topic
 
 
 def _saved_since(broker: MosquittoServer, since: float) -> bool:
@@ -117,12 +119,12 @@ def test_broker_sigkilled_keeps_what_it_saved_and_loses_what_came_after(
     restartable_mosquitto.start()
 
     with MqttTestClient.from_url(mqtt_url) as beats:
-        beats.subscribe(f"bridge/heartbeat/{worker.client_id}")
+        beats.subscribe(heartbeat_topic(worker.client_id))
         again = start("keep")
         wait_until(lambda: traffic.counts(admin_database_url)[0] >= len(saved.expected), 30,
                    message="the readings saved before the SIGKILL")
         stored = wait_until_steady(lambda: traffic.counts(admin_database_url)[0], 3, 30, message="the broker's queue")
-        wait_until(lambda: any(b["in_flight"] == 0 for b in heartbeats_of(beats, {again.client_id})), 10,
+        wait_until(lambda: any(b.in_flight == 0 for b in heartbeats_of(beats, {again.client_id})), 10,
                    message="the worker holding nothing more")
 
     rows = traffic.stored_rows(admin_database_url)
@@ -146,25 +148,25 @@ def test_broker_sigkilled_while_the_database_is_down_loses_nothing_the_workers_h
     restartable_postgres.stop("immediate")
     sent = traffic.build(500, invalid_share=0.02)
     with MqttTestClient.from_url(mqtt_url) as client:
-        client.subscribe("bridge/heartbeat/+")
+        client.subscribe(HEARTBEAT_FILTER)
         # Right after an autosave, so that the readings are in no saved state when the broker dies.
         saved_before = time.time()
         wait_until(lambda: _saved_since(restartable_mosquitto, saved_before), 25, message="an autosave")
         client.publish_many(sent.messages)
-        wait_until(lambda: sum(_latest(client, ids, "received").values()) >= len(sent.messages), 10,
+        wait_until(lambda: sum(beat.received for beat in _latest(client, ids).values()) >= len(sent.messages), 10,
                    message="the workers holding every message")
     restartable_mosquitto.stop(signal.SIGKILL)
     restartable_mosquitto.start()
     wait_until(lambda: _resubscribed(workers, 2), 30, message="workers resubscribed")
     with MqttTestClient.from_url(mqtt_url) as client:
-        client.subscribe("bridge/heartbeat/+")
+        client.subscribe(HEARTBEAT_FILTER)
         # Keep the database down until each worker has retried once more on the new connection.
         def every_worker_s_errors() -> dict[str, int] | None:
-            errors = _latest(client, ids, "db_errors")
+            errors = {name: beat.db_errors for name, beat in _latest(client, ids).items()}
             return errors if len(errors) == len(ids) else None
 
         before = wait_until(every_worker_s_errors, 10, message="heartbeats on the new connection")
-        wait_until(lambda: all(_latest(client, ids, "db_errors")[w] > before[w] for w in ids), 30,
+        wait_until(lambda: all(_latest(client, ids)[w].db_errors > before[w] for w in ids), 30,
                    message="a retry on the new connection")
     restartable_postgres.start()
 
@@ -174,9 +176,9 @@ def test_broker_sigkilled_while_the_database_is_down_loses_nothing_the_workers_h
             f"{len(sent.messages)} / {len(sent.expected) + sent.invalid}")
 
 
-def _latest(client: MqttTestClient, ids: set[str], field: str) -> dict[str, int]:
-    """`field` of the last heartbeat of each of these workers."""
-    return {beat["client_id"]: int(beat[field]) for beat in heartbeats_of(client, ids)}
+def _latest(client: MqttTestClient, ids: set[str]) -> dict[str, Heartbeat]:
+    """The last heartbeat of each of these workers."""
+    return {beat.client_id: beat for beat in heartbeats_of(client, ids)}
 
 
 def test_broker_down_fails_readiness_but_not_liveness(

@@ -18,10 +18,11 @@ from fix_measure import Measure
 
 from devstack import traffic
 from devstack.connects import NOT_AUTHORIZED, Login, Storm, connect_all
+from devstack.mosquitto import MQTT_TEST_ACCOUNTS
 from devstack.mqtt_client import MqttTestClient, PacedPublisher
 from devstack.processes import wait_until
-from devstack.servers import MQTT_TEST_ACCOUNTS, with_login
 from devstack.soak import SoakRun, lateness, stored_at
+from devstack.urls import with_login
 from devstack.workers import StartWorker
 from simulator.report import percentile
 

@@ -17,10 +17,11 @@ from fix_watchdog import StartWatchdog, alerts_about, kinds
 from devstack import traffic
 from devstack.discord_stub import DiscordStub
 from devstack.mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
+from devstack.postgres import PostgresServer
 from devstack.processes import memory_kb, wait_until
 from devstack.proxy import TcpProxy
-from devstack.servers import PostgresServer
 from devstack.workers import StartWorker, WorkerProcess
+from iotcommon.contract import HEARTBEAT_FILTER, heartbeat_topic
 
 OUTAGE_S = 30
 MAX_IN_FLIGHT = 300
@@ -31,7 +32,7 @@ RESTART_OUTAGE_S = 10
 
 
 def _any_beat_says_database_down(client: MqttTestClient, workers: list[WorkerProcess]) -> bool:
-    return any(not beat["db_ok"] for beat in heartbeats_of(client, {w.client_id for w in workers}))
+    return any(not beat.db_ok for beat in heartbeats_of(client, {w.client_id for w in workers}))
 
 
 def test_postgres_stopped_30_s_workers_stay_bounded_and_everything_arrives(
@@ -45,7 +46,7 @@ def test_postgres_stopped_30_s_workers_stay_bounded_and_everything_arrives(
     ]
     watchdog = start_watchdog(WATCHDOG_BRIDGE_WORKERS=",".join(w.client_id for w in workers))
     watchdog.wait_until_all_ok()
-    mqtt_client.subscribe("bridge/heartbeat/+")
+    mqtt_client.subscribe(HEARTBEAT_FILTER)
     sent = traffic.build(8000, duplicate_share=0.1, invalid_share=0.02)
     before, during = sent.messages[:2000], sent.messages[2000:]
 
@@ -65,7 +66,7 @@ def test_postgres_stopped_30_s_workers_stay_bounded_and_everything_arrives(
     assert all(worker.is_running() for worker in workers), "a worker exited while the database was down"
     peak_rss_mb = [memory_kb(w.pid, "VmHWM") / 1024 for w in workers]
     beats = heartbeats_of(mqtt_client, {w.client_id for w in workers})
-    held = max(beat["in_flight"] for beat in beats)
+    held = max(beat.in_flight for beat in beats)
 
     restartable_postgres.start()
     restarted_at = time.monotonic()
@@ -115,7 +116,7 @@ def test_readings_locked_for_20_s_time_out_are_retried_and_lose_nothing(
     start: StartWorker, mqtt_url: str, admin_database_url: str, mqtt_client: MqttTestClient, measure: Measure,
 ) -> None:
     workers = [start(name, bridge_statement_timeout_ms=2000, bridge_db_retry_max_s=1) for name in ("l1", "l2")]
-    mqtt_client.subscribe("bridge/heartbeat/+")
+    mqtt_client.subscribe(HEARTBEAT_FILTER)
     sent = traffic.build(1500)
     with psycopg.connect(admin_database_url) as locker:
         locker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
@@ -128,8 +129,8 @@ def test_readings_locked_for_20_s_time_out_are_retried_and_lose_nothing(
                    message="20 s of lock")
         # (Counting rows here would itself wait for the lock: ask the workers instead.)
         ours = heartbeats_of(mqtt_client, {w.client_id for w in workers})
-        assert ours and all(b["stored"] == 0 for b in ours), "nothing committed through the lock"
-        timeouts = max(int(b["db_errors"]) for b in ours)
+        assert ours and all(b.stored == 0 for b in ours), "nothing committed through the lock"
+        timeouts = max(b.db_errors for b in ours)
         assert timeouts >= 2, "statements timed out and were retried"
         assert all(worker.is_running() for worker in workers)
         locker.rollback()  # releases the lock
@@ -159,7 +160,7 @@ def test_worker_restarted_as_postgres_stops_waits_for_it_and_stores_everything_s
     stopped_at = time.monotonic()
     workers["o2"] = start("o2")  # returns once it is subscribed (online), database or not
     restarted = workers["o2"]
-    mqtt_client.subscribe(f"bridge/heartbeat/{restarted.client_id}")
+    mqtt_client.subscribe(heartbeat_topic(restarted.client_id))
     publisher = BackgroundPublisher(mqtt_url, during, chunk=100)
     wait_until(lambda: _any_beat_says_database_down(mqtt_client, [restarted]), 15,
                message="the restarted worker's heartbeat: database down")

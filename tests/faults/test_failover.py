@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import psycopg
 from fix_measure import Measure
@@ -22,11 +21,13 @@ from fix_watchdog import StartWatchdog, alerts_about, kinds, replication_env
 from devstack import traffic
 from devstack.discord_stub import DiscordStub
 from devstack.mqtt_client import BackgroundPublisher, MqttTestClient, PacedPublisher, heartbeats_of
+from devstack.postgres import BRIDGE_TEST_ROLE
 from devstack.processes import memory_kb, wait_until
 from devstack.proxy import TcpProxy
 from devstack.replication import ReplicatedPostgres
-from devstack.servers import BRIDGE_TEST_ROLE, login_password
+from devstack.urls import login_password
 from devstack.workers import StartWorker, WorkerProcess
+from iotcommon.contract import HEARTBEAT_FILTER, Heartbeat
 
 STORING_AGAIN_LIMIT_S = 5.0
 OUTAGE_S = 4
@@ -144,7 +145,7 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
     ids = {worker.client_id for worker in workers}
     watchdog = start_watchdog(**replication_env(pair), WATCHDOG_BRIDGE_WORKERS=",".join(sorted(ids)))
     watchdog.wait_until_all_ok()
-    mqtt_client.subscribe("bridge/heartbeat/+")
+    mqtt_client.subscribe(HEARTBEAT_FILTER)
     sent = traffic.build(2000, duplicate_share=0.1, invalid_share=0.02)
     before, during = sent.messages[:500], sent.messages[500:]
     BackgroundPublisher(mqtt_url, before, chunk=100).join()
@@ -162,9 +163,9 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
     # The hook for the watchdog's alert (issue 18, item 5): commit_stalled in the heartbeat. Not
     # necessarily every worker's: one whose batch holds a key another's waiting COMMIT inserted
     # waits in its INSERT, behind that transaction.
-    stalled = wait_until(lambda: [b for b in heartbeats_of(mqtt_client, ids) if b["commit_stalled"]], 15,
+    stalled = wait_until(lambda: [b for b in heartbeats_of(mqtt_client, ids) if b.commit_stalled], 15,
                          message="a heartbeat saying a COMMIT is stalled")
-    health = next(w for w in workers if w.client_id == stalled[0]["client_id"]).run("health")
+    health = next(w for w in workers if w.client_id == stalled[0].client_id).run("health")
     # Past the inbox's 2 s of waiting for room (bridge/inbox.py): the bound must hold after it too.
     wait_until(lambda: time.monotonic() - stopped_at >= OUTAGE_S, OUTAGE_S + 1, message=f"{OUTAGE_S} s of outage")
     beats = _latest(mqtt_client, ids)
@@ -195,7 +196,7 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
     assert not any(worker_id in text for text in posted for worker_id in ids), posted
     measure("standby stopped", f"{back_at - stopped_at:.1f} s, {len(during)} messages published meanwhile")
     measure("first heartbeat with commit_stalled (BRIDGE_COMMIT_WAIT_WARN_S=1)",
-            f"{stalled[0]['commit_wait_s']:.1f} s into the wait")
+            f"{stalled[0].commit_wait_s:.1f} s into the wait")
     measure("held unacknowledged per worker (received - stored outcomes)",
             f"{sorted(held.values())} (BRIDGE_MAX_IN_FLIGHT={MAX_IN_FLIGHT})")
     measure("peak worker RSS (VmHWM)", ", ".join(f"{mb:.1f} MB" for mb in peak_rss_mb))
@@ -203,14 +204,14 @@ def test_standby_stopped_while_synchronous_holds_writes_unacknowledged_until_it_
     measure("watchdog replication DOWN after the stop (1 s interval)", f"{alerted[0].at - stopped_at:.1f} s")
 
 
-def _unacknowledged(beat: dict[str, Any]) -> int:
+def _unacknowledged(beat: Heartbeat) -> int:
     """What a worker received and has not committed (so not acknowledged) yet: one reading or rejection each here."""
-    return int(beat["received"]) - sum(int(beat[name]) for name in ("stored", "duplicates", "conflicts", "rejected"))
+    return beat.received - (beat.stored + beat.duplicates + beat.conflicts + beat.rejected)
 
 
-def _latest(client: MqttTestClient, ids: set[str]) -> dict[str, dict[str, Any]]:
+def _latest(client: MqttTestClient, ids: set[str]) -> dict[str, Heartbeat]:
     """Each worker's latest heartbeat."""
-    return {beat["client_id"]: beat for beat in heartbeats_of(client, ids)}
+    return {beat.client_id: beat for beat in heartbeats_of(client, ids)}
 
 
 def test_asynchronous_replication_loses_acknowledged_readings_in_a_failover(
@@ -222,7 +223,7 @@ def test_asynchronous_replication_loses_acknowledged_readings_in_a_failover(
     pair.set_synchronous(False)
     workers = _workers(start, bridge_url_of(pair), "a1", "a2")
     ids = {worker.client_id for worker in workers}
-    mqtt_client.subscribe("bridge/heartbeat/+")
+    mqtt_client.subscribe(HEARTBEAT_FILTER)
     first, lagging, after = (traffic.build(500, first=offset) for offset in (0, 500, 1000))
     BackgroundPublisher(mqtt_url, first.messages).join()
     traffic.wait_for_counts(pair.primary.url(), len(first.expected))
@@ -232,7 +233,7 @@ def test_asynchronous_replication_loses_acknowledged_readings_in_a_failover(
     BackgroundPublisher(mqtt_url, lagging.messages).join()
     traffic.wait_for_counts(pair.primary.url(), len(first.expected) + len(lagging.expected))
     acknowledged = wait_until(
-        lambda: (n := sum(int(b["stored"]) for b in _latest(mqtt_client, ids).values())) >= 1000 and n, 10,
+        lambda: (n := sum(b.stored for b in _latest(mqtt_client, ids).values())) >= 1000 and n, 10,
         message="the workers' heartbeats counting every reading stored and acknowledged")
     pair.kill_primary()
     pair.promote()

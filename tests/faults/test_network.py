@@ -21,9 +21,9 @@ import pytest
 from fix_measure import Measure
 
 from devstack import traffic
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import BackgroundPublisher, MqttTestClient
 from devstack.proxy import TcpProxy
-from devstack.servers import MosquittoServer
 from devstack.workers import StartWorker
 
 NETEM = "delay 20ms 10ms loss 3%"

@@ -23,9 +23,9 @@ from fix_measure import Measure
 from fix_site import SiteLink
 
 from devstack import traffic
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient, MqttTestError, PacedPublisher
 from devstack.processes import wait_until, wait_until_steady
-from devstack.servers import MosquittoServer
 from devstack.workers import StartWorker, WorkerProcess
 
 RATE_PER_S = 150  # readings a second from the site's devices, one PUBACK at a time

@@ -18,7 +18,8 @@ import pytest
 from fix_measure import Measure
 
 from devstack import traffic
-from devstack.servers import MosquittoServer, PostgresServer
+from devstack.mosquitto import MosquittoServer
+from devstack.postgres import PostgresServer
 from devstack.soak import LATENESS_MARGIN_S, FaultPlan, Soak, SoakRun, lateness, rss_drift, stored_at
 from devstack.workers import StartWorker, WorkerProcess
 from simulator.report import percentile

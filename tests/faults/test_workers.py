@@ -22,6 +22,7 @@ from devstack.discord_stub import DiscordStub
 from devstack.mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of
 from devstack.processes import REPO_ROOT, memory_kb, wait_until, wait_until_steady
 from devstack.workers import StartWorker
+from iotcommon.contract import heartbeat_topic, reading_topic
 
 
 def test_worker_killed_mid_run_and_restarted_with_same_id_loses_nothing(
@@ -110,7 +111,7 @@ def test_a_large_backlog_drains_with_the_worker_holding_no_more_than_its_limit(
     sent = traffic.build(20_000, duplicate_share=0.05, invalid_share=0.01)
     with MqttTestClient.from_url(mqtt_url) as client:
         client.publish_many(sent.messages, timeout=120)
-    mqtt_client.subscribe(f"bridge/heartbeat/{worker.client_id}")
+    mqtt_client.subscribe(heartbeat_topic(worker.client_id))
 
     again = start("bk", bridge_max_in_flight=limit, bridge_batch_size=batch)
     back_at = time.monotonic()
@@ -118,20 +119,20 @@ def test_a_large_backlog_drains_with_the_worker_holding_no_more_than_its_limit(
     drained_s = time.monotonic() - back_at
     # inbox_peak is the most the worker ever held waiting; wait for a beat sent after the drain.
     beat = wait_until(
-        lambda: [b for b in heartbeats_of(mqtt_client, {again.client_id}) if b["stored"] >= len(sent.expected)],
+        lambda: [b for b in heartbeats_of(mqtt_client, {again.client_id}) if b.stored >= len(sent.expected)],
         10, message="a heartbeat after the drain",
     )[-1]
 
-    assert beat["inbox_peak"] <= limit, "the worker never held more than BRIDGE_MAX_IN_FLIGHT waiting"
-    assert beat["inbox_peak"] >= batch, "the backlog really pressed on the limit"
+    assert beat.inbox_peak <= limit, "the worker never held more than BRIDGE_MAX_IN_FLIGHT waiting"
+    assert beat.inbox_peak >= batch, "the backlog really pressed on the limit"
     # ... nor more than one read of the socket on its way to the inbox (no read loop that never ends).
     smallest = min(len(topic) + len(payload) for topic, payload in sent.messages)
-    assert 0 < beat["read_peak"] <= READ_CHUNK // smallest + 1
+    assert 0 < beat.read_peak <= READ_CHUNK // smallest + 1
     peak_rss_mb = memory_kb(again.pid, "VmHWM") / 1024
     measure("backlog drained", f"{len(sent.messages)} messages in {drained_s:.1f} s "
             f"({len(sent.messages) / drained_s:,.0f} messages/s)")
-    measure("most messages waiting in the worker", f"{beat['inbox_peak']} (BRIDGE_MAX_IN_FLIGHT={limit}), "
-            f"plus at most {beat['read_peak']} from one read of the socket")
+    measure("most messages waiting in the worker", f"{beat.inbox_peak} (BRIDGE_MAX_IN_FLIGHT={limit}), "
+            f"plus at most {beat.read_peak} from one read of the socket")
     measure("peak worker RSS (VmHWM)", f"{peak_rss_mb:.1f} MB")
 
 
@@ -183,7 +184,7 @@ def test_exception_in_message_handling_is_rejected_and_the_rest_flow_on(
     )
     worker = start("x1", pythonpath=str(inject))
     good = traffic.build(500)
-    bombs = [(f"sensors/{n}/readings", b'{"BOOM": %d}' % n) for n in range(1, 11)]
+    bombs = [(reading_topic(n), b'{"BOOM": %d}' % n) for n in range(1, 11)]
     with MqttTestClient.from_url(mqtt_url) as client:
         client.publish_many(good.messages[:250] + bombs + good.messages[250:])
 

@@ -6,7 +6,6 @@ Faults (killed workers, stopped servers, bad links) are in tests/faults/.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -15,10 +14,13 @@ import psycopg
 import pytest
 
 from devstack import traffic
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient, heartbeats_of
+from devstack.postgres import PostgresServer
 from devstack.processes import wait_until
-from devstack.servers import MosquittoServer, PostgresServer, login_password, with_login
-from devstack.workers import StartWorker, summary_of
+from devstack.urls import login_password, with_login
+from devstack.workers import StartWorker
+from iotcommon.contract import WorkerStatus, heartbeat_topic, reading_topic, status_topic
 
 
 @pytest.fixture
@@ -41,13 +43,13 @@ def test_three_workers_store_exactly_the_unique_valid_readings(
         assert worker.terminate(15) == 0
     assert traffic.stored_rows(admin_database_url) == sent.expected
     assert traffic.counts(admin_database_url) == (7500, 500)
-    totals = sum((summary_of(worker) for worker in workers), Counter())
-    assert totals["received"] == 10_000
-    assert totals["stored"] == 7500
-    assert totals["duplicates"] == 2000
-    assert totals["rejected"] == 500
-    assert totals["conflicts"] == 0
-    assert all(summary_of(worker)["received"] > 0 for worker in workers), "the share group spread the load"
+    beats = [worker.heartbeat() for worker in workers]  # each one's last, written after its drain
+    assert sum(beat.received for beat in beats) == 10_000
+    assert sum(beat.stored for beat in beats) == 7500
+    assert sum(beat.duplicates for beat in beats) == 2000
+    assert sum(beat.rejected for beat in beats) == 500
+    assert sum(beat.conflicts for beat in beats) == 0
+    assert all(beat.received > 0 for beat in beats), "the share group spread the load"
 
 
 def test_a_worker_reads_its_passwords_from_files(
@@ -125,7 +127,7 @@ def test_array_stores_valid_elements_and_rejects_each_bad_one_with_its_own_bytes
     good = [traffic.reading(i, sensors=1) for i in range(3)]
     bad_element = b'{"sensor_id": 1, "timestamp": "2026-01-01T00:00:00Z", "variable": "t", "value": true, "unit": "C"}'
     payload = b"[" + b", ".join([good[0][1], bad_element, good[1][1], good[2][1]]) + b"]"
-    publisher.publish("sensors/1/readings", payload)
+    publisher.publish(reading_topic(1), payload)
     traffic.wait_for_counts(admin_database_url, 3, 1)
 
     assert traffic.stored_rows(admin_database_url) == {row for *_, row in good}
@@ -154,8 +156,8 @@ def test_conflicting_duplicate_keeps_the_stored_row_and_records_the_newcomer(
     assert [bytes(payload) for payload, _ in rejected] == [changed]
     assert rejected[0][1].startswith("conflict:")
     assert "kept" in rejected[0][1]
-    assert summary_of(worker)["conflicts"] == 1
-    assert summary_of(worker)["duplicates"] == 1
+    assert worker.heartbeat().conflicts == 1
+    assert worker.heartbeat().duplicates == 1
 
 
 def test_sigterm_drains_acks_and_exits_zero_within_grace(
@@ -163,48 +165,47 @@ def test_sigterm_drains_acks_and_exits_zero_within_grace(
 ) -> None:
     # A long flush interval keeps the readings in the worker's batch until SIGTERM.
     worker = start("drain", bridge_flush_ms=60_000, bridge_batch_size=1000, bridge_shutdown_grace_s=5)
-    mqtt_client.subscribe(f"bridge/heartbeat/{worker.client_id}")
+    mqtt_client.subscribe(heartbeat_topic(worker.client_id))
     sent = traffic.build(300)
     publisher.publish_many(sent.messages)
     wait_until(
-        lambda: any(beat["in_flight"] == 300 for beat in heartbeats_of(mqtt_client, {worker.client_id})),
+        lambda: any(beat.in_flight == 300 for beat in heartbeats_of(mqtt_client, {worker.client_id})),
         15, message="the worker holding 300 readings",
     )
     assert traffic.counts(admin_database_url) == (0, 0)
 
     assert worker.terminate(5) == 0
     assert traffic.stored_rows(admin_database_url) == sent.expected
-    assert summary_of(worker)["stored"] == 300
+    assert worker.heartbeat().stored == 300
     # Everything was acknowledged: a restarted worker with the same session gets nothing again.
     again = start("drain")
     assert again.client_id == worker.client_id
     assert again.terminate(10) == 0
-    assert summary_of(again)["received"] == 0
+    assert again.heartbeat().received == 0
 
 
 def test_status_heartbeat_and_health_command(
     start: StartWorker, mqtt_client: MqttTestClient,
 ) -> None:
     worker = start("hb")
-    heartbeat_topic, status_topic = f"bridge/heartbeat/{worker.client_id}", f"bridge/status/{worker.client_id}"
-    mqtt_client.subscribe(heartbeat_topic)
+    mqtt_client.subscribe(heartbeat_topic(worker.client_id))
     # The first beat may predate the CONNACK; a later one must show a connected worker.
+    # heartbeats_of parses each as the contract's Heartbeat: every counter the watchdog reads is there.
     beat = wait_until(
-        lambda: next((b for m in mqtt_client.received(heartbeat_topic) if (b := json.loads(m.payload))
-                      and b["mqtt_connected"]), None),
+        lambda: next((b for b in heartbeats_of(mqtt_client, {worker.client_id}) if b.mqtt_connected), None),
         10, message="a heartbeat from the connected worker",
     )
-    assert beat["client_id"] == worker.client_id
-    assert beat["db_ok"] is True
-    assert set(beat) >= {"received", "stored", "duplicates", "rejected", "in_flight", "last_commit_at"}
+    assert beat.client_id == worker.client_id
+    assert beat.db_ok is True
     health = worker.run("health")
     assert health.returncode == 0, health.stdout + health.stderr
     assert "healthy" in health.stdout
 
-    mqtt_client.subscribe(status_topic)
+    topic = status_topic(worker.client_id)
+    mqtt_client.subscribe(topic)
     assert worker.terminate(10) == 0
     wait_until(
-        lambda: [m.payload for m in mqtt_client.received(status_topic)][-1:] == [b"offline"],
+        lambda: [m.payload for m in mqtt_client.received(topic)][-1:] == [WorkerStatus.OFFLINE.encode()],
         10, message="offline status on a clean stop",
     )
 
@@ -213,11 +214,11 @@ def test_worker_killed_leaves_its_crashed_will(
     start: StartWorker, mqtt_client: MqttTestClient
 ) -> None:
     worker = start("will", bridge_keepalive_s=5)
-    topic = f"bridge/status/{worker.client_id}"
+    topic = status_topic(worker.client_id)
     mqtt_client.subscribe(topic)
     worker.kill()
     wait_until(
-        lambda: [m.payload for m in mqtt_client.received(topic)][-1:] == [b"crashed"],
+        lambda: [m.payload for m in mqtt_client.received(topic)][-1:] == [WorkerStatus.CRASHED.encode()],
         20, message="Last Will 'crashed' published by the broker",
     )
 
@@ -226,14 +227,14 @@ def test_unreachable_database_at_start_is_an_outage_the_worker_waits_out(
     start: StartWorker, mqtt_client: MqttTestClient,
 ) -> None:
     worker = start("nodb", database_url="postgresql://bridge:secret-pw@127.0.0.1:1/nowhere")
-    mqtt_client.subscribe(f"bridge/heartbeat/{worker.client_id}")
+    mqtt_client.subscribe(heartbeat_topic(worker.client_id))
     wait_until(lambda: len(heartbeats_of(mqtt_client, {worker.client_id})) >= 3, 10,
                message="three heartbeats from the worker waiting for its database")
     beat = heartbeats_of(mqtt_client, {worker.client_id})[-1]
     health = worker.run("health")
 
     assert worker.is_running()
-    assert beat["db_ok"] is False and beat["mqtt_connected"] is True
+    assert beat.db_ok is False and beat.mqtt_connected is True
     assert health.returncode == 0 and "database UNAVAILABLE" in health.stdout, health.stdout
     assert worker.terminate(10) == 0, "SIGTERM stops a worker that waits for its database"
     log = worker.log_text()

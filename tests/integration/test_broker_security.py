@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from devstack import traffic
+from devstack.mosquitto import MOSQUITTO_HINT, MQTT_TEST_ACCOUNTS, MosquittoServer
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.processes import REPO_ROOT, wait_until
-from devstack.servers import MOSQUITTO_HINT, MQTT_TEST_ACCOUNTS, MosquittoServer
 from devstack.workers import StartWorker, WorkerProcess
 
 DEVICE = ("device-7", MQTT_TEST_ACCOUNTS["MQTT_DEVICES"].split(":", 1)[1])

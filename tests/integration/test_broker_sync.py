@@ -14,8 +14,8 @@ from types import ModuleType
 
 import pytest
 
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient, MqttTestError
-from devstack.servers import MosquittoServer
 
 pytestmark = pytest.mark.slow
 # Broker passwords long enough for dynsec's rule (docs/security.md).

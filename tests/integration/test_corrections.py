@@ -24,7 +24,8 @@ from bridge.sink import PostgresSink, WriteResult
 from bridge.validation import parse_message
 from devstack import corrections
 from devstack.mqtt_client import MqttTestClient
-from devstack.workers import StartWorker, summary_of
+from devstack.workers import StartWorker
+from iotcommon.contract import reading_topic
 
 AT = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 MakeSink = Callable[..., PostgresSink]
@@ -43,7 +44,7 @@ def batch(*payloads: bytes) -> list[Delivery]:
     now = datetime.now(UTC)
     deliveries = []
     for mid, payload in enumerate(payloads, start=1):
-        topic = f"sensors/{json.loads(payload)['sensor_id']}/readings"
+        topic = reading_topic(json.loads(payload)["sensor_id"])
         deliveries.append(Delivery(mid, 1, 1, topic, payload, now, parse_message(topic, payload, now=now,
                                                                                   limits=Limits())))
     return deliveries
@@ -297,10 +298,10 @@ def test_three_workers_resolve_shuffled_revisions(
 
     corrections.assert_resolved(corrections.outcome(admin_database_url), sent)
     assert len(seen.replaced_by) >= 2, "several workers replaced versions"
-    summaries = [summary_of(worker) for worker in workers]
-    assert sum(s["received"] for s in summaries) == len(sent.messages)
-    assert sum(s["revised"] for s in summaries) == sum(map(len, seen.replaced.values()))
-    assert sum(s["stale"] for s in summaries) == sum(map(len, seen.stale.values()))
+    beats = [worker.heartbeat() for worker in workers]  # each one's last, written after its drain
+    assert sum(beat.received for beat in beats) == len(sent.messages)
+    assert sum(beat.revised for beat in beats) == sum(map(len, seen.replaced.values()))
+    assert sum(beat.stale for beat in beats) == sum(map(len, seen.stale.values()))
 
 
 def test_a_worker_in_update_mode_without_the_grant_exits_naming_it(

@@ -29,6 +29,7 @@ from devstack import traffic
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.processes import memory_kb, wait_until
 from devstack.workers import StartWorker, WorkerProcess
+from iotcommon.contract import reading_topic
 
 FUZZ_MESSAGES = 400
 FIRST_FUZZ_SENSOR_ID = 910_001
@@ -66,7 +67,7 @@ def fuzz_messages(count: int, seed: int) -> list[Message]:
                 at = rng.randrange(len(mangled))
                 mangled[at : at + rng.randint(0, 1)] = bytes([rng.randrange(256)]) * rng.randint(0, 1)
             payload = bytes(mangled)
-        messages.append((f"sensors/{sensor_id}/readings", payload))
+        messages.append((reading_topic(sensor_id), payload))
     return messages
 
 
@@ -171,7 +172,7 @@ def test_hostile_and_random_messages_end_as_exactly_the_expected_rows(
     assert len(refused) == 2
     with MqttTestClient.from_url(mqtt_url) as big, pytest.raises(MqttTestError):
         big.publish_many(refused, timeout=3)
-    sentinel = (f"sensors/{FIRST_FUZZ_SENSOR_ID - 1}/readings",
+    sentinel = (reading_topic(FIRST_FUZZ_SENSOR_ID - 1),
                 random_reading(random.Random(1), FIRST_FUZZ_SENSOR_ID - 1, 0).encode())
     messages.append(sentinel)
     rows, rejected = expected_outcome(messages)

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from devstack.processes import REPO_ROOT, wait_until
-from devstack.servers import load_dynsec
+from mosquitto import dynsec
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,7 @@ def _hash_accounts_as_before(stack_dir: Path) -> Path:
     passwords = json.loads((stack_dir / "state.json").read_text())["passwords"]
     ours = {name.removeprefix("mqtt_").replace("_", "-"): value for name, value in passwords.items()
             if name.startswith("mqtt_")}
-    older = load_dynsec().update(json.loads(path.read_text()), ours, iterations=210_000)
+    older = dynsec.update(json.loads(path.read_text()), ours, iterations=210_000)
     assert {c["iterations"] for c in older["clients"]} == {210_000}
     path.write_text(json.dumps(older))
     return path

@@ -24,8 +24,7 @@ from devstack import traffic
 from devstack.discord_stub import DiscordStub
 from devstack.grafana_sql import expand
 from devstack.mqtt_client import MqttTestClient, PacedPublisher
-from devstack.processes import REPO_ROOT, wait_until
-from devstack.servers import (
+from devstack.postgres import (
     BRIDGE_TEST_ROLE,
     BRIDGE_UPDATE_TEST_ROLE,
     READER_TEST_ROLE,
@@ -33,13 +32,13 @@ from devstack.servers import (
     PostgresServer,
     apply_schema,
     ensure_login_role,
-    login_password,
-    login_url,
     partman_bgw_settings,
-    with_login,
 )
+from devstack.processes import REPO_ROOT, wait_until
+from devstack.urls import login_password, login_url, with_login
 from devstack.workers import StartWorker
 from integration.test_dashboards import COLUMNS, CONTEXT, T0, TARGETS
+from iotcommon.contract import reading_topic
 
 PREMAKE = 3
 COMMAND_TIMEOUT_S = 120
@@ -91,7 +90,7 @@ def message(sensor_id: int, at: datetime, value: float = 1.5, **extra: Any) -> d
 
 
 def publish(client: MqttTestClient, sensor_id: int, body: Any) -> None:
-    client.publish(f"sensors/{sensor_id}/readings", json.dumps(body).encode())
+    client.publish(reading_topic(sensor_id), json.dumps(body).encode())
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +160,8 @@ def test_a_partitioned_stack_stores_dedupes_and_dead_letters_what_no_partition_o
                                                 (6, now - timedelta(hours=1), "t", 1.5, "C")}
     letters = query(partitioned, "SELECT topic, reason_code, reason, payload FROM rejected_messages ORDER BY topic")
     assert [(topic, code) for topic, code, _, _ in letters] == [
-        ("sensors/6/readings", "no_partition"), ("sensors/7/readings", "past_timestamp"),
-        ("sensors/8/readings", "future_timestamp")]
+        (reading_topic(6), "no_partition"), (reading_topic(7), "past_timestamp"),
+        (reading_topic(8), "future_timestamp")]
     no_partition, past, future = (reason for _, _, reason, _ in letters)
     assert no_partition.startswith("element 1: timestamp: no partition of readings holds 2021-03-01T12:00:00+00:00")
     assert json.loads(bytes(letters[0][3])) == message(6, backlog), "only that element, with its own bytes"

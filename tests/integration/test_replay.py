@@ -20,8 +20,9 @@ from devstack.mqtt_client import MqttTestClient
 from devstack.processes import REPO_ROOT, wait_until
 from devstack.replication import ReplicatedPostgres
 from devstack.workers import StartWorker
+from iotcommon.contract import READINGS_FILTER, reading_topic
 
-TOPIC = "sensors/7/readings"
+TOPIC = reading_topic(7)
 REPLAY_TIMEOUT_S = 60
 DONE = "replay-rejected: "
 
@@ -102,7 +103,7 @@ def test_replay_under_the_old_limit_records_still_invalid_with_the_current_reaso
     mqtt_client.publish(TOPIC, json.dumps(payload).encode())
     wait_until(lambda: traffic.counts(admin_database_url) == (0, 1), 30, interval=0.1, message="1 rejected")
 
-    result = replay(replay_database_url, "--topic", "sensors/+/readings", BRIDGE_MAX_FUTURE_S="60")
+    result = replay(replay_database_url, "--topic", READINGS_FILTER, BRIDGE_MAX_FUTURE_S="60")
 
     assert "still_invalid=1" in summary_of(result)
     [(outcome, detail)] = table(admin_database_url, "SELECT outcome, detail FROM rejected_replays")
@@ -160,7 +161,7 @@ def _dead_letter(admin_url: str, sensor_id: int) -> int:
         row = conn.execute(
             "INSERT INTO rejected_messages (received_at, topic, payload, reason, reason_code, client_id)"
             " VALUES (now(), %s, %s, 'timestamp: in the future', 'future_timestamp', 'w1') RETURNING id",
-            (f"sensors/{sensor_id}/readings", json.dumps(payload).encode()),
+            (reading_topic(sensor_id), json.dumps(payload).encode()),
         ).fetchone()
     assert row is not None
     return int(row[0])

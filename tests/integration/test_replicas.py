@@ -20,10 +20,11 @@ from fix_replication import bridge_url_of
 from fix_watchdog import StartWatchdog, alerts_about, kinds, replication_env
 
 from devstack.discord_stub import DiscordStub
+from devstack.postgres import READER_TEST_ROLE
 from devstack.processes import wait_until
 from devstack.replication import ReplicatedPostgres
-from devstack.servers import READER_TEST_ROLE, login_url
 from devstack.simulator_process import simulate, simulator_env
+from devstack.urls import login_url
 from devstack.workers import StartWorker
 
 INSERT = "INSERT INTO readings (sensor_id, \"timestamp\", variable, value, unit) VALUES (1, now(), 'wd', 1, 'C')"

@@ -26,8 +26,9 @@ from psycopg.errors import InsufficientPrivilege
 from bridge.errors import SinkMisconfigured
 from bridge.revisions import OnConflict
 from bridge.sink import check_schema
+from devstack.postgres import POSTGRES_HINT, PostgresServer
 from devstack.processes import REPO_ROOT, find_binary
-from devstack.servers import POSTGRES_HINT, PostgresServer, with_login
+from devstack.urls import with_login
 
 ROLES = ("bridge", "watchdog", "reader")
 OWNER = "migrate_owner"  # stands for the image's `owner` superuser

@@ -9,8 +9,9 @@ import psycopg
 import pytest
 from psycopg.errors import InsufficientPrivilege
 
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient
-from devstack.servers import MosquittoServer, PostgresServer
+from devstack.postgres import PostgresServer
 
 INSERT_READING = (
     'INSERT INTO readings (sensor_id, "timestamp", variable, value, unit)'

@@ -14,6 +14,7 @@ from devstack.processes import REPO_ROOT, free_port, wait_until
 from devstack.proxy import TcpProxy
 from devstack.simulator_process import simulate, simulator_env
 from devstack.workers import StartWorker
+from iotcommon.contract import reading_topic
 from simulator import wire
 
 
@@ -144,7 +145,7 @@ def test_a_fleet_spreads_its_readings_over_its_devices_connections_and_survives_
     assert len(connections) == 100 and len(ids) == 50, "each device connected twice, with its own client id"
     for client_id, topics in connections:
         device = int(client_id.rsplit("-", 1)[1])
-        assert topics <= {f"sensors/{device + 1}/readings", f"sensors/{device + 51}/readings"}, client_id
+        assert topics <= {reading_topic(device + 1), reading_topic(device + 51)}, client_id
 
 
 def test_a_fleet_refused_by_the_broker_is_named_and_exits_2(admin_database_url: str, mqtt_url: str) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from devstack import traffic
+from devstack.mosquitto import MOSQUITTO_HINT, TEST_MQTT_PASSWORD, TEST_MQTT_USER, MosquittoServer, TlsFiles
 from devstack.mqtt_client import MqttTestClient
 from devstack.processes import LOCALHOST, find_binary, wait_until
-from devstack.servers import MOSQUITTO_HINT, TEST_MQTT_PASSWORD, TEST_MQTT_USER, MosquittoServer, TlsFiles
 from devstack.simulator_process import simulate, simulator_env
 from devstack.watchdog_process import WatchdogProcess
 from devstack.workers import StartWorker

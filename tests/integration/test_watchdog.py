@@ -13,10 +13,12 @@ from fix_watchdog import StartWatchdog, alerts_about, kinds
 
 from devstack import traffic
 from devstack.discord_stub import DiscordStub
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient
+from devstack.postgres import PostgresServer
 from devstack.processes import REPO_ROOT, wait_until
-from devstack.servers import MosquittoServer, PostgresServer
 from devstack.workers import WorkerProcess
+from iotcommon.contract import READINGS_FILTER, heartbeat_topic
 
 
 def test_broker_stopped_gives_one_down_then_one_recovered(
@@ -174,7 +176,7 @@ def test_once_prints_a_table_and_exits_1_when_something_is_down(
 ) -> None:
     worker = start("once")
     # The worker's first heartbeat goes out before it is connected; wait for a retained one.
-    mqtt_client.subscribe(f"bridge/heartbeat/{worker.client_id}")
+    mqtt_client.subscribe(heartbeat_topic(worker.client_id))
     mqtt_client.wait_for_messages(1, timeout=10)
     healthy = start_watchdog(run=False, WATCHDOG_BRIDGE_WORKERS=worker.client_id).run("--once")
     missing = start_watchdog(run=False, WATCHDOG_BRIDGE_WORKERS=f"{worker.client_id},nobody-{uuid.uuid4().hex[:6]}")
@@ -218,7 +220,7 @@ def test_broker_dropping_messages_is_an_alert_of_its_own(
     broker.start()
     try:
         with MqttTestClient.from_url(broker.url, client_id="sleeper", clean_start=False, session_expiry_s=600) as c:
-            c.subscribe("sensors/+/readings")
+            c.subscribe(READINGS_FILTER)
         watchdog = start_watchdog(MQTT_URL=broker.url)
         watchdog.wait_until_all_ok()
         with MqttTestClient.from_url(broker.url) as publisher:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from devstack.servers import load_dynsec, load_script
+from devstack.scripts import load_script
+from mosquitto import dynsec
 
 PASSWORDS = {"bridge": "bridge-pw", "admin": "admin-pw", "device-7": "d7-pw"}
 
@@ -25,7 +26,7 @@ def sync() -> ModuleType:
 
 def plan(sync: ModuleType, *, share_group: str = "bridge", pending: tuple[str, ...] = (), old_admin: str = "") -> Any:
     return sync.Plan(accounts={user: f"mqtt_{user}_password" for user in PASSWORDS},
-                     roles=load_dynsec().account_roles(PASSWORDS, share_group),
+                     roles=dynsec.account_roles(PASSWORDS, share_group),
                      pending=list(pending), old_admin_password=old_admin)
 
 

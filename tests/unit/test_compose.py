@@ -563,10 +563,12 @@ def test_the_image_holds_the_init_program_and_its_user_is_the_secrets_owner(stac
     assert re.search(rf"useradd .*--uid {stack_init.files.APP_UID}\b", dockerfile)
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "!deploy/compose" in ignored
-    # Every module the init program loads is in that folder (or mosquitto/, copied too).
+    # Every script the init program loads is in that folder; the packages it imports are installed with the project.
     loaded = re.findall(r'load_module\("([^"]+)"\)', (ROOT / "deploy/compose/stack_init.py").read_text())
-    assert {Path(path).parent.as_posix() for path in loaded} == {"mosquitto", "deploy/compose"}
-
+    assert {Path(path).parent.as_posix() for path in loaded} == {"deploy/compose"}
+    needed = imported_packages("deploy/compose")
+    assert "mosquitto" in needed  # the walk itself works: the init writes the broker's accounts (dynsec)
+    assert needed <= copied_packages(), f"the image's build stage lacks COPY for {sorted(needed - copied_packages())}"
 
 
 def local_imports(package: str) -> set[str]:
@@ -582,24 +584,31 @@ def local_imports(package: str) -> set[str]:
     return found & local
 
 
+def imported_packages(*folders: str) -> set[str]:
+    """The project's packages that the modules in `folders` import, and those they import in turn."""
+    needed = set().union(*(local_imports(folder) for folder in folders))
+    while more := set().union(*(local_imports(package) for package in needed)) - needed:
+        needed |= more
+    return needed
+
+
 def build_stage() -> str:
     (build,) = [stage for stage in re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.M)
                 if stage.startswith("${PYTHON_IMAGE} AS build")]
     return build
 
 
+def copied_packages() -> set[str]:
+    """The folders the build stage copies to a folder of the same name (then installed with the project)."""
+    return set(re.findall(r"^COPY (\w+) \1$", build_stage(), re.M))
+
+
 def test_the_image_holds_every_package_its_programs_import() -> None:
     # The programs import iotcommon; an image built without it fails at start with
     # ModuleNotFoundError, which no check here would see without a Docker engine.
-    build = build_stage()
-    copied = set(re.findall(r"^COPY (\w+) \1$", build, re.M))
-    needed = {"bridge", "watchdog", "simulator"}
-    while True:
-        more = set().union(*(local_imports(package) for package in needed)) - needed
-        if not more:
-            break
-        needed |= more
+    needed = {"bridge", "watchdog", "simulator"} | imported_packages("bridge", "watchdog", "simulator")
     assert "iotcommon" in needed  # the walk itself works
+    copied = copied_packages()
     assert needed <= copied, f"the image's build stage lacks COPY for {sorted(needed - copied)}"
     assert "devstack" not in needed, "the programs must not need the development stack"
 

@@ -8,11 +8,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from paho.mqtt.client import topic_matches_sub
 
 from bridge.stats import Stats
 from iotcommon.contract import (
+    HEARTBEAT_FILTER,
     HEARTBEAT_PREFIX,
+    PROBE_FILTER,
+    READINGS_FILTER,
+    SITE_BRIDGE_STATES,
+    STATUS_FILTER,
     STATUS_PREFIX,
+    WORKER_TOPICS,
     Heartbeat,
     MalformedHeartbeat,
     RejectionCode,
@@ -20,7 +27,11 @@ from iotcommon.contract import (
     client_id_of,
     heartbeat_topic,
     parse_heartbeat,
+    probe_topic,
     reading_topic,
+    shared_subscription,
+    site_bridge_of,
+    site_bridge_state_topic,
     status_topic,
     topic_sensor_segment,
 )
@@ -38,6 +49,39 @@ def test_topics_are_built_and_parsed_by_the_same_module() -> None:
     assert client_id_of(heartbeat_topic("bridge-1"), HEARTBEAT_PREFIX) == "bridge-1"
     assert client_id_of(heartbeat_topic("bridge-1"), STATUS_PREFIX) is None
     assert client_id_of(STATUS_PREFIX, STATUS_PREFIX) is None, "no id, no worker"
+    assert site_bridge_of(site_bridge_state_topic("site-1")) == "site-1"
+
+
+@pytest.mark.parametrize(("topic_filter", "topic"), [
+    (READINGS_FILTER, reading_topic(7)),
+    (STATUS_FILTER, status_topic("bridge-1")),
+    (HEARTBEAT_FILTER, heartbeat_topic("bridge-1")),
+    (WORKER_TOPICS, status_topic("bridge-1")),
+    (WORKER_TOPICS, heartbeat_topic("bridge-1")),
+    (PROBE_FILTER, probe_topic("wd-1")),
+    (SITE_BRIDGE_STATES, site_bridge_state_topic("site-1")),
+])
+def test_each_filter_takes_the_topics_built_for_it(topic_filter: str, topic: str) -> None:
+    """The filters the watchdog subscribes to and the broker grants cover what the topic builders make."""
+    assert topic_matches_sub(topic_filter, topic)
+
+
+@pytest.mark.parametrize(("topic_filter", "topic"), [
+    (STATUS_FILTER, heartbeat_topic("bridge-1")),
+    (HEARTBEAT_FILTER, status_topic("bridge-1")),
+    (READINGS_FILTER, status_topic("bridge-1")),
+    (WORKER_TOPICS, reading_topic(7)),
+])
+def test_no_filter_takes_another_kind_of_topic(topic_filter: str, topic: str) -> None:
+    assert not topic_matches_sub(topic_filter, topic)
+
+
+def test_the_wire_forms_of_the_topics() -> None:
+    """What the devices, the broker's ACLs and an older release's watchdog expect, spelled out once here."""
+    assert (probe_topic("wd-1"), site_bridge_state_topic("site-1")) == (
+        "watchdog/probe/wd-1", "$SYS/broker/connection/site-1/state")
+    assert shared_subscription("g1") == "$share/g1/sensors/+/readings"
+    assert shared_subscription("g1", "a/#") == "$share/g1/a/#"
 
 
 @pytest.mark.parametrize(("payload", "status"), [

@@ -72,6 +72,35 @@ def test_beat_survives_a_failing_publish(tmp_path: Path, caplog: pytest.LogCaptu
     assert "could not publish heartbeat of w1" in caplog.text
 
 
+def test_a_beat_begun_before_the_last_one_cannot_overwrite_it(tmp_path: Path) -> None:
+    """At shutdown the last beat (after the drain) races the heartbeat thread's: the last one's counters stay."""
+    stats = Stats(received=1)
+    publishing, release = threading.Event(), threading.Event()
+
+    def publish(topic: str, payload: str) -> None:
+        if not publishing.is_set():  # the thread's beat, with the counters before the drain
+            publishing.set()
+            release.wait(10)
+
+    beat = Heartbeat(publish, stats, client_id="w1", interval_s=5.0, health_path=str(tmp_path / "w1.health"),
+                     now=lambda: T0)
+    early = threading.Thread(target=beat.beat)
+    early.start()
+    assert publishing.wait(10)
+    stats.received = 2  # the drain ends
+    last = threading.Thread(target=beat.beat)
+    last.start()
+    last.join(0.2)
+    waited = last.is_alive()
+    release.set()
+    early.join(10)
+    last.join(10)
+
+    assert waited, "the last beat waits for the one in progress"
+    beat_in_file = parse_heartbeat((tmp_path / "w1.health").read_bytes())
+    assert beat_in_file is not None and beat_in_file.received == 2
+
+
 class CountdownEvent(threading.Event):
     """A stop event whose wait() returns True (stop) on the n-th call, without waiting."""
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from devstack.servers import load_dynsec, load_script
+from devstack.scripts import load_script
+from mosquitto import dynsec
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,6 @@ def clients(path: Path) -> dict[str, dict[str, Any]]:
 def test_up_writes_the_accounts_then_rehashes_an_older_file_and_keeps_what_the_broker_saved(
     local_stack: ModuleType, tmp_path: Path
 ) -> None:
-    dynsec = load_dynsec()
     passwords = {name: f"{name}-generated-Token-0123" for name in local_stack.PASSWORDS}
     ours = {user: passwords[f"mqtt_{user.replace('-', '_')}"] for user in ("bridge", "watchdog", "simulator",
                                                                        "device-1", "site-bridge")}

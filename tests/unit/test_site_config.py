@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from iotcommon.contract import READINGS_FILTER
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -49,7 +51,7 @@ def test_the_bridge_is_mqtt_311_with_a_stable_id_and_notifications(site: tuple[d
     assert bridge["bridge_protocol_version"] == "mqttv311"  # eclipse/mosquitto#2424, #2793, #2301
     assert bridge["remote_clientid"] and bridge["remote_username"] == "site-bridge"
     assert bridge["notifications"] == "true" and "notification_topic" not in bridge  # the watchdog's topic
-    assert bridge["topic"] == "sensors/+/readings out 1"
+    assert bridge["topic"] == f"{READINGS_FILTER} out 1", "the readings, and only they, at QoS 1"
 
 
 def test_the_site_checks_its_devices_as_the_central_broker_does(site: tuple[dict[str, str], dict[str, str]]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from devstack.servers import load_dynsec
+from mosquitto import dynsec
 
 ALL_SECRETS = {
     "postgres_password", "bridge_db_password", "watchdog_db_password", "reader_db_password",
@@ -52,11 +52,6 @@ OLD_MQTT = {"MQTT_BRIDGE_PASSWORD": f"old-bridge-pw{STRONG}", "MQTT_WATCHDOG_PAS
 def old_env(**overrides: str) -> dict[str, str]:
     lines = (line.partition("=") for line in OLD_ENV_EXAMPLE.splitlines())
     return {**{key: value for key, _, value in lines}, **overrides}
-
-
-@pytest.fixture(scope="module")
-def dynsec() -> ModuleType:
-    return load_dynsec()
 
 
 class Stack:
@@ -98,7 +93,7 @@ class Stack:
         self.database.mkdir()
         (self.database / "PG_VERSION").write_text("16\n")
         self.dynsec.mkdir()
-        old = load_dynsec().build({**OLD_MQTT, "MQTT_ADMIN_PASSWORD": f"old-admin-pw{STRONG}"},
+        old = dynsec.build({**OLD_MQTT, "MQTT_ADMIN_PASSWORD": f"old-admin-pw{STRONG}"},
                                   iterations=OLD_ITERATIONS)
         (self.dynsec / "dynamic-security.json").write_text(json.dumps(old))
 
@@ -119,7 +114,7 @@ def stack(stack_init: ModuleType, tmp_path: Path) -> Iterator[Stack]:
     yield Stack(stack_init, tmp_path)
 
 
-def test_a_first_up_without_env_generates_every_password(stack: Stack, dynsec: ModuleType) -> None:
+def test_a_first_up_without_env_generates_every_password(stack: Stack) -> None:
     lines = stack.apply()
 
     assert {p.name for p in stack.secrets.iterdir()} == ALL_SECRETS | {PLAN}
@@ -155,7 +150,7 @@ def test_a_later_up_keeps_every_password_and_the_broker_file(stack: Stack) -> No
                      f"init: broker accounts {ACCOUNTS_LINE}: unchanged"]
 
 
-def test_a_value_in_env_overrides_the_stored_one(stack: Stack, dynsec: ModuleType) -> None:
+def test_a_value_in_env_overrides_the_stored_one(stack: Stack) -> None:
     stack.apply()
     watchdog_before = stack.account("watchdog")
 
@@ -286,7 +281,7 @@ def test_a_guessable_broker_password_kept_from_an_earlier_env_is_refused_naming_
     assert stack.files() == before
 
 
-def test_accounts_hashed_at_another_count_are_rehashed_at_the_next_up(stack: Stack, dynsec: ModuleType) -> None:
+def test_accounts_hashed_at_another_count_are_rehashed_at_the_next_up(stack: Stack) -> None:
     """The migration: a broker file from before (210,000 iterations; OLD_ITERATIONS here) gets one-iteration hashes."""
     stack.apply_hashing_at(OLD_ITERATIONS, {})
     assert {c["iterations"] for c in stack.document()["clients"]} == {OLD_ITERATIONS}
@@ -313,7 +308,7 @@ def test_main_exits_2_with_one_line(
     assert err.startswith("init: READER_DB_PASSWORD: must not hold '$'") and err.count("\n") == 1
 
 
-def test_devices_get_generated_or_given_passwords_and_are_never_deleted(stack: Stack, dynsec: ModuleType) -> None:
+def test_devices_get_generated_or_given_passwords_and_are_never_deleted(stack: Stack) -> None:
     stack.apply(MQTT_DEVICES=f"7, 8:d8-p@ss{STRONG}")
 
     assert stack.secret("mqtt_device_7_password").startswith("token-")
@@ -327,7 +322,7 @@ def test_devices_get_generated_or_given_passwords_and_are_never_deleted(stack: S
     assert dynsec.password_matches(stack.account("device-9"), stack.secret("mqtt_device_9_password"))
 
 
-def test_what_the_broker_saved_is_kept(stack: Stack, dynsec: ModuleType) -> None:
+def test_what_the_broker_saved_is_kept(stack: Stack) -> None:
     stack.apply()
     document = stack.document()
     document["clients"].append(dynsec.client("ops", "o", "admin", iterations=101, salt=b"s" * 12))
@@ -374,9 +369,7 @@ def test_show_lists_names_and_prints_values(stack: Stack, capsys: pytest.Capture
 # --- upgrading from the release whose .env.example shipped `change-me` -------------------------
 
 
-def test_an_upgrade_with_the_old_env_keeps_the_owner_password_the_database_has(
-    stack: Stack, dynsec: ModuleType
-) -> None:
+def test_an_upgrade_with_the_old_env_keeps_the_owner_password_the_database_has(stack: Stack) -> None:
     stack.old_release_state()
     roles_before = stack.account("bridge")["roles"]
 
