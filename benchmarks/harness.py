@@ -92,12 +92,13 @@ class ConsumerProcess(_Counted):
 
 
 def bridge_worker(
-    client_id: str, group: str, *, mqtt_url: str, database_url: str, tmp: Path, on_conflict: str = "keep"
+    client_id: str, group: str, *, mqtt_url: str, database_url: str, tmp: Path, on_conflict: str = "keep",
+    source: Path = REPO_ROOT, **overrides: object,
 ) -> WorkerProcess:
-    """A `python -m bridge` worker with the default settings (BRIDGE_ON_CONFLICT aside) and WARNING logs."""
+    """A `python -m bridge` worker of the tree `source` with the default settings but `overrides`, and WARNING logs."""
     env = worker_env(client_id, database_url=database_url, mqtt_url=mqtt_url, share_group=group, health_dir=tmp,
-                     bridge_log_level="WARNING", bridge_on_conflict=on_conflict)
-    return WorkerProcess(client_id, env, log_dir=tmp)
+                     bridge_log_level="WARNING", bridge_on_conflict=on_conflict, **overrides)
+    return WorkerProcess(client_id, env, log_dir=tmp, source=source)
 
 
 class SubProcess(_Counted):

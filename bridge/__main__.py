@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.config import Settings
+from bridge.config import Settings, former_names
 from bridge.consumer import MqttConsumer
 from bridge.database import Database
 from bridge.errors import BridgeError, SinkMisconfigured, SinkUnavailable
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in former_names(os.environ):
+        logger.warning("%s is read under its former name; rename it", name)
     if replay_options is not None:
         return run_replay(settings, replay_options)
     try:
@@ -143,7 +145,7 @@ def build_worker(settings: Settings) -> Worker:
         observer=metrics,
         stats=stats,
         batch_size=settings.batch_size,
-        flush_s=settings.flush_ms / 1000,
+        linger_s=settings.linger_ms / 1000,
         backoff=Backoff(max_s=settings.db_retry_max_s),
         now=now,
     )

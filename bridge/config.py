@@ -13,6 +13,10 @@ from iotcommon.contract import READINGS_FILTER
 from iotcommon.errors import ConfigError
 from iotcommon.settings import CONNECTION_VARIABLES, Connections, load_settings
 
+# Variables that were renamed, still read under their former name so that an
+# operator's existing .env keeps its meaning: former -> current.
+RENAMED = {"BRIDGE_FLUSH_MS": "BRIDGE_LINGER_MS"}
+
 
 class Settings(Connections):
     """Everything a bridge worker can be told; see the README's configuration table."""
@@ -21,7 +25,7 @@ class Settings(Connections):
     share_group: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/+#]+$")] = "bridge"
     topic: Annotated[str, Field(min_length=1, max_length=256)] = READINGS_FILTER
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
-    flush_ms: Annotated[int, Field(ge=1, le=60_000)] = 50
+    linger_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
     max_in_flight: Annotated[int, Field(ge=1, le=65_535)] = 2000
     session_expiry_s: Annotated[int, Field(ge=60, le=4_294_967_295)] = 259_200
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
@@ -42,7 +46,10 @@ class Settings(Connections):
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from an environment mapping; raise ConfigError naming the variable."""
-        settings = load_settings(cls, environ, env_name)
+        try:
+            settings = load_settings(cls, current_names(environ), env_name)
+        except ConfigError as exc:
+            raise as_set(exc, environ) from None
         settings.check()
         return settings
 
@@ -81,3 +88,23 @@ class Settings(Connections):
 def env_name(field: str) -> str:
     """The environment variable that sets a Settings field."""
     return CONNECTION_VARIABLES.get(field, f"BRIDGE_{field.upper()}")
+
+
+def current_names(environ: Mapping[str, str]) -> Mapping[str, str]:
+    """The environment with each renamed variable under its current name; ConfigError if both are set."""
+    found = {former: current for former, current in RENAMED.items() if former in environ}
+    for former, current in found.items():
+        if current in environ:
+            raise ConfigError(former, f"is the former name of {current}: set only {current}")
+    return {**environ, **{current: environ[former] for former, current in found.items()}} if found else environ
+
+
+def as_set(error: ConfigError, environ: Mapping[str, str]) -> ConfigError:
+    """The error naming the variable as the operator set it (a former name, if that is what was set)."""
+    former = next((f for f, current in RENAMED.items() if current == error.variable and f in environ), None)
+    return error if former is None else ConfigError(former, error.problem)
+
+
+def former_names(environ: Mapping[str, str]) -> list[str]:
+    """The renamed variables set under their former name, for a warning at start-up."""
+    return [f"{former} (now {current})" for former, current in RENAMED.items() if former in environ]

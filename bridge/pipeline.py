@@ -1,4 +1,11 @@
-"""The writer: batch deliveries, store each batch, then acknowledge it in arrival order."""
+"""The writer: batch deliveries, store each batch, then acknowledge it in arrival order.
+
+Batching is group commit: the writer takes everything waiting as soon as it is
+free, so a reading arriving while the writer is idle is committed at once, and
+under load the readings that arrive during one commit make the next batch (up to
+BRIDGE_BATCH_SIZE) by themselves. BRIDGE_LINGER_MS (off by default) makes a
+batch wait for more before it is written, for fewer and larger commits.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +25,8 @@ from iotcommon.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
-# The longest the writer sleeps without looking at the stop event, whatever
-# BRIDGE_FLUSH_MS says (the signal handler also wakes it; this is the backstop).
+# The longest the writer sleeps without looking at the stop event, idle or
+# lingering (the signal handler also wakes it; this is the backstop).
 MAX_WAIT_S = 0.5
 
 
@@ -48,7 +55,7 @@ class Pipeline:
         *,
         stats: Stats,
         batch_size: int,
-        flush_s: float,
+        linger_s: float = 0.0,
         backoff: Backoff,
         now: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
@@ -60,7 +67,7 @@ class Pipeline:
         self._acker = acker
         self._stats = stats
         self._batch_size = batch_size
-        self._flush_s = flush_s
+        self._linger_s = linger_s
         self._backoff = backoff
         self._now = now
         self._monotonic = monotonic
@@ -71,24 +78,31 @@ class Pipeline:
     def run(self, stop: threading.Event, *, drain_deadline: Callable[[], float | None]) -> None:
         """Batch and store until `stop` is set and the inbox is drained (or the deadline passes)."""
         batch: list[Delivery] = []
-        flush_at = 0.0
+        write_at = 0.0  # with a linger: when the batch is written, full or not
         while True:
             if not batch and not self._stats.db_ok and not stop.is_set():
                 self._probe()
-            wait_s = max(0.0, flush_at - self._monotonic()) if batch else self._flush_s
-            wait_s = min(wait_s, MAX_WAIT_S)
+            wait_s = min(self._wait_s(write_at if batch else None), MAX_WAIT_S)
             taken = self._inbox.take(self._batch_size - len(batch), 0.0 if stop.is_set() else wait_s)
             if taken and not batch:
-                flush_at = self._monotonic() + self._flush_s
+                write_at = self._monotonic() + self._linger_s
             batch.extend(taken)
             self._stats.in_flight = len(batch) + len(self._inbox)
-            due = len(batch) >= self._batch_size or (batch and self._monotonic() >= flush_at)
+            due = len(batch) >= self._batch_size or (batch and self._monotonic() >= write_at)
             if batch and (due or stop.is_set()):
                 if not self.flush(batch, deadline=drain_deadline):
                     return
                 batch = []
             elif stop.is_set() and not taken:
                 return
+
+    def _wait_s(self, write_at: float | None) -> float:
+        """How long to wait for deliveries: until the linger ends when holding some, else until the next probe."""
+        if write_at is not None:
+            return max(0.0, write_at - self._monotonic())
+        if not self._stats.db_ok:
+            return max(0.0, self._probe_at - self._monotonic())
+        return MAX_WAIT_S
 
     def _probe(self) -> None:
         """While idle with the database down (it was down at start), look for it on the backoff schedule.

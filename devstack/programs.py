@@ -20,8 +20,11 @@ from devstack.processes import REPO_ROOT, program_environ, read_tail, spawn
 class ProgramProcess:
     """One `python -m <package>` run in the background; `run()` runs it once to completion (a health command)."""
 
-    def __init__(self, package: str, env: Mapping[str, str], *, name: str, log_path: Path) -> None:
+    def __init__(
+        self, package: str, env: Mapping[str, str], *, name: str, log_path: Path, source: Path = REPO_ROOT
+    ) -> None:
         self._package = package
+        self._source = source  # the tree whose package runs (a benchmark's "before" side is another one)
         self._name = name
         self._env = program_environ(env)
         self._log_path = log_path
@@ -42,12 +45,12 @@ class ProgramProcess:
         if self.is_running():
             raise RuntimeError(f"{self._name} is already running (pid {self.pid})")
         self._process = spawn([sys.executable, "-m", self._package], log_path=self._log_path, env=self._env,
-                              cwd=REPO_ROOT)
+                              cwd=self._source)
 
     def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run `python -m <package> *args` to completion in the same environment (e.g. health, --once)."""
         return subprocess.run(
-            [sys.executable, "-m", self._package, *args], env=self._env, cwd=REPO_ROOT,
+            [sys.executable, "-m", self._package, *args], env=self._env, cwd=self._source,
             capture_output=True, text=True, timeout=timeout, check=False,
         )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from devstack.mqtt_client import MqttTestClient
-from devstack.processes import wait_until
+from devstack.processes import REPO_ROOT, wait_until
 from devstack.programs import ProgramProcess
 from iotcommon.contract import Heartbeat, MalformedHeartbeat, WorkerStatus, parse_heartbeat, status_topic
 
@@ -36,13 +36,13 @@ class WorkerProcess(ProgramProcess):
     """
 
     def __init__(
-        self, client_id: str, env: Mapping[str, str], *, log_dir: Path | None = None
+        self, client_id: str, env: Mapping[str, str], *, log_dir: Path | None = None, source: Path = REPO_ROOT
     ) -> None:
         self._client_id = client_id
         folder = log_dir or Path(tempfile.mkdtemp(prefix="bridge-test-worker-"))
         self._health_path = Path(env.get("BRIDGE_HEALTH_FILE") or folder / f"health-{client_id}")
         super().__init__("bridge", {**env, "BRIDGE_HEALTH_FILE": str(self._health_path)},
-                         name=f"worker {client_id}", log_path=folder / f"worker-{client_id}.log")
+                         name=f"worker {client_id}", log_path=folder / f"worker-{client_id}.log", source=source)
 
     @property
     def client_id(self) -> str:

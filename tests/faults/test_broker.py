@@ -45,7 +45,7 @@ def test_broker_restarted_gracefully_mid_run_loses_nothing(
 ) -> None:
     # A 1 s flush interval leaves readings unacknowledged in the workers when
     # the broker goes down; the broker persists them and sends them again.
-    workers = [start(name, bridge_flush_ms=1000) for name in ("b1", "b2")]
+    workers = [start(name, bridge_linger_ms=1000) for name in ("b1", "b2")]
     first, second = traffic.build(1500), traffic.build(1500, first=10_000)
     with MqttTestClient.from_url(mqtt_url) as client:
         client.publish_many(first.messages)

@@ -192,7 +192,7 @@ def test_connection_lost_while_committing_stores_dead_letters_once(
     # Retried blindly, each rejected message would be stored twice.
     with TcpProxy(urlsplit(bridge_database_url).port or 5432, delay_s=0.4) as proxy:
         worker = start("c1", database_url=proxy.url_for(bridge_database_url), bridge_db_retry_max_s=0.5,
-                       bridge_flush_ms=200)
+                       bridge_linger_ms=200)
         sent = traffic.build(300, invalid_share=0.2)
         with MqttTestClient.from_url(mqtt_url) as publisher:
             publisher.publish_many(sent.messages)

@@ -164,7 +164,7 @@ def test_sigterm_drains_acks_and_exits_zero_within_grace(
     start: StartWorker, publisher: MqttTestClient, admin_database_url: str, mqtt_client: MqttTestClient,
 ) -> None:
     # A long flush interval keeps the readings in the worker's batch until SIGTERM.
-    worker = start("drain", bridge_flush_ms=60_000, bridge_batch_size=1000, bridge_shutdown_grace_s=5)
+    worker = start("drain", bridge_linger_ms=60_000, bridge_batch_size=1000, bridge_shutdown_grace_s=5)
     mqtt_client.subscribe(heartbeat_topic(worker.client_id))
     sent = traffic.build(300)
     publisher.publish_many(sent.messages)

@@ -286,7 +286,7 @@ def test_three_workers_resolve_shuffled_revisions(
     start: StartWorker, mqtt_url: str, bridge_update_database_url: str, admin_database_url: str
 ) -> None:
     workers = [start(f"u{n}", database_url=bridge_update_database_url, bridge_on_conflict="update",
-                     bridge_batch_size=20, bridge_flush_ms=5)
+                     bridge_batch_size=20, bridge_linger_ms=5)
                for n in (1, 2, 3)]
     sent = corrections.build(keys=150, revisions=5)  # each version once: each is accounted for exactly once
     with MqttTestClient.from_url(mqtt_url) as publisher:

@@ -61,7 +61,7 @@ def test_pubacks_only_after_commit_in_order_and_never_across_connections(
     start: StartWorker, mqtt_url: str, admin_database_url: str,
 ) -> None:
     with TcpProxy(urlsplit(mqtt_url).port or 1883, record=True) as proxy:
-        worker = start("fp", mqtt_url=proxy.url_for(mqtt_url), bridge_batch_size=50, bridge_flush_ms=20)
+        worker = start("fp", mqtt_url=proxy.url_for(mqtt_url), bridge_batch_size=50, bridge_linger_ms=20)
         # The connection the worker is subscribed on: the last one it opened (under load an
         # attempt before it may have failed, and it is recorded too).
         live = len(proxy.recorded) - 1

@@ -14,7 +14,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
-from bridge.config import Settings, env_name
+from bridge.config import Settings, env_name, former_names
 from bridge.revisions import OnConflict
 from iotcommon.errors import ConfigError, SetupError
 from iotcommon.settings import Connections, MqttEndpoint, parse_mqtt_url
@@ -53,7 +53,7 @@ def test_defaults() -> None:
     assert settings.share_group == "bridge"
     assert settings.topic == "sensors/+/readings"
     assert settings.batch_size == 500
-    assert settings.flush_ms == 50
+    assert settings.linger_ms == 0
     assert settings.max_in_flight >= settings.batch_size
     assert settings.session_expiry_s >= 86_400
     assert settings.heartbeat_s == 5.0
@@ -78,7 +78,8 @@ def test_empty_or_blank_value_means_default() -> None:
         ("BRIDGE_TOPIC", "site/+/readings", "topic", "site/+/readings"),
         ("BRIDGE_BATCH_SIZE", "250", "batch_size", 250),
         ("BRIDGE_BATCH_SIZE", " 42 ", "batch_size", 42),
-        ("BRIDGE_FLUSH_MS", "20", "flush_ms", 20),
+        ("BRIDGE_LINGER_MS", "20", "linger_ms", 20),
+        ("BRIDGE_LINGER_MS", "0", "linger_ms", 0),
         ("BRIDGE_MAX_IN_FLIGHT", "4000", "max_in_flight", 4000),
         ("BRIDGE_SESSION_EXPIRY_S", "86400", "session_expiry_s", 86_400),
         ("BRIDGE_KEEPALIVE_S", "10", "keepalive_s", 10),
@@ -144,8 +145,10 @@ def test_settings_are_frozen() -> None:
         ("BRIDGE_BATCH_SIZE", "0"),
         ("BRIDGE_BATCH_SIZE", "-1"),
         ("BRIDGE_BATCH_SIZE", "1e3"),
+        ("BRIDGE_LINGER_MS", "abc"),
+        ("BRIDGE_LINGER_MS", "-1"),
+        ("BRIDGE_LINGER_MS", "60001"),
         ("BRIDGE_FLUSH_MS", "abc"),
-        ("BRIDGE_FLUSH_MS", "0"),
         ("BRIDGE_MAX_IN_FLIGHT", "70000"),
         ("BRIDGE_SESSION_EXPIRY_S", "10"),
         ("BRIDGE_KEEPALIVE_S", "1"),
@@ -172,6 +175,22 @@ def test_invalid_value_names_the_variable(variable: str, raw: str) -> None:
     assert str(error).startswith(f"{variable}: ")
     assert error.problem
     assert isinstance(error, SetupError)
+
+
+def test_former_name_and_current_name_together_are_refused() -> None:
+    error = config_error(BRIDGE_FLUSH_MS="50", BRIDGE_LINGER_MS="0")
+
+    assert error.variable == "BRIDGE_FLUSH_MS"
+    assert "BRIDGE_LINGER_MS" in error.problem
+
+
+def test_a_former_name_is_still_read() -> None:
+    assert settings_from(BRIDGE_FLUSH_MS="20").linger_ms == 20
+
+
+def test_former_names_are_listed_for_the_start_up_warning() -> None:
+    assert former_names({"BRIDGE_FLUSH_MS": "50"}) == ["BRIDGE_FLUSH_MS (now BRIDGE_LINGER_MS)"]
+    assert former_names({"BRIDGE_LINGER_MS": "50"}) == []
 
 
 def test_max_in_flight_below_batch_size_names_both() -> None:

@@ -19,7 +19,7 @@ from bridge.sink import WriteResult
 from bridge.stats import Stats
 from iotcommon.backoff import Backoff
 
-FLUSH_S = 0.05
+LINGER_S = 0.05
 
 
 class FakeSink:
@@ -163,7 +163,7 @@ class Harness:
         self,
         *,
         batch_size: int = 3,
-        flush_s: float = FLUSH_S,
+        linger_s: float = 0.0,
         backoff: Backoff | None = None,
         arrivals: list[tuple[float, Delivery]] | None = None,
         stop_at: float = 10.0,
@@ -184,7 +184,7 @@ class Harness:
             self.acker,
             stats=self.stats,
             batch_size=batch_size,
-            flush_s=flush_s,
+            linger_s=linger_s,
             backoff=self.backoff,
             now=self.clock.now,
             monotonic=self.clock.monotonic,
@@ -210,18 +210,48 @@ def test_full_batches_flush_at_once() -> None:
     assert harness.sink.committed_at[:2] == [0.0, 0.0]
 
 
-def test_partial_batch_flushes_after_flush_interval() -> None:
-    harness = Harness(batch_size=100, arrivals=[(0.0, delivery(0)), (0.0, delivery(1)), (0.0, delivery(2))])
+def test_a_delivery_finding_the_writer_idle_is_written_at_once() -> None:
+    arrivals = [(0.0, delivery(0)), (0.3, delivery(1)), (0.31, delivery(2))]
+    harness = Harness(batch_size=100, arrivals=arrivals)
+
+    harness.run()
+
+    assert harness.committed_mids() == [[0], [1], [2]]
+    assert harness.sink.committed_at == [pytest.approx(0.0), pytest.approx(0.3), pytest.approx(0.31)]
+
+
+def test_what_arrives_during_a_commit_makes_the_next_batch() -> None:
+    arrivals = [(0.0, delivery(0)), *((0.001 * n, delivery(n)) for n in range(1, 6))]
+    harness = Harness(batch_size=100, arrivals=arrivals)
+    harness.sink.before_write = lambda: harness.clock.sleep(0.01)  # each commit takes 10 ms
+
+    harness.run()
+
+    assert harness.committed_mids() == [[0], [1, 2, 3, 4, 5]]
+    assert harness.sink.committed_at == [pytest.approx(0.01), pytest.approx(0.02)]
+
+
+def test_a_backlog_is_written_in_full_batches() -> None:
+    harness = Harness(batch_size=4, arrivals=[(0.0, delivery(mid)) for mid in range(10)])
+
+    harness.run()
+
+    assert [len(batch) for batch in harness.committed_mids()] == [4, 4, 2]
+
+
+def test_linger_holds_a_partial_batch_for_more() -> None:
+    harness = Harness(batch_size=100, linger_s=LINGER_S,
+                      arrivals=[(0.0, delivery(0)), (0.0, delivery(1)), (0.0, delivery(2))])
 
     harness.run()
 
     assert harness.committed_mids() == [[0, 1, 2]]
-    assert harness.sink.committed_at == [pytest.approx(FLUSH_S)]
+    assert harness.sink.committed_at == [pytest.approx(LINGER_S)]
 
 
-def test_flush_interval_counts_from_the_first_message_of_the_batch() -> None:
+def test_linger_counts_from_the_first_message_of_the_batch() -> None:
     arrivals = [(0.0, delivery(0)), (0.01, delivery(1)), (0.04, delivery(2)), (0.08, delivery(3))]
-    harness = Harness(batch_size=100, arrivals=arrivals)
+    harness = Harness(batch_size=100, linger_s=LINGER_S, arrivals=arrivals)
 
     harness.run()
 
@@ -229,23 +259,33 @@ def test_flush_interval_counts_from_the_first_message_of_the_batch() -> None:
     assert harness.sink.committed_at == [pytest.approx(0.05), pytest.approx(0.13)]
 
 
-def test_idle_pipeline_waits_flush_interval_and_writes_nothing() -> None:
-    harness = Harness(arrivals=[], stop_at=0.2)
+def test_linger_ends_early_when_the_batch_is_full() -> None:
+    arrivals = [(0.0, delivery(0)), (0.01, delivery(1)), (0.02, delivery(2)), (0.03, delivery(3))]
+    harness = Harness(batch_size=3, linger_s=LINGER_S, arrivals=arrivals)
+
+    harness.run()
+
+    assert harness.committed_mids() == [[0, 1, 2], [3]]
+    assert harness.sink.committed_at == [pytest.approx(0.02), pytest.approx(0.03 + LINGER_S)]
+
+
+def test_idle_pipeline_waits_without_spinning_and_writes_nothing() -> None:
+    harness = Harness(arrivals=[], stop_at=2.0)
 
     harness.run()
 
     assert harness.sink.calls == []
-    assert harness.scripted.timeouts[:4] == [FLUSH_S] * 4
-    assert harness.clock.t == pytest.approx(0.2)
+    assert harness.scripted.timeouts[:4] == [MAX_WAIT_S] * 4
+    assert harness.clock.t == pytest.approx(2.0)
 
 
-def test_long_flush_interval_still_looks_at_stop_often() -> None:
-    flush_s = 4 * MAX_WAIT_S
-    harness = Harness(batch_size=100, flush_s=flush_s, arrivals=[(0.0, delivery(0))], stop_at=100.0)
+def test_long_linger_still_looks_at_stop_often() -> None:
+    linger_s = 4 * MAX_WAIT_S
+    harness = Harness(batch_size=100, linger_s=linger_s, arrivals=[(0.0, delivery(0))], stop_at=100.0)
 
     harness.run()
 
-    assert harness.sink.committed_at == [pytest.approx(flush_s)]
+    assert harness.sink.committed_at == [pytest.approx(linger_s)]
     assert max(harness.scripted.timeouts) == MAX_WAIT_S
     assert harness.scripted.timeouts[1:5] == [MAX_WAIT_S] * 4
 
@@ -268,7 +308,7 @@ def test_in_flight_counts_batch_and_inbox() -> None:
 
 
 def test_acks_follow_the_write_in_arrival_order() -> None:
-    harness = Harness(batch_size=2, arrivals=[(0.001 * mid, delivery(mid)) for mid in range(5)])
+    harness = Harness(batch_size=2, arrivals=[(0.0, delivery(mid)) for mid in range(5)])
 
     harness.run()
 
@@ -456,7 +496,8 @@ def test_run_with_stop_set_and_empty_inbox_returns_at_once() -> None:
 
 
 def test_stop_mid_batch_flushes_the_partial_batch_without_waiting() -> None:
-    harness = Harness(batch_size=100, arrivals=[(0.0, delivery(0)), (0.0, delivery(1))], stop_at=0.01)
+    harness = Harness(batch_size=100, linger_s=LINGER_S, arrivals=[(0.0, delivery(0)), (0.0, delivery(1))],
+                      stop_at=0.01)
 
     harness.run()
 
@@ -515,7 +556,7 @@ def test_idle_worker_looks_for_the_database_on_the_backoff_schedule_and_reports_
 
     assert harness.stats.db_ok is True, "the database came back and nobody noticed"
     # 0.1, 0.2, 0.4 s apart (Backoff without jitter), then the one that succeeds and no more.
-    assert harness.sink.checked_at == pytest.approx([0.0, 0.1, 0.3, 0.7], abs=FLUSH_S + 1e-9)
+    assert harness.sink.checked_at == pytest.approx([0.0, 0.1, 0.3, 0.7], abs=1e-9)
     assert harness.stats.db_errors == 3
 
 
@@ -528,7 +569,7 @@ def test_idle_worker_with_the_database_up_never_probes_it() -> None:
 
 
 def test_messages_received_while_the_database_is_down_at_start_are_stored_once_it_is_back() -> None:
-    harness = Harness(arrivals=[(0.0, delivery(1)), (0.01, delivery(2))], checks_unavailable=4)
+    harness = Harness(arrivals=[(0.0, delivery(1)), (0.0, delivery(2))], checks_unavailable=4)
     harness.stats.db_ok = False
 
     harness.run()
