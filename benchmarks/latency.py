@@ -10,8 +10,10 @@ alternating within each round:
 
 1. seed load: 3 workers, `python -m simulator --messages 83*S --duration S --verify`
    (83 readings/s, the 5,000 a minute of the product brief); publish->commit p50 / p99 /
-   max from the simulator's verification, and commits per second from the workers'
-   final heartbeats (`batches`);
+   max from the simulator's verification (to `ingested_at`, the transaction's start),
+   commits per second from the workers' final heartbeats (`batches`), and the mean time
+   one batch took to store and commit (the workers' `bridge_commit_seconds`), which the
+   latency figures do not include;
 2. drains: each side's group registers its session, the backlog (single readings) is
    published once, then each group is timed from process start until every reading is
    committed, with 1 and 2 workers.
@@ -38,12 +40,13 @@ from pathlib import Path
 from statistics import median
 
 import harness  # benchmarks/ is on sys.path: this script's own folder
+import requests
 from bench import SEED_RATE, Bench, backlog
 
 from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient
 from devstack.postgres import PostgresServer, apply_schema
-from devstack.processes import REPO_ROOT, find_binary
+from devstack.processes import REPO_ROOT, find_binary, free_port
 from devstack.workers import WorkerProcess, start_online
 
 ONLINE_TIMEOUT_S = 60.0
@@ -68,6 +71,7 @@ class Figures:
     p99_ms: list[float] = field(default_factory=list)
     max_ms: list[float] = field(default_factory=list)
     commits_per_s: list[float] = field(default_factory=list)
+    write_ms: list[float] = field(default_factory=list)  # mean time to store and commit one batch
     drains: dict[int, list[float]] = field(default_factory=dict)  # workers -> readings/s
 
 
@@ -88,11 +92,16 @@ def workers(bench: Bench, side: Side, size: int, name: str) -> list[WorkerProces
 
 
 def seed_load(bench: Bench, side: Side, seconds: int, figures: Figures) -> None:
-    """Publish->commit latency and commits/s of 3 fresh workers at 83 readings/s."""
-    members = workers(bench, side, SEED_WORKERS, f"seed-{side.label}-{int(time.time())}")
+    """Publish->commit latency and commits/s of 3 fresh workers at 83 readings/s, and the time each write took."""
+    ports = [free_port() for _ in range(SEED_WORKERS)]
+    members = [harness.bridge_worker(f"seed-{side.label}-{n}", f"seed-{side.label}-{int(time.time())}",
+                                     mqtt_url=bench.mqtt, database_url=bench.bridge_url, tmp=bench.tmp,
+                                     source=side.source, bridge_metrics_port=port, **side.overrides)
+               for n, port in enumerate(ports)]
     start_online(members, bench.mqtt, timeout_s=ONLINE_TIMEOUT_S)
     try:
         latency = bench.latency(seconds)
+        write_s, writes = (sum(values) for values in zip(*(_commit_seconds(port) for port in ports), strict=True))
     finally:
         harness.stop_all(members)
         harness.end_sessions(members, bench.mqtt)
@@ -101,6 +110,14 @@ def seed_load(bench: Bench, side: Side, seconds: int, figures: Figures) -> None:
     figures.p99_ms.append(float(latency["p99_ms"] or 0))
     figures.max_ms.append(float(latency["max_ms"] or 0))
     figures.commits_per_s.append(batches / seconds)
+    figures.write_ms.append(1000 * write_s / writes if writes else 0.0)
+
+
+def _commit_seconds(port: int) -> tuple[float, float]:
+    """(seconds spent storing and committing, batches) from a worker's bridge_commit_seconds histogram."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    values = dict(line.split(" ", 1) for line in text.splitlines() if line.startswith("bridge_commit_seconds_"))
+    return float(values.get("bridge_commit_seconds_sum", 0)), float(values.get("bridge_commit_seconds_count", 0))
 
 
 def drains(bench: Bench, sides: list[Side], sizes: list[int], messages: int, *, round_: int,
@@ -153,6 +170,7 @@ def print_table(sides: list[Side], figures: dict[str, Figures], sizes: list[int]
     line(f"publish->commit p99 {seed}", " ms", lambda f: f.p99_ms)
     line(f"publish->commit max {seed}", " ms", lambda f: f.max_ms)
     line(f"commits/s {seed}", "", lambda f: f.commits_per_s)
+    line(f"store + COMMIT of one batch, mean, {seed}", " ms", lambda f: f.write_ms)
     for size in sizes:
         line(f"drain, {size} worker{'s' if size > 1 else ''} (readings/s)", "", partial(_drain_rates, size=size))
 
