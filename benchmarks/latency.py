@@ -73,6 +73,7 @@ class Figures:
     commits_per_s: list[float] = field(default_factory=list)
     write_ms: list[float] = field(default_factory=list)  # mean time to store and commit one batch
     drains: dict[int, list[float]] = field(default_factory=dict)  # workers -> readings/s
+    drain_batch: dict[int, list[float]] = field(default_factory=dict)  # workers -> mean messages per commit
 
 
 def checkout(rev: str, into: Path) -> Path:
@@ -137,6 +138,8 @@ def drains(bench: Bench, sides: list[Side], sizes: list[int], messages: int, *, 
             seconds = harness.timed(members, lambda: harness.stored(bench.admin) >= messages, timeout_s=900)
             harness.stop_all(members)
             figures[side.label].drains.setdefault(size, []).append(messages / seconds)
+            batches = sum(member.heartbeat().batches for member in members)
+            figures[side.label].drain_batch.setdefault(size, []).append(messages / batches if batches else 0.0)
     finally:
         for *_, members in groups:
             harness.stop_all(members)
@@ -172,11 +175,17 @@ def print_table(sides: list[Side], figures: dict[str, Figures], sizes: list[int]
     line(f"commits/s {seed}", "", lambda f: f.commits_per_s)
     line(f"store + COMMIT of one batch, mean, {seed}", " ms", lambda f: f.write_ms)
     for size in sizes:
-        line(f"drain, {size} worker{'s' if size > 1 else ''} (readings/s)", "", partial(_drain_rates, size=size))
+        workers = f"{size} worker{'s' if size > 1 else ''}"
+        line(f"drain, {workers} (readings/s)", "", partial(_drain_rates, size=size))
+        line(f"drain, {workers}: messages per commit, mean", "", partial(_drain_batches, size=size))
 
 
 def _drain_rates(figures: Figures, *, size: int) -> list[float]:
     return figures.drains.get(size, [])
+
+
+def _drain_batches(figures: Figures, *, size: int) -> list[float]:
+    return figures.drain_batch.get(size, [])
 
 
 def parse_args() -> argparse.Namespace:

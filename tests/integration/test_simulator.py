@@ -172,6 +172,19 @@ def test_benchmark_smoke_run_prints_the_table() -> None:
     assert "| ÷ paho | ÷ mosquitto_sub | ÷ naive |" in result.stdout
 
 
+def test_latency_benchmark_smoke_run_compares_two_trees() -> None:
+    command = [sys.executable, "benchmarks/latency.py", "--before", "HEAD", "--seed-seconds", "2",
+               "--messages", "200", "--workers", "1", "--variant", "linger:BRIDGE_LINGER_MS=20"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| figure | before | after | linger | after ÷ before | linger ÷ before |" in result.stdout
+    for row in ("| publish->commit p99 at 83 readings/s, 3 workers |", "| commits/s at 83 readings/s, 3 workers |",
+                "| store + COMMIT of one batch, mean, at 83 readings/s, 3 workers |",
+                "| drain, 1 worker (readings/s) |"):
+        assert row in result.stdout, result.stdout
+    assert "n/a" not in result.stdout, result.stdout
+
+
 def test_fleet_benchmark_smoke_run_prints_the_table() -> None:
     command = [sys.executable, "benchmarks/fleet.py", "--devices", "20", "--period", "2", "--steady", "1",
                "--settle", "1"]
