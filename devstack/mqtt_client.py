@@ -137,7 +137,10 @@ class MqttTestClient:
         while window := list(itertools.islice(pending, 500)):
             infos = [self._client.publish(t, p, qos=qos, retain=retain) for t, p in window]
             for info in infos:
-                info.wait_for_publish(max(deadline - time.monotonic(), 0.0))
+                try:
+                    info.wait_for_publish(max(deadline - time.monotonic(), 0.0))
+                except (RuntimeError, ValueError) as exc:  # paho: the connection is gone, or the message refused
+                    raise MqttTestError(f"publish failed (mid {info.mid}): {exc}") from exc
                 if not info.is_published():
                     raise MqttTestError(f"PUBACK missing after {timeout} s (mid {info.mid})")
             count += len(infos)
