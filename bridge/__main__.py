@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bridge.client import PlainClient
 from bridge.config import Settings, former_names
 from bridge.consumer import MqttConsumer
 from bridge.database import Database
@@ -108,7 +109,7 @@ class Worker:
     stats: Stats
     inbox: Inbox
     sink: PostgresSink
-    client: mqtt.Client
+    client: PlainClient  # or its FastClient
     consumer: MqttConsumer
     pipeline: Pipeline
     heartbeat: Heartbeat
@@ -203,7 +204,7 @@ def check_database(worker: Worker) -> None:
         logger.warning("database unavailable at start (%s); starting anyway, messages wait until it is back", exc)
 
 
-def build_client(settings: Settings) -> mqtt.Client:
+def build_client(settings: Settings) -> PlainClient:
     """A paho client for MQTT v5 with a persistent session and manual acks."""
     endpoint = settings.mqtt()
     client = make_client(
