@@ -17,22 +17,19 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.client import PlainClient
 from bridge.config import Settings, former_names
-from bridge.consumer import MqttConsumer
-from bridge.database import Database
 from bridge.errors import BridgeError, SinkMisconfigured, SinkUnavailable
-from bridge.fastpath import make_client
 from bridge.health import check_alive, check_health
 from bridge.heartbeat import Heartbeat
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
-from bridge.partition_command import main as run_partition
+from bridge.mqtt import MqttConsumer, PlainClient, make_client
+from bridge.partition import main as run_partition
 from bridge.pipeline import Pipeline
-from bridge.replay_command import build_parser as build_replay_parser
-from bridge.replay_command import run_replay
-from bridge.sink import PostgresSink
+from bridge.replay import build_parser as build_replay_parser
+from bridge.replay import run_replay
 from bridge.stats import Stats
+from bridge.store import Database, PostgresSink
 from bridge.validation import parse_message
 from iotcommon.backoff import Backoff
 from iotcommon.contract import WorkerStatus, status_topic
@@ -59,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.options and args.command == "run":
         parser.error(f"unrecognized arguments: {' '.join(args.options)}")
-    if args.command == "partition":  # the owner's command, with its own settings (bridge/partition_config.py)
+    if args.command == "partition":  # the owner's command, with its own settings (bridge/partition/settings.py)
         return run_partition(args.options)
     replay_options = build_replay_parser().parse_args(args.options) if args.command == "replay-rejected" else None
     health_options = build_health_parser().parse_args(args.options) if args.command == "health" else None

@@ -19,8 +19,8 @@ from typing import Protocol
 from bridge.errors import SinkRefused, SinkUnavailable
 from bridge.inbox import Inbox
 from bridge.model import Delivery, Parsed, Rejection
-from bridge.sink import Sink, WriteResult
 from bridge.stats import Stats
+from bridge.store import Sink, WriteResult
 from iotcommon.backoff import Backoff
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class Pipeline:
         batch is then left unacknowledged, so the broker keeps it.
         """
         # Deliveries of an earlier connection stay in the batch across retries:
-        # the broker may not have them any more (bridge/consumer.py, _on_connect).
+        # the broker may not have them any more (bridge/mqtt/consumer.py, _on_connect).
         while True:
             started = self._monotonic()
             try:

@@ -1,4 +1,4 @@
-"""bridge.client: plain paho in the consumer's shape (raw messages, a read end per message, acks in one call)."""
+"""bridge.mqtt.client: plain paho in the consumer's shape (raw messages, a read end per message, acks in one call)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import paho.mqtt.client as mqtt
 from fakes import paho_delivers
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.client import PlainClient
+from bridge.mqtt.client import PlainClient
 
 
 def plain_client() -> PlainClient:

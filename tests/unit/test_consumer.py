@@ -17,11 +17,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from bridge.client import PlainClient
-from bridge.consumer import MqttConsumer
-from bridge.fastpath import BufferedSocket, FastClient
 from bridge.inbox import Inbox
 from bridge.model import Delivery, Parsed, Rejection, Row
+from bridge.mqtt.client import PlainClient
+from bridge.mqtt.consumer import MqttConsumer
+from bridge.mqtt.fastpath import BufferedSocket, FastClient
 from bridge.stats import Stats
 from iotcommon.contract import RejectionCode, WorkerStatus
 
@@ -252,7 +252,7 @@ def test_bug_in_the_parser_stays_inside_on_message(caplog: pytest.LogCaptureFixt
     harness = Harness(parse=broken_parse)
     harness.client.connect()
 
-    with caplog.at_level(logging.ERROR, logger="bridge.consumer"):
+    with caplog.at_level(logging.ERROR, logger="bridge.mqtt.consumer"):
         harness.client.deliver(3, b"raw bytes")
 
     (queued,) = harness.queued()
@@ -274,7 +274,7 @@ def test_failure_to_queue_stays_inside_on_message(caplog: pytest.LogCaptureFixtu
     harness = Harness(inbox=BrokenInbox())
     harness.client.connect()
 
-    with caplog.at_level(logging.ERROR, logger="bridge.consumer"):
+    with caplog.at_level(logging.ERROR, logger="bridge.mqtt.consumer"):
         harness.client.deliver(4)
 
     assert harness.stats.handler_errors == 1
@@ -403,7 +403,7 @@ def test_disconnect_is_logged_by_cause(
     if stopping:
         harness.consumer.stop_accepting()
 
-    with caplog.at_level(logging.INFO, logger="bridge.consumer"):
+    with caplog.at_level(logging.INFO, logger="bridge.mqtt.consumer"):
         harness.client.disconnect(reason)
 
     (record,) = [r for r in caplog.records if "disconnect" in r.getMessage() or "took over" in r.getMessage()]

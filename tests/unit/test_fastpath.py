@@ -1,4 +1,4 @@
-"""bridge.fastpath: buffered reads, the lean PUBLISH path, acks in one write, and the fallback to plain paho."""
+"""bridge.mqtt.fastpath: buffered reads, the lean PUBLISH path, acks in one write, and the fallback to plain paho."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from fakes import paho_delivers
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge import fastpath
-from bridge.client import PlainClient
-from bridge.fastpath import READ_CHUNK, BufferedSocket, FastClient, make_client, missing_internals
+from bridge.mqtt import fastpath
+from bridge.mqtt.client import PlainClient
+from bridge.mqtt.fastpath import READ_CHUNK, BufferedSocket, FastClient, make_client, missing_internals
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ def test_a_paho_without_an_internal_gets_plain_paho_and_one_warning(
 
     monkeypatch.setattr(mqtt, "Client", Changed)  # the paho module the fast path checks
 
-    with caplog.at_level(logging.WARNING, logger="bridge.fastpath"):
+    with caplog.at_level(logging.WARNING, logger="bridge.mqtt.fastpath"):
         client = make_client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
 
     assert type(client) is PlainClient

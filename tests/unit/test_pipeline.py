@@ -15,8 +15,8 @@ from bridge.errors import SinkMisconfigured, SinkRefused, SinkUnavailable
 from bridge.inbox import Inbox
 from bridge.model import Delivery
 from bridge.pipeline import MAX_WAIT_S, Pipeline
-from bridge.sink import WriteResult
 from bridge.stats import Stats
+from bridge.store.sink import WriteResult
 from iotcommon.backoff import Backoff
 
 LINGER_S = 0.05

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.errors import SinkRefused
 from bridge.model import Limits, Row
-from bridge.replay import (
+from bridge.replay.planning import (
     DUPLICATE,
     PARTLY_STORED,
     STILL_INVALID,

@@ -9,10 +9,10 @@ from typing import Any
 
 import psycopg
 
-from bridge.database import CommitWarnings, translate
 from bridge.errors import SinkUnavailable
 from bridge.model import Row
-from bridge.replay import Outcome, RejectedMessage
+from bridge.replay.planning import Outcome, RejectedMessage
+from bridge.store import CommitWarnings, translate
 from iotcommon.contract import RejectionCode
 
 logger = logging.getLogger(__name__)

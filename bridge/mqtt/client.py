@@ -1,7 +1,7 @@
 """The one client shape the consumer sees: raw messages in, a hand-over after each read, acks in one call.
 
 Both paho clients the worker may run have it: PlainClient here, and FastClient
-(bridge/fastpath.py), which reads the socket in chunks and hands over what one
+(bridge/mqtt/fastpath.py), which reads the socket in chunks and hands over what one
 read brought. The consumer sets the two callbacks and calls ack_many(); it
 never asks which of the two it has.
 """

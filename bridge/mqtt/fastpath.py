@@ -26,7 +26,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-from bridge.client import PlainClient
+from bridge.mqtt.client import PlainClient
 
 logger = logging.getLogger(__name__)
 

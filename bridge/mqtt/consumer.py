@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from bridge.client import RawMessageHandler
 from bridge.inbox import Inbox
 from bridge.model import Delivery, Parsed, Rejection
+from bridge.mqtt.client import RawMessageHandler
 from bridge.stats import Stats
 from iotcommon.contract import RejectionCode, WorkerStatus, status_topic
 
@@ -20,7 +20,7 @@ SESSION_TAKEN_OVER = 142  # MQTT v5 reason code: another client connected with o
 
 
 class MqttClient(Protocol):
-    """The part of the client the consumer uses: paho's, plus the shape of bridge/client.py.
+    """The part of the client the consumer uses: paho's, plus the shape of bridge/mqtt/client.py.
 
     Messages come in through on_raw_message, are handed to the inbox at
     on_read_end, and go out acknowledged through ack_many(): the same three
