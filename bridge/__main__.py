@@ -195,9 +195,8 @@ def check_database(worker: Worker) -> None:
     backoff schedule and resumes by itself.
     """
     try:
-        worker.sink.check()
+        worker.pipeline.check_database()  # the pipeline decides on availability; Stats reports it
     except SinkUnavailable as exc:
-        worker.stats.db_ok = False
         logger.warning("database unavailable at start (%s); starting anyway, messages wait until it is back", exc)
 
 
