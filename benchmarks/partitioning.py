@@ -36,9 +36,8 @@ import harness  # benchmarks/ is on sys.path: this script's own folder
 import psycopg
 from bench import ONLINE_TIMEOUT_S, backlog
 
-from bridge.partition_command import connect as connect_owner
-from bridge.partition_command import run_setup
-from bridge.partition_config import PartitionSettings
+from bridge.partition import PartitionSettings, run_setup
+from bridge.partition import connect as connect_owner
 from devstack.grafana_sql import QueryContext, expand, load_dashboard, panel_targets
 from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient

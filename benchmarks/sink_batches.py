@@ -4,7 +4,7 @@
     python benchmarks/sink_batches.py --batches 200 --size 500
 
 What each batch transaction costs on top of its readings (the marker row of
-bridge/indoubt.py, say) shows with small batches, where that per-batch part
+bridge/store/indoubt.py, say) shows with small batches, where that per-batch part
 dominates. To compare two checkouts, run it in each in turn, A B A B: the
 machine's speed drifts more than the difference. It also times, alternately
 in one session, a one-row transaction led by the statement the sink runs
@@ -23,10 +23,9 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from bridge.database import Database
-from bridge.indoubt import CREATE_MARKER, swap_marker
 from bridge.model import Delivery, Limits
-from bridge.sink import PostgresSink
+from bridge.store import Database, PostgresSink
+from bridge.store.indoubt import CREATE_MARKER, swap_marker
 from bridge.validation import parse_message
 from devstack import traffic
 from devstack.postgres import BRIDGE_TEST_ROLE, PostgresServer, apply_schema

@@ -18,20 +18,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.config import Settings, former_names
-from bridge.consumer import MqttConsumer
-from bridge.database import Database
 from bridge.errors import BridgeError, SinkMisconfigured, SinkUnavailable
-from bridge.fastpath import make_client
 from bridge.health import check_alive, check_health
 from bridge.heartbeat import Heartbeat
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
-from bridge.partition_command import main as run_partition
+from bridge.mqtt import MqttConsumer, PlainClient, make_client
+from bridge.partition import main as run_partition
 from bridge.pipeline import Pipeline
-from bridge.replay_command import build_parser as build_replay_parser
-from bridge.replay_command import run_replay
-from bridge.sink import PostgresSink
+from bridge.replay import build_parser as build_replay_parser
+from bridge.replay import run_replay
 from bridge.stats import Stats
+from bridge.store import Database, PostgresSink
 from bridge.validation import parse_message
 from iotcommon.backoff import Backoff
 from iotcommon.contract import WorkerStatus, status_topic
@@ -58,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.options and args.command == "run":
         parser.error(f"unrecognized arguments: {' '.join(args.options)}")
-    if args.command == "partition":  # the owner's command, with its own settings (bridge/partition_config.py)
+    if args.command == "partition":  # the owner's command, with its own settings (bridge/partition/settings.py)
         return run_partition(args.options)
     replay_options = build_replay_parser().parse_args(args.options) if args.command == "replay-rejected" else None
     health_options = build_health_parser().parse_args(args.options) if args.command == "health" else None
@@ -108,7 +106,7 @@ class Worker:
     stats: Stats
     inbox: Inbox
     sink: PostgresSink
-    client: mqtt.Client
+    client: PlainClient  # or its FastClient
     consumer: MqttConsumer
     pipeline: Pipeline
     heartbeat: Heartbeat
@@ -197,13 +195,12 @@ def check_database(worker: Worker) -> None:
     backoff schedule and resumes by itself.
     """
     try:
-        worker.sink.check()
+        worker.pipeline.check_database()  # the pipeline decides on availability; Stats reports it
     except SinkUnavailable as exc:
-        worker.stats.db_ok = False
         logger.warning("database unavailable at start (%s); starting anyway, messages wait until it is back", exc)
 
 
-def build_client(settings: Settings) -> mqtt.Client:
+def build_client(settings: Settings) -> PlainClient:
     """A paho client for MQTT v5 with a persistent session and manual acks."""
     endpoint = settings.mqtt()
     client = make_client(

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, Field
 
 from bridge.model import MIN_TIMESTAMP, Limits
-from bridge.revisions import OnConflict
+from bridge.store import OnConflict
 from iotcommon.contract import READINGS_FILTER
 from iotcommon.errors import ConfigError
 from iotcommon.settings import CONNECTION_VARIABLES, Connections, load_settings

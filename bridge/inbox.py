@@ -31,7 +31,7 @@ class Inbox:
     has nothing more to send, so the inbox still grows only by what it had
     already sent.
 
-    put_many() hands over what one read of the socket brought (bridge/fastpath.py:
+    put_many() hands over what one read of the socket brought (bridge/mqtt/fastpath.py:
     at most 64 KiB of messages) under one lock: the room check is made once per
     read, so the inbox may pass `limit` by that much.
     """

@@ -15,8 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bridge.model import Delivery
-from bridge.staging import WriteResult
 from bridge.stats import Stats
+from bridge.store import WriteResult
 from iotcommon.contract import RejectionCode
 
 

@@ -19,8 +19,8 @@ from typing import Protocol
 from bridge.errors import SinkRefused, SinkUnavailable
 from bridge.inbox import Inbox
 from bridge.model import Delivery, Parsed, Rejection
-from bridge.sink import Sink, WriteResult
 from bridge.stats import Stats
+from bridge.store import Sink, WriteResult
 from iotcommon.backoff import Backoff
 
 logger = logging.getLogger(__name__)
@@ -74,13 +74,33 @@ class Pipeline:
         self._sleep = sleep
         self._observer = observer
         self._probe_at = 0.0  # when to look for the database again while idle and it is down
+        # Whether the database is available: decided here alone, from the start-up
+        # check and every attempt since; Stats only reports it (the heartbeat's db_ok).
+        self._db_ok = True
+        stats.db_ok = True
+
+    def check_database(self) -> None:
+        """The start-up check: raise what the sink's check raises, reporting an unavailable database first.
+
+        After SinkUnavailable, run() looks for the database on the backoff
+        schedule; what no waiting fixes (SinkMisconfigured) is the caller's to stop on.
+        """
+        try:
+            self._sink.check()
+        except SinkUnavailable:
+            self._set_db_ok(False)
+            raise
+
+    def _set_db_ok(self, ok: bool) -> None:
+        self._db_ok = ok
+        self._stats.db_ok = ok
 
     def run(self, stop: threading.Event, *, drain_deadline: Callable[[], float | None]) -> None:
         """Batch and store until `stop` is set and the inbox is drained (or the deadline passes)."""
         batch: list[Delivery] = []
         write_at = 0.0  # with a linger: when the batch is written, full or not
         while True:
-            if not batch and not self._stats.db_ok and not stop.is_set():
+            if not batch and not self._db_ok and not stop.is_set():
                 self._probe()
             wait_s = min(self._wait_s(write_at if batch else None), MAX_WAIT_S)
             taken = self._inbox.take(self._batch_size - len(batch), 0.0 if stop.is_set() else wait_s)
@@ -100,7 +120,7 @@ class Pipeline:
         """How long to wait for deliveries: until the linger ends when holding some, else until the next probe."""
         if write_at is not None:
             return max(0.0, write_at - self._monotonic())
-        if not self._stats.db_ok:
+        if not self._db_ok:
             return max(0.0, self._probe_at - self._monotonic())
         return MAX_WAIT_S
 
@@ -123,7 +143,7 @@ class Pipeline:
             log("database unavailable (%s); looking again in %.2f s", exc, delay)
             return
         self._database_back()
-        self._stats.db_ok = True
+        self._set_db_ok(True)
 
     def flush(self, batch: list[Delivery], *, deadline: Callable[[], float | None] = lambda: None) -> bool:
         """Store one batch, retrying while the database is unavailable; ack it once committed.
@@ -132,7 +152,7 @@ class Pipeline:
         batch is then left unacknowledged, so the broker keeps it.
         """
         # Deliveries of an earlier connection stay in the batch across retries:
-        # the broker may not have them any more (bridge/consumer.py, _on_connect).
+        # the broker may not have them any more (bridge/mqtt/consumer.py, _on_connect).
         while True:
             started = self._monotonic()
             try:
@@ -185,7 +205,7 @@ class Pipeline:
         self, batch: list[Delivery], exc: SinkUnavailable, deadline: Callable[[], float | None]
     ) -> bool:
         """Record the failure and sleep the backoff; False if that would pass the shutdown deadline."""
-        self._stats.db_ok = False
+        self._set_db_ok(False)
         self._stats.db_errors += 1
         self._stats.in_flight = len(batch) + len(self._inbox)  # keeps growing up to Receive Maximum
         delay = self._backoff.next_delay()
@@ -210,7 +230,7 @@ class Pipeline:
         acked = self._acker.ack(batch)
         stats = self._stats
         stats.in_flight = len(self._inbox)  # the batch is acknowledged now
-        stats.db_ok = True
+        self._set_db_ok(True)
         stats.batches += 1
         result.add_to(stats)
         stats.last_commit_at = self._now()
@@ -219,7 +239,7 @@ class Pipeline:
 
     def _database_back(self) -> None:
         """After a probe or a commit succeeded: say so if the database was unavailable, and start backoff afresh."""
-        if not self._stats.db_ok:
+        if not self._db_ok:
             logger.info("database available again after %d attempts", self._backoff.attempts)
         self._backoff.reset()
 

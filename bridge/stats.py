@@ -23,7 +23,7 @@ class Stats:
     in_flight: int = 0
     inbox_peak: int = 0  # most messages waiting to be batched at once (bounded by BRIDGE_MAX_IN_FLIGHT)
     last_commit_at: datetime | None = None
-    db_ok: bool = True
+    db_ok: bool = True  # as the pipeline last found the database (Pipeline decides; this reports it)
     mqtt_connected: bool = False
     revised: int = 0  # BRIDGE_ON_CONFLICT=update: readings that replaced a lower revision
     stale: int = 0  # ... and lower revisions than the stored one, dead-lettered

@@ -37,9 +37,9 @@ import psycopg
 
 from bridge.config import Settings as BridgeSettings
 from bridge.health import check_health as bridge_health
-from bridge.partition_command import connect as connect_owner
-from bridge.partition_command import run_setup as partition_readings
-from bridge.partition_config import PartitionSettings
+from bridge.partition import PartitionSettings
+from bridge.partition import connect as connect_owner
+from bridge.partition import run_setup as partition_readings
 from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient, MqttTestError
 from devstack.postgres import PostgresServer, apply_schema_file, ensure_login_role, partman_bgw_settings

@@ -16,7 +16,7 @@ from fix_measure import Measure
 from fix_watchdog import StartWatchdog, alerts_about, kinds
 
 from bridge.config import Settings
-from bridge.fastpath import READ_CHUNK
+from bridge.mqtt.fastpath import READ_CHUNK
 from devstack import traffic
 from devstack.discord_stub import DiscordStub
 from devstack.mqtt_client import BackgroundPublisher, MqttTestClient, heartbeats_of

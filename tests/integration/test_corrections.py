@@ -16,11 +16,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from bridge.database import Database
 from bridge.errors import SinkMisconfigured
 from bridge.model import Delivery, Limits
-from bridge.revisions import OnConflict
-from bridge.sink import PostgresSink, WriteResult
+from bridge.store.database import Database
+from bridge.store.revisions import OnConflict
+from bridge.store.sink import PostgresSink, WriteResult
 from bridge.validation import parse_message
 from devstack import corrections
 from devstack.mqtt_client import MqttTestClient

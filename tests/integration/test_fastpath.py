@@ -1,4 +1,4 @@
-"""bridge.fastpath on the wire: PUBACKs only after commit, in arrival order, never for another connection's message.
+"""bridge.mqtt.fastpath on the wire: PUBACKs only after commit, in arrival order, none for another connection's message.
 
 The worker reaches the broker through a proxy that records both directions of
 every connection; the test decodes the MQTT packets and compares the message

@@ -1,4 +1,4 @@
-"""bridge.indoubt and the sink against real PostgreSQL: the marker row's locking, and unconfirmed COMMITs.
+"""bridge.store.indoubt and the sink against real PostgreSQL: the marker row's locking, and unconfirmed COMMITs.
 
 The logic step by step is in tests/unit/test_indoubt.py; the failovers end to
 end in tests/faults/test_failover.py.
@@ -16,12 +16,12 @@ import psycopg
 import pytest
 from fix_replication import bridge_url_of
 
-from bridge.database import Database
 from bridge.errors import SinkUnavailable
-from bridge.indoubt import CREATE_MARKER, swap_marker
 from bridge.model import Delivery, Limits
-from bridge.sink import PostgresSink, WriteResult
 from bridge.stats import Stats
+from bridge.store.database import Database
+from bridge.store.indoubt import CREATE_MARKER, swap_marker
+from bridge.store.sink import PostgresSink, WriteResult
 from bridge.validation import parse_message
 from devstack import traffic
 from devstack.processes import wait_until

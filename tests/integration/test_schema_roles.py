@@ -24,8 +24,8 @@ from psycopg import sql
 from psycopg.errors import InsufficientPrivilege
 
 from bridge.errors import SinkMisconfigured
-from bridge.revisions import OnConflict
-from bridge.sink import check_schema
+from bridge.store.revisions import OnConflict
+from bridge.store.sink import check_schema
 from devstack.postgres import POSTGRES_HINT, PostgresServer
 from devstack.processes import REPO_ROOT, find_binary
 from devstack.urls import with_login

@@ -1,4 +1,4 @@
-"""Fakes shared by the unit tests: a clock that moves only when told, and deliveries made to order.
+"""Fakes shared by the unit tests: a clock that moves only when told, deliveries made to order, paho delivering.
 
 Importable (`from fakes import FakeClock`) for type annotations; tests/unit/conftest.py
 hands them out as fixtures. A fake used by one test module only stays in that module.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
 
 from bridge.model import Delivery, Parsed, Rejection, Row
 from iotcommon.contract import Heartbeat, RejectionCode
@@ -75,3 +77,10 @@ def heartbeat(*, at: datetime = T0, **fields: object) -> Heartbeat:
                               "batches", "db_errors", "in_flight", "inbox_peak"), 0)
     return Heartbeat.model_validate({"client_id": "bridge-1", "at": at, **counters, "db_ok": True,
                                      "mqtt_connected": True, "last_commit_at": None, **fields})
+
+
+def paho_delivers(client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+    """What paho's network thread does with an incoming message: call on_message."""
+    on_message = client.on_message
+    assert on_message is not None, "the client set paho's on_message itself"
+    on_message(client, None, message)

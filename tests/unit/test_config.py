@@ -15,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
 from bridge.config import Settings, env_name, former_names
-from bridge.revisions import OnConflict
+from bridge.store.revisions import OnConflict
 from iotcommon.errors import ConfigError, SetupError
 from iotcommon.settings import Connections, MqttEndpoint, parse_mqtt_url
 from simulator.config import Settings as SimulatorSettings

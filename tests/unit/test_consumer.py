@@ -1,20 +1,27 @@
-"""The MQTT side, driven through paho's callbacks on a fake client (telegraf's fakeClient idea)."""
+"""The MQTT side, driven through paho's callbacks on a fake client (telegraf's fakeClient idea),
+and through the two real clients' hand-over to the inbox (no broker: a fake socket, paho's own callback)."""
 
 from __future__ import annotations
 
 import logging
+import struct
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
-from fakes import FakeClock
+from fakes import FakeClock, paho_delivers
 from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from bridge.consumer import MqttConsumer
 from bridge.inbox import Inbox
 from bridge.model import Delivery, Parsed, Rejection, Row
+from bridge.mqtt.client import PlainClient
+from bridge.mqtt.consumer import MqttConsumer
+from bridge.mqtt.fastpath import BufferedSocket, FastClient
 from bridge.stats import Stats
 from iotcommon.contract import RejectionCode, WorkerStatus
 
@@ -22,25 +29,27 @@ SUBSCRIPTION = "$share/bridge/sensors/+/readings"
 
 
 class FakeClient:
-    """The callback attributes paho has, and a record of what the consumer asked of it."""
+    """The callback attributes the consumer's client shape has, and a record of what the consumer asked of it."""
 
     def __init__(self) -> None:
         self.on_pre_connect: Any = None
         self.on_connect: Any = None
         self.on_subscribe: Any = None
-        self.on_message: Any = None
+        self.on_raw_message: Any = None
+        self.on_read_end: Any = None
         self.on_disconnect: Any = None
         self.subscribed: list[tuple[str, int]] = []
-        self.acked: list[tuple[int, int]] = []
+        self.acked: list[int] = []
+        self.ack_calls = 0
         self.published: list[tuple[str, str | bytes, int, bool]] = []
 
     def subscribe(self, topic: str, qos: int = 0) -> tuple[int, int]:
         self.subscribed.append((topic, qos))
         return 0, len(self.subscribed)
 
-    def ack(self, mid: int, qos: int) -> int:
-        self.acked.append((mid, qos))
-        return 0
+    def ack_many(self, mids: Iterable[int]) -> None:
+        self.ack_calls += 1
+        self.acked.extend(mids)
 
     def publish(self, topic: str, payload: str | bytes, qos: int = 0, retain: bool = False) -> str:
         self.published.append((topic, payload, qos, retain))
@@ -58,10 +67,16 @@ class FakeClient:
         self.on_subscribe(self, None, len(self.subscribed), codes, None)
 
     def deliver(self, mid: int, payload: bytes = b"{}", *, topic: bytes = b"sensors/5/readings", qos: int = 1) -> None:
-        message = MQTTMessage(mid=mid, topic=topic)
-        message.payload = payload
-        message.qos = qos
-        self.on_message(self, None, message)
+        """One message that one read of the socket brought."""
+        self.deliver_read([mid], payload, topic=topic, qos=qos)
+
+    def deliver_read(
+        self, mids: Sequence[int], payload: bytes = b"{}", *, topic: bytes = b"sensors/5/readings", qos: int = 1,
+    ) -> None:
+        """The messages one read of the socket brought, then the end of that read."""
+        for mid in mids:
+            self.on_raw_message(topic, payload, mid, qos)
+        self.on_read_end()
 
     def disconnect(self, reason: str = "Unspecified error") -> None:
         code = ReasonCode(PacketTypes.DISCONNECT, reason)
@@ -90,6 +105,26 @@ class Harness:
 
     def queued(self) -> list[Delivery]:
         return self.inbox.take(10_000, 0.0)
+
+
+class CountingInbox(Inbox):
+    """An inbox that records how many deliveries each hand-over brought."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def put_many(self, deliveries: Sequence[Delivery]) -> None:
+        self.calls.append(len(deliveries))
+        super().put_many(deliveries)
+
+
+def spy(handler: Any, before: Any) -> Any:
+    """`handler`, calling `before()` first."""
+    def wrapped(*args: Any) -> None:
+        before()
+        handler(*args)
+    return wrapped
 
 
 @pytest.fixture
@@ -181,6 +216,35 @@ def test_message_is_validated_and_queued_with_the_current_generation(harness: Ha
     assert harness.stats.received == 2
 
 
+def test_what_one_read_brought_is_queued_together_at_the_end_of_the_read() -> None:
+    inbox = CountingInbox()
+    harness = Harness(inbox=inbox)
+    harness.client.connect()
+    taken_before_the_end: list[int] = []
+    harness.client.on_raw_message = spy(harness.client.on_raw_message, lambda: taken_before_the_end.append(len(inbox)))
+
+    harness.client.deliver_read([4, 5, 6])
+
+    queued = harness.queued()
+    assert taken_before_the_end == [0, 0, 0], "nothing reaches the inbox before the read ends"
+    assert [d.mid for d in queued] == [4, 5, 6]
+    assert inbox.calls == [3], "one hand-over for the read"
+    assert len({d.received_at for d in queued}) == 1, "a read's messages share one time of receipt"
+    assert harness.stats.read_peak == 3
+    assert harness.stats.inbox_peak == 3
+
+
+def test_a_read_that_brought_nothing_queues_nothing() -> None:
+    inbox = CountingInbox()
+    harness = Harness(inbox=inbox)
+    harness.client.connect()
+
+    harness.client.deliver_read([])
+
+    assert inbox.calls == []
+    assert harness.stats.read_peak == 0
+
+
 def test_bug_in_the_parser_stays_inside_on_message(caplog: pytest.LogCaptureFixture) -> None:
     def broken_parse(topic: str, payload: bytes, at: datetime) -> Parsed:
         raise KeyError("oops")
@@ -188,7 +252,7 @@ def test_bug_in_the_parser_stays_inside_on_message(caplog: pytest.LogCaptureFixt
     harness = Harness(parse=broken_parse)
     harness.client.connect()
 
-    with caplog.at_level(logging.ERROR, logger="bridge.consumer"):
+    with caplog.at_level(logging.ERROR, logger="bridge.mqtt.consumer"):
         harness.client.deliver(3, b"raw bytes")
 
     (queued,) = harness.queued()
@@ -204,17 +268,17 @@ def test_bug_in_the_parser_stays_inside_on_message(caplog: pytest.LogCaptureFixt
 
 def test_failure_to_queue_stays_inside_on_message(caplog: pytest.LogCaptureFixture) -> None:
     class BrokenInbox(Inbox):
-        def put(self, delivery: Delivery) -> None:
+        def put_many(self, deliveries: Sequence[Delivery]) -> None:
             raise RuntimeError("inbox broken")
 
     harness = Harness(inbox=BrokenInbox())
     harness.client.connect()
 
-    with caplog.at_level(logging.ERROR, logger="bridge.consumer"):
+    with caplog.at_level(logging.ERROR, logger="bridge.mqtt.consumer"):
         harness.client.deliver(4)
 
     assert harness.stats.handler_errors == 1
-    assert "could not queue message 4" in caplog.text
+    assert "could not queue 1 messages (ids 4 to 4)" in caplog.text
 
 
 def test_stop_accepting_queues_nothing_more(harness: Harness) -> None:
@@ -251,7 +315,8 @@ def test_ack_goes_out_in_the_order_given(harness: Harness) -> None:
     acked = harness.consumer.ack(harness.queued())
 
     assert acked == 3
-    assert harness.client.acked == [(11, 1), (12, 1), (13, 1)]
+    assert harness.client.acked == [11, 12, 13]
+    assert harness.client.ack_calls == 1, "the batch's acks in one call"
 
 
 def test_qos_0_messages_are_not_acked(harness: Harness) -> None:
@@ -260,7 +325,7 @@ def test_qos_0_messages_are_not_acked(harness: Harness) -> None:
     harness.client.deliver(21, qos=1)
 
     assert harness.consumer.ack(harness.queued()) == 1
-    assert harness.client.acked == [(21, 1)]
+    assert harness.client.acked == [21]
 
 
 def test_ack_after_reconnect_skips_deliveries_of_the_old_connection(harness: Harness) -> None:
@@ -277,7 +342,7 @@ def test_ack_after_reconnect_skips_deliveries_of_the_old_connection(harness: Har
 
     assert [(d.mid, d.generation) for d in batch] == [(1, 1), (2, 1), (1, 2), (3, 2)]
     assert acked == 2
-    assert harness.client.acked == [(1, 1), (3, 1)]
+    assert harness.client.acked == [1, 3]
 
 
 def test_nothing_is_acked_while_disconnected(harness: Harness) -> None:
@@ -317,7 +382,7 @@ def test_a_reconnect_keeps_old_deliveries_for_storing_but_acks_only_new_ones(
 
     assert [(d.mid, d.generation) for d in batch] == [(1, 1), (2, 1), (1, 2)]
     assert harness.consumer.ack(batch) == 1
-    assert harness.client.acked == [(1, 1)]
+    assert harness.client.acked == [1]
 
 
 # --- disconnecting ----------------------------------------------------------------------------
@@ -338,7 +403,7 @@ def test_disconnect_is_logged_by_cause(
     if stopping:
         harness.consumer.stop_accepting()
 
-    with caplog.at_level(logging.INFO, logger="bridge.consumer"):
+    with caplog.at_level(logging.INFO, logger="bridge.mqtt.consumer"):
         harness.client.disconnect(reason)
 
     (record,) = [r for r in caplog.records if "disconnect" in r.getMessage() or "took over" in r.getMessage()]
@@ -346,3 +411,72 @@ def test_disconnect_is_logged_by_cause(
     assert text in record.getMessage()
     assert "w1" in record.getMessage()
     assert harness.stats.mqtt_connected is False
+
+
+# --- the two real clients, handing over to the inbox ------------------------------------------
+
+
+def publish(mid: int, payload: bytes, *, topic: bytes = b"sensors/5/readings") -> bytes:
+    """A whole MQTT 5 QoS 1 PUBLISH packet, as the broker sends it (no properties)."""
+    body = struct.pack("!H", len(topic)) + topic + struct.pack("!H", mid) + b"\x00" + payload
+    return bytes([0x32, len(body)]) + body
+
+
+class OneRead:
+    """A broker socket that has these bytes for one read, then nothing more yet."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.reads = 0
+
+    def recv(self, size: int) -> bytes:
+        if self.reads:
+            raise BlockingIOError
+        self.reads += 1
+        return self._data[:size]
+
+    def close(self) -> None:
+        """paho closes its socket when the client goes."""
+
+
+def consumer_on(client: Any, inbox: Inbox, stats: Stats) -> MqttConsumer:
+    return MqttConsumer(client, inbox, client_id="w1", subscription=SUBSCRIPTION,
+                        parse=lambda topic, payload, at: Parsed(rows=(Row(5, at, "t", 1.0, "C"),), indexes=(0,)),
+                        stats=stats, now=FakeClock(step_s=0.001).now)
+
+
+def test_the_fast_client_hands_a_whole_read_to_the_inbox_in_one_go() -> None:
+    client = FastClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    inbox, stats = CountingInbox(), Stats()
+    consumer_on(client, inbox, stats)
+    sock = OneRead(b"".join(publish(mid, b'{"v": %d}' % mid) for mid in (31, 32, 33)))
+    client._sock = BufferedSocket(sock)
+
+    assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+
+    queued = inbox.take(100, 0.0)
+    assert [(d.mid, d.payload, d.topic) for d in queued] == [
+        (31, b'{"v": 31}', "sensors/5/readings"), (32, b'{"v": 32}', "sensors/5/readings"),
+        (33, b'{"v": 33}', "sensors/5/readings"),
+    ]
+    assert inbox.calls == [3], "one hand-over for the read, not one per message"
+    assert stats.received == 3
+    assert stats.read_peak == 3
+    assert sock.reads == 1
+
+
+def test_the_plain_client_hands_each_message_to_the_inbox_as_it_comes() -> None:
+    client = PlainClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    inbox, stats = CountingInbox(), Stats()
+    consumer_on(client, inbox, stats)
+
+    for mid, topic in ((41, b"sensors/5/readings"), (42, b"sensors/\xff/readings")):
+        message = MQTTMessage(mid=mid, topic=topic)
+        message.payload, message.qos = b"{}", 1
+        paho_delivers(client, message)  # what paho's network thread calls
+
+    queued = inbox.take(100, 0.0)
+    assert [(d.mid, d.topic) for d in queued] == [(41, "sensors/5/readings"), (42, "sensors/\ufffd/readings")]
+    assert inbox.calls == [1, 1], "plain paho reads one message at a time"
+    assert queued[0].received_at < queued[1].received_at
+    assert stats.handler_errors == 0

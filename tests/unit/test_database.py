@@ -1,4 +1,4 @@
-"""bridge.database: which database failures are an outage and which no waiting fixes, and the one error mapping."""
+"""bridge.store.database: which failures are an outage and which no waiting fixes, and the one error mapping."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 
-from bridge.database import CommitWarnings, Database, connect_failure, describe_database, translate, unconfirmed_commit
 from bridge.errors import SinkMisconfigured, SinkRefused, SinkUnavailable
+from bridge.store.database import (
+    CommitWarnings,
+    Database,
+    connect_failure,
+    describe_database,
+    translate,
+    unconfirmed_commit,
+)
 
 WHERE = "db.example:5432/sensors"
 _SERVER = 'connection failed: connection to server at "10.0.0.5", port 5432 failed: '

@@ -1,4 +1,4 @@
-"""bridge.fastpath: buffered reads, the lean PUBLISH path, acks in one write, and the fallback to plain paho."""
+"""bridge.mqtt.fastpath: buffered reads, the lean PUBLISH path, acks in one write, and the fallback to plain paho."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
+from fakes import paho_delivers
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge import fastpath
-from bridge.fastpath import READ_CHUNK, BufferedSocket, FastClient, ack_all, make_client, missing_internals
+from bridge.mqtt import fastpath
+from bridge.mqtt.client import PlainClient
+from bridge.mqtt.fastpath import READ_CHUNK, BufferedSocket, FastClient, make_client, missing_internals
 
 
 @pytest.fixture
@@ -169,16 +171,19 @@ def test_ack_many_queues_the_pubacks_in_order_as_one_write() -> None:
     assert bytes(packet["packet"]) == b"\x40\x02\x00\x03" + b"\x40\x02\x00\x01" + b"\x40\x02\xff\xff"
 
 
-def test_ack_all_acks_one_by_one_with_plain_paho() -> None:
-    acked: list[tuple[int, int]] = []
+def test_paho_own_path_reaches_on_raw_message_and_leaves_the_read_end_to_loop_read() -> None:
+    received: list[tuple[bytes, bytes, int, int]] = []
+    ends: list[int] = []
+    client = FastClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    client.on_raw_message = lambda *args: received.append(args)
+    client.on_read_end = lambda: ends.append(len(received))
+    message = mqtt.MQTTMessage(mid=8, topic=b"sensors/5/readings")
+    message.payload, message.qos = b"{}", 2
 
-    class Plain:
-        def ack(self, mid: int, qos: int) -> None:
-            acked.append((mid, qos))
+    paho_delivers(client, message)  # what paho calls for QoS 2
 
-    ack_all(Plain(), [5, 6])
-
-    assert acked == [(5, 1), (6, 1)]
+    assert received == [(b"sensors/5/readings", b"{}", 8, 2)]
+    assert ends == [], "loop_read() ends the read, once for all its packets"
 
 
 def test_the_installed_paho_has_what_the_fast_path_needs() -> None:
@@ -196,10 +201,10 @@ def test_a_paho_without_an_internal_gets_plain_paho_and_one_warning(
 
     monkeypatch.setattr(mqtt, "Client", Changed)  # the paho module the fast path checks
 
-    with caplog.at_level(logging.WARNING, logger="bridge.fastpath"):
+    with caplog.at_level(logging.WARNING, logger="bridge.mqtt.fastpath"):
         client = make_client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
 
-    assert type(client) is Changed
+    assert type(client) is PlainClient
     assert [r.getMessage() for r in caplog.records] == [
         "paho-mqtt fast path off (missing: _packet_queue); using plain paho, which is slower per message"
     ]

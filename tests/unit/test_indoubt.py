@@ -1,4 +1,4 @@
-"""bridge.indoubt: how a batch whose COMMIT went unanswered is settled by the marker row, step by step.
+"""bridge.store.indoubt: how a batch whose COMMIT went unanswered is settled by the marker row, step by step.
 
 The server is played by a fake marker: what the row holds on the server the
 worker writes to now. The integration side (the swap's locking, a real
@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from bridge.indoubt import Attempt, Doubts
-from bridge.staging import WriteResult
+from bridge.store.indoubt import Attempt, Doubts
+from bridge.store.staging import WriteResult
 
 BATCH = ["a", "b"]
 OTHER = ["c"]
@@ -53,7 +53,7 @@ def test_a_lost_commit_whose_id_is_in_the_marker_is_confirmed_not_written_again(
     retry = doubts.begin(BATCH)
     stored = doubts.marker_read(retry, previous=first.batch_id)  # the row holds the lost batch's id: it committed
     doubts.committing(retry, WriteResult())  # the sink commits the marker-only transaction with the stored result
-    with caplog.at_level(logging.WARNING, logger="bridge.indoubt"):
+    with caplog.at_level(logging.WARNING, logger="bridge.store.indoubt"):
         doubts.committed(retry)
 
     assert stored == WriteResult(stored=2, rejected=1), "the result of the first attempt, not written again"
@@ -71,7 +71,7 @@ def test_a_lost_commit_whose_id_is_not_in_the_marker_is_written_again(
     first = lost(doubts, BATCH, WriteResult(stored=2))
 
     retry = doubts.begin(BATCH)
-    with caplog.at_level(logging.WARNING, logger="bridge.indoubt"):
+    with caplog.at_level(logging.WARNING, logger="bridge.store.indoubt"):
         stored = doubts.marker_read(retry, previous=before.batch_id if marker == "older batch" else None)
 
     assert stored is None, "written again"
@@ -131,7 +131,7 @@ def test_the_pipeline_moving_on_to_other_messages_drops_the_doubt(caplog: pytest
     doubts: Doubts[WriteResult] = Doubts()
     first = lost(doubts, BATCH, WriteResult(stored=2))
 
-    with caplog.at_level(logging.WARNING, logger="bridge.indoubt"):
+    with caplog.at_level(logging.WARNING, logger="bridge.store.indoubt"):
         attempt = doubts.begin(OTHER)
 
     assert attempt.settling is None and doubts.pending is None

@@ -8,8 +8,8 @@ from fakes import delivery
 from prometheus_client import generate_latest
 
 from bridge.metrics import Metrics
-from bridge.staging import WriteResult
 from bridge.stats import Stats
+from bridge.store.staging import WriteResult
 from iotcommon.contract import RejectionCode
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from test_config import readme_settings_table
 
-from bridge.partition_config import PartitionSettings, env_name
+from bridge.partition.settings import PartitionSettings, env_name
 from iotcommon.errors import ConfigError
 
 OWN = sorted(field for field in PartitionSettings.model_fields if env_name(field).startswith("PARTITION_"))

@@ -15,8 +15,8 @@ from bridge.errors import SinkMisconfigured, SinkRefused, SinkUnavailable
 from bridge.inbox import Inbox
 from bridge.model import Delivery
 from bridge.pipeline import MAX_WAIT_S, Pipeline
-from bridge.sink import WriteResult
 from bridge.stats import Stats
+from bridge.store.sink import WriteResult
 from iotcommon.backoff import Backoff
 
 LINGER_S = 0.05
@@ -548,15 +548,53 @@ def test_stats_show_database_down_until_a_commit() -> None:
 # --- a database that was down at start ---------------------------------------------------------
 
 
+def test_the_start_up_check_reports_an_unavailable_database_and_raises() -> None:
+    harness = Harness(arrivals=[], checks_unavailable=1)
+
+    with pytest.raises(SinkUnavailable):
+        harness.pipeline.check_database()
+
+    assert harness.stats.db_ok is False
+    assert harness.sink.checked_at == [0.0]
+
+
+def test_the_start_up_check_leaves_an_available_database_reported_up() -> None:
+    harness = Harness(arrivals=[])
+
+    harness.pipeline.check_database()
+
+    assert harness.stats.db_ok is True
+    assert harness.sink.checked_at == [0.0]
+
+
+def test_the_start_up_check_lets_a_misconfiguration_through_without_reporting_an_outage() -> None:
+    harness = Harness(arrivals=[], misconfigured=True)
+
+    with pytest.raises(SinkMisconfigured):
+        harness.pipeline.check_database()
+
+    assert harness.stats.db_ok is True
+
+
+def test_the_pipeline_alone_decides_on_availability_whatever_stats_held() -> None:
+    harness = Harness(arrivals=[], stop_at=2.0)
+    harness.stats.db_ok = False  # a report, not a decision: the pipeline does not probe for it
+
+    harness.run()
+
+    assert harness.sink.checked_at == []
+
+
 def test_idle_worker_looks_for_the_database_on_the_backoff_schedule_and_reports_it_back() -> None:
-    harness = Harness(arrivals=[], stop_at=5.0, checks_unavailable=3)
-    harness.stats.db_ok = False  # what check_database() sets when the first attempt fails
+    harness = Harness(arrivals=[], stop_at=5.0, checks_unavailable=4)
+    with pytest.raises(SinkUnavailable):
+        harness.pipeline.check_database()  # the start-up check, the first of the four that fail
 
     harness.run()
 
     assert harness.stats.db_ok is True, "the database came back and nobody noticed"
     # 0.1, 0.2, 0.4 s apart (Backoff without jitter), then the one that succeeds and no more.
-    assert harness.sink.checked_at == pytest.approx([0.0, 0.1, 0.3, 0.7], abs=1e-9)
+    assert harness.sink.checked_at == pytest.approx([0.0, 0.0, 0.1, 0.3, 0.7], abs=1e-9)
     assert harness.stats.db_errors == 3
 
 
@@ -569,8 +607,9 @@ def test_idle_worker_with_the_database_up_never_probes_it() -> None:
 
 
 def test_messages_received_while_the_database_is_down_at_start_are_stored_once_it_is_back() -> None:
-    harness = Harness(arrivals=[(0.0, delivery(1)), (0.0, delivery(2))], checks_unavailable=4)
-    harness.stats.db_ok = False
+    harness = Harness(arrivals=[(0.0, delivery(1)), (0.0, delivery(2))], checks_unavailable=5)
+    with pytest.raises(SinkUnavailable):
+        harness.pipeline.check_database()
 
     harness.run()
 

@@ -11,14 +11,11 @@ import pytest
 
 from bridge.errors import SinkRefused
 from bridge.model import Limits, Row
-from bridge.replay import (
-    DUPLICATE,
-    PARTLY_STORED,
-    STILL_INVALID,
-    STORED,
+from bridge.replay.planning import (
     Criteria,
-    Outcome,
     RejectedMessage,
+    ReplayOutcome,
+    ReplayResult,
     ReplaySummary,
     replay_rejected,
     topic_matches,
@@ -52,7 +49,7 @@ class FakeStore:
 
     messages: list[RejectedMessage]
     readings: dict[tuple[int, datetime, str], Row] = field(default_factory=dict)
-    records: list[tuple[int, Outcome]] = field(default_factory=list)
+    records: list[tuple[int, ReplayOutcome]] = field(default_factory=list)
     refuse: bool = False
     asked: list[tuple[datetime | None, datetime | None]] = field(default_factory=list)
 
@@ -60,7 +57,7 @@ class FakeStore:
         self.asked.append((since, until))
         yield from sorted(self.messages)
 
-    def store(self, rejected_id: int, rows: Sequence[Row], decide: Callable[[int], Outcome]) -> Outcome:
+    def store(self, rejected_id: int, rows: Sequence[Row], decide: Callable[[int], ReplayOutcome]) -> ReplayOutcome:
         if rows and self.refuse:
             raise SinkRefused("value out of range")
         stored = 0
@@ -91,7 +88,7 @@ def test_future_timestamp_becomes_valid_when_max_future_grows() -> None:
     summary, lines = run(store, max_future_s=3600)
 
     assert [row.value for row in store.readings.values()] == [21.5]
-    assert store.records == [(1, Outcome(STORED, "1 readings stored", 1))]
+    assert store.records == [(1, ReplayOutcome(ReplayResult.STORED, "1 readings stored", 1))]
     assert (summary.examined, summary.now_valid, summary.stored, summary.still_invalid) == (1, 1, 1, 0)
     assert lines == ["#1 stored: 1 readings stored"]
 
@@ -103,7 +100,7 @@ def test_future_timestamp_stays_invalid_under_the_same_limit() -> None:
 
     assert store.readings == {}
     [(rejected_id, outcome)] = store.records
-    assert (rejected_id, outcome.name, outcome.readings_stored) == (1, STILL_INVALID, 0)
+    assert (rejected_id, outcome.result, outcome.readings_stored) == (1, ReplayResult.STILL_INVALID, 0)
     assert outcome.detail.startswith("timestamp:"), "the new reason is recorded"
     assert (summary.examined, summary.now_valid, summary.still_invalid) == (1, 0, 1)
 
@@ -113,7 +110,7 @@ def test_still_invalid_payload_is_recorded_with_its_current_reason() -> None:
 
     summary, _ = run(store)
 
-    assert store.records[0][1].name == STILL_INVALID
+    assert store.records[0][1].result == ReplayResult.STILL_INVALID
     assert "not valid JSON" in store.records[0][1].detail
     assert summary.still_invalid == 1
 
@@ -140,7 +137,7 @@ def test_existing_key_is_a_duplicate_and_the_stored_row_is_kept() -> None:
     summary, _ = run(store)
 
     assert list(store.readings.values()) == [first]
-    assert store.records[0][1].name == DUPLICATE
+    assert store.records[0][1].result == ReplayResult.DUPLICATE
     assert (summary.now_valid, summary.stored, summary.duplicates) == (1, 0, 1)
 
 
@@ -151,7 +148,7 @@ def test_array_with_a_still_invalid_element_is_partly_stored() -> None:
     summary, _ = run(store)
 
     [(_, outcome)] = store.records
-    assert (outcome.name, outcome.readings_stored) == (PARTLY_STORED, 1)
+    assert (outcome.result, outcome.readings_stored) == (ReplayResult.PARTLY_STORED, 1)
     assert "element 1: value" in outcome.detail
     assert summary.stored == 1
 
@@ -162,7 +159,7 @@ def test_database_refusal_is_recorded_as_still_invalid() -> None:
     summary, _ = run(store)
 
     [(_, outcome)] = store.records
-    assert outcome.name == STILL_INVALID
+    assert outcome.result == ReplayResult.STILL_INVALID
     assert "database refused the readings: value out of range" in outcome.detail
     assert summary.still_invalid == 1
 

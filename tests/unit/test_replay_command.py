@@ -1,4 +1,4 @@
-"""bridge.replay_command: the options of replay-rejected, and the criteria they make."""
+"""bridge.replay.command: the options of replay-rejected, and the criteria they make."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.replay_command import build_parser, criteria_from
+from bridge.replay.command import build_parser, criteria_from
 from iotcommon.contract import RejectionCode
 
 

@@ -1,4 +1,4 @@
-"""bridge.revisions: what each version of one key becomes, in arrival order (README, "Corrections")."""
+"""bridge.store.revisions: what each version of one key becomes, in arrival order (README, "Corrections")."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from bridge.revisions import STORED_BEFORE, Verdict, Version, resolve
+from bridge.store.revisions import STORED_BEFORE, Verdict, Version, resolve
 
 R0, R1, R2, R3 = (Version(float(n), "C", n) for n in range(4))
 R2_OTHER = Version(2.5, "C", 2)

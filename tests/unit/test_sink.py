@@ -1,12 +1,12 @@
-"""bridge.sink's start-up check: each mode's grants, named when missing (the writes are tested against PostgreSQL)."""
+"""bridge.store.sink's start-up check: each mode's grants, named when missing (the writes: against PostgreSQL)."""
 
 from __future__ import annotations
 
 import pytest
 
 from bridge.errors import SinkMisconfigured
-from bridge.revisions import OnConflict
-from bridge.sink import check_schema
+from bridge.store.revisions import OnConflict
+from bridge.store.sink import check_schema
 
 
 class FakeConnection:

@@ -1,4 +1,4 @@
-"""bridge.staging: a batch laid out for the database, and the raw bytes of each dead letter."""
+"""bridge.store.staging: a batch laid out for the database, and the raw bytes of each dead letter."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fakes import T0
 
 import bridge.model
 from bridge.model import Delivery, Limits
-from bridge.staging import Staged
+from bridge.store.staging import Staged
 from bridge.validation import parse_message
 from iotcommon.contract import RejectionCode
 

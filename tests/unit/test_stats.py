@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from fakes import T0
 
-from bridge.staging import OUTCOMES, WriteResult
 from bridge.stats import Stats
+from bridge.store.staging import OUTCOMES, WriteResult
 
 
 def test_summary_names_every_counter() -> None:

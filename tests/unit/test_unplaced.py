@@ -1,4 +1,4 @@
-"""bridge.unplaced and the no-partition error: exactly the readings no partition holds become dead letters."""
+"""bridge.store.unplaced and the no-partition error: exactly the readings no partition holds become dead letters."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 import psycopg
 from fakes import T0
 
-from bridge.database import is_no_partition, translate
 from bridge.errors import SinkRefused
 from bridge.model import Delivery, Limits
 from bridge.pipeline import _as_refused
-from bridge.unplaced import set_aside
+from bridge.store.database import is_no_partition, translate
+from bridge.store.unplaced import set_aside
 from bridge.validation import parse_message
 from iotcommon.contract import RejectionCode
 

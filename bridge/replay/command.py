@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import psycopg
 
 from bridge.config import Settings
-from bridge.database import Database
 from bridge.errors import SinkError
-from bridge.replay import Criteria, replay_rejected
-from bridge.replay_store import PostgresReplayStore
+from bridge.replay.planning import Criteria, replay_rejected
+from bridge.replay.postgres import PostgresReplayStore
+from bridge.store import Database
 from iotcommon.contract import READINGS_FILTER, RejectionCode
 
 

@@ -10,14 +10,14 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from bridge.corrections import write_corrections
-from bridge.database import CommitWarnings, Database, connect_failure, translate
 from bridge.errors import SinkMisconfigured, SinkRefused, SinkUnavailable
-from bridge.indoubt import CREATE_MARKER, Attempt, Doubts, swap_marker
 from bridge.model import Delivery
-from bridge.revisions import OnConflict
-from bridge.staging import STAGING_DDL, Staged, WriteResult, describe_stored
-from bridge.unplaced import find_unplaced, set_aside
+from bridge.store.corrections import write_corrections
+from bridge.store.database import CommitWarnings, Database, connect_failure, translate
+from bridge.store.indoubt import CREATE_MARKER, Attempt, Doubts, swap_marker
+from bridge.store.revisions import OnConflict
+from bridge.store.staging import STAGING_DDL, Staged, WriteResult, describe_stored
+from bridge.store.unplaced import find_unplaced, set_aside
 from iotcommon.contract import RejectionCode
 
 __all__ = ["CommitWatcher", "PostgresSink", "Sink", "WriteResult", "check_schema"]
@@ -117,7 +117,7 @@ class PostgresSink:
             with self._database.connect() as conn:
                 check_schema(conn, on_conflict=self._on_conflict)
                 # Not worth waiting for an absent synchronous standby at start: a server
-                # without the row gets it from the first batch (bridge/indoubt.py).
+                # without the row gets it from the first batch (bridge/store/indoubt.py).
                 conn.execute("SET LOCAL synchronous_commit = local")
                 conn.execute(CREATE_MARKER, (self._client_id,))
         except psycopg.OperationalError as exc:
@@ -139,7 +139,7 @@ class PostgresSink:
 
         A batch whose COMMIT went unanswered, or returned without the standby's
         confirmation, is settled by the marker row before it is written again
-        (bridge/indoubt.py). The worker never cancels a COMMIT.
+        (bridge/store/indoubt.py). The worker never cancels a COMMIT.
         """
         self.check()
         try:
@@ -147,7 +147,7 @@ class PostgresSink:
         except SinkRefused as exc:
             if exc.code is not RejectionCode.NO_PARTITION:
                 raise
-            # Partitioned readings: dead-letter just the readings no partition holds (bridge/unplaced.py),
+            # Partitioned readings: dead-letter just the readings no partition holds (bridge/store/unplaced.py),
             # in a fresh attempt under the same deliveries (the pipeline retries these): the first rolled back.
             return self._transaction(self._doubts.begin(batch), self._set_aside_unplaced(batch))
 

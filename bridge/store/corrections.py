@@ -13,7 +13,7 @@ Race-free by row locks, in the batch's one transaction:
    against, and theirs is judged against ours after we commit. Two workers lock
    keys in the same order, so they do not deadlock (PostgreSQL would detect one
    and the batch would be retried).
-3. bridge/revisions.py judges each key's versions in arrival order; we append
+3. bridge/store/revisions.py judges each key's versions in arrival order; we append
    the replaced versions to reading_revisions, UPDATE the rows to their final
    version, and dead-letter conflicts and stale revisions.
 
@@ -31,8 +31,8 @@ from typing import Any
 import psycopg
 
 from bridge.errors import SinkUnavailable
-from bridge.revisions import STORED_BEFORE, Resolution, Verdict, Version, resolve
-from bridge.staging import Staged, WriteResult, describe_stored
+from bridge.store.revisions import STORED_BEFORE, Resolution, Verdict, Version, resolve
+from bridge.store.staging import Staged, WriteResult, describe_stored
 from iotcommon.contract import RejectionCode
 
 Key = tuple[int, datetime, str]

@@ -9,10 +9,10 @@ from typing import Any
 
 import psycopg
 
-from bridge.database import CommitWarnings, translate
 from bridge.errors import SinkUnavailable
 from bridge.model import Row
-from bridge.replay import Outcome, RejectedMessage
+from bridge.replay.planning import RejectedMessage, ReplayOutcome
+from bridge.store import CommitWarnings, translate
 from iotcommon.contract import RejectionCode
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class PostgresReplayStore:
                 return
             after = rows[-1][0]
 
-    def store(self, rejected_id: int, rows: Sequence[Row], decide: Callable[[int], Outcome]) -> Outcome:
+    def store(self, rejected_id: int, rows: Sequence[Row], decide: Callable[[int], ReplayOutcome]) -> ReplayOutcome:
         """Insert the rows and the replay record together; raise SinkRefused or SinkUnavailable.
 
         A COMMIT that returns without the synchronous standby's confirmation stops
@@ -78,7 +78,7 @@ class PostgresReplayStore:
                     cur.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])
                     stored = max(cur.rowcount, 0)
                 outcome = decide(stored)
-                cur.execute(_RECORD, (rejected_id, outcome.name, outcome.detail, outcome.readings_stored))
+                cur.execute(_RECORD, (rejected_id, outcome.result.value, outcome.detail, outcome.readings_stored))
         except psycopg.Error as exc:
             raise translate(exc) from exc
         warning = self._warnings.take()
@@ -88,7 +88,7 @@ class PostgresReplayStore:
                 f"standby did not confirm it ({warning}). Nothing is lost (the rejected message stays): check "
                 "the standby, then run replay-rejected again"
             )
-        logger.debug("rejected message %d replayed: %s", rejected_id, outcome.name)
+        logger.debug("rejected message %d replayed: %s", rejected_id, outcome.result)
         return outcome
 
 

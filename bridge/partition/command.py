@@ -19,10 +19,10 @@ from typing import Any
 
 import psycopg
 
-from bridge.database import describe_database
-from bridge.partition_config import PartitionSettings
-from bridge.partitioning import OLD, PartitionError, configure, convert, install, read_layout
-from bridge.retention import maintain
+from bridge.partition.partman import OLD, PartitionError, configure, convert, install, read_layout
+from bridge.partition.retention import maintain
+from bridge.partition.settings import PartitionSettings
+from bridge.store import describe_database
 from iotcommon.errors import ConfigError
 from iotcommon.signals import on_stop_signal
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from bridge.partition_config import PartitionSettings
-from bridge.partitioning import PARENT, read_layout
+from bridge.partition.partman import PARENT, read_layout
+from bridge.partition.settings import PartitionSettings
 
 logger = logging.getLogger(__name__)
 

@@ -19,12 +19,14 @@ import inspect
 import logging
 import ssl
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+
+from bridge.mqtt.client import PlainClient
 
 logger = logging.getLogger(__name__)
 
@@ -107,21 +109,19 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
-RawMessageHandler = Callable[[bytes, bytes, int, int], None]  # (topic, payload, mid, qos)
-
-
-class FastClient(mqtt.Client):
-    """paho's Client with buffered reads, every buffered packet handled per loop turn, and ack_many().
+class FastClient(PlainClient):
+    """paho's Client with buffered reads, every buffered packet handled per loop turn, and ack_many() in one write.
 
     With `on_raw_message` set (and manual acks), an incoming QoS 0 or 1
     PUBLISH goes straight to it as (topic bytes, payload, mid, qos): no
     MQTTMessage, no Properties object, no topic-filter matching per message,
     which paho's own path builds for every message. Anything else (QoS 2, the
-    first releases' plain on_message) takes paho's path.
+    first releases' plain on_message) takes paho's path, and reaches
+    `on_raw_message` through PlainClient's on_message.
     """
 
-    on_raw_message: RawMessageHandler | None = None
-    on_read_end: Callable[[], None] | None = None  # after every packet of one read was handled
+    def _message_read(self) -> None:
+        """Not yet the end of the read: loop_read() calls on_read_end once, after every buffered packet."""
 
     def _handle_publish(self) -> MQTTErrorCode:
         qos = (self._in_packet["command"] & 0x06) >> 1
@@ -265,20 +265,11 @@ def _installed_version() -> str:
         return "unknown"
 
 
-def make_client(**kwargs: Any) -> mqtt.Client:
+def make_client(**kwargs: Any) -> PlainClient:
     """A FastClient, or plain paho with one warning when this paho lacks what the fast path needs."""
     missing = missing_internals()
     if missing:
         logger.warning("paho-mqtt fast path off (missing: %s); using plain paho, which is slower per message",
                        ", ".join(missing))
-        return mqtt.Client(**kwargs)
+        return PlainClient(**kwargs)
     return FastClient(**kwargs)
-
-
-def ack_all(client: Any, mids: list[int]) -> None:
-    """PUBACK `mids` in order: in one write with a FastClient, one by one with plain paho."""
-    if isinstance(client, FastClient):
-        client.ack_many(mids)
-        return
-    for mid in mids:
-        client.ack(mid, 1)

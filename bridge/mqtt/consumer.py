@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from bridge.fastpath import FastClient, ack_all
 from bridge.inbox import Inbox
 from bridge.model import Delivery, Parsed, Rejection
+from bridge.mqtt.client import RawMessageHandler
 from bridge.stats import Stats
 from iotcommon.contract import RejectionCode, WorkerStatus, status_topic
 
@@ -20,17 +20,23 @@ SESSION_TAKEN_OVER = 142  # MQTT v5 reason code: another client connected with o
 
 
 class MqttClient(Protocol):
-    """The part of paho.mqtt.client.Client the consumer uses."""
+    """The part of the client the consumer uses: paho's, plus the shape of bridge/mqtt/client.py.
+
+    Messages come in through on_raw_message, are handed to the inbox at
+    on_read_end, and go out acknowledged through ack_many(): the same three
+    operations whether the client is FastClient or PlainClient.
+    """
 
     on_pre_connect: Any
     on_connect: Any
     on_subscribe: Any
-    on_message: Any
+    on_raw_message: RawMessageHandler | None
+    on_read_end: Callable[[], None] | None
     on_disconnect: Any
 
     def subscribe(self, topic: str, qos: int = ...) -> Any: ...
 
-    def ack(self, mid: int, qos: int) -> Any: ...
+    def ack_many(self, mids: Iterable[int]) -> None: ...
 
     def publish(self, topic: str, payload: str | bytes, qos: int = ..., retain: bool = ...) -> Any: ...
 
@@ -73,15 +79,12 @@ class MqttConsumer:
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        # With the fast path, what one read brought goes to the inbox at once
-        # (one lock for ~300 messages); with plain paho, each message as it comes.
-        self._held: list[Delivery] | None = None
+        # What one read brought goes to the inbox at once: with the fast path one
+        # lock for ~300 messages; with plain paho every message is a read of its own.
+        self._held: list[Delivery] = []
         self._read_at: datetime | None = None
-        if isinstance(client, FastClient):
-            self._held = []
-            client.on_raw_message = self._on_raw_message
-            client.on_read_end = self._hand_over
+        client.on_raw_message = self._receive
+        client.on_read_end = self._hand_over
         client.on_disconnect = self._on_disconnect
 
     def ack(self, batch: Sequence[Delivery]) -> int:
@@ -91,7 +94,7 @@ class MqttConsumer:
                 return 0
             # We subscribe with QoS 1, so the broker sends QoS 0 or 1; QoS 0 needs no ack.
             mids = [d.mid for d in batch if d.qos == 1 and d.generation == self._generation]
-            ack_all(self._client, mids)  # one write for the batch with the fast path
+            self._client.ack_many(mids)  # one write for the batch with the fast path
         return len(mids)
 
     def stop_accepting(self) -> None:
@@ -139,37 +142,25 @@ class MqttConsumer:
         self.publish_status(WorkerStatus.ONLINE)
         self.ready.set()
 
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        """paho's on_message (plain paho, and QoS 2 with the fast path)."""
-        self._receive(_topic_of(message), bytes(message.payload), message.mid, message.qos)
-
-    def _on_raw_message(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
-        """The fast path's on_raw_message (bridge/fastpath.py): the same, without paho's MQTTMessage."""
-        self._receive(topic.decode("utf-8", "replace"), payload, mid, qos)
-
-    def _receive(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+    def _receive(self, raw_topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+        """The client's on_raw_message: validate, and hold until the read ends."""
         # Never let an exception escape: paho would stop its network loop.
         try:
             if not self._accepting:
                 return
-            # With the fast path, what one read of the socket brought shares one time of receipt.
+            # What one read of the socket brought shares one time of receipt.
             received_at = self._read_at or self._now()
-            if self._held is not None:
-                self._read_at = received_at
+            self._read_at = received_at
             self._stats.received += 1
+            topic = raw_topic.decode("utf-8", "replace")
             parsed = self._safe_parse(topic, payload, received_at)
-            delivery = Delivery(mid, qos, self._generation, topic, payload, received_at, parsed)
-            if self._held is None:
-                self._inbox.put(delivery)
-                self._stats.inbox_peak = self._inbox.peak
-            else:
-                self._held.append(delivery)
+            self._held.append(Delivery(mid, qos, self._generation, topic, payload, received_at, parsed))
         except Exception:
             self._stats.handler_errors += 1
             logger.exception("could not queue message %s; the broker will resend it after a reconnect", mid)
 
     def _hand_over(self) -> None:
-        """Queue what the last read of the socket brought, in one go (the fast path's on_read_end)."""
+        """Queue what the last read of the socket brought, in one go (the client's on_read_end)."""
         held, self._held, self._read_at = self._held, [], None
         if not held:
             return
@@ -179,7 +170,8 @@ class MqttConsumer:
             self._stats.inbox_peak = self._inbox.peak
         except Exception:
             self._stats.handler_errors += 1
-            logger.exception("could not queue %d messages; the broker will resend them after a reconnect", len(held))
+            logger.exception("could not queue %d messages (ids %d to %d); the broker will resend them after a "
+                             "reconnect", len(held), held[0].mid, held[-1].mid)
 
     def _safe_parse(self, topic: str, payload: bytes, received_at: datetime) -> Parsed:
         try:
@@ -203,10 +195,3 @@ class MqttConsumer:
             logger.warning("%s disconnected from broker: %s; reconnecting", self._client_id, reason_code)
         else:
             logger.info("%s disconnected from broker: %s", self._client_id, reason_code)
-
-
-def _topic_of(message: Any) -> str:
-    try:
-        return str(message.topic)
-    except UnicodeDecodeError:
-        return bytes(message._topic).decode("utf-8", "replace")

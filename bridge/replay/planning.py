@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import NamedTuple, Protocol
 
 from bridge.errors import SinkRefused
@@ -19,10 +19,14 @@ from bridge.model import Limits, Rejection, Row
 from bridge.validation import parse_message
 from iotcommon.contract import RejectionCode
 
-STORED = "stored"
-DUPLICATE = "duplicate"
-STILL_INVALID = "still invalid"
-PARTLY_STORED = "partly stored"
+
+class ReplayResult(StrEnum):
+    """What replaying one rejected message came to: the words rejected_replays.outcome allows (schema.sql)."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    STILL_INVALID = "still invalid"
+    PARTLY_STORED = "partly stored"
 
 
 class RejectedMessage(NamedTuple):
@@ -51,10 +55,10 @@ class Criteria:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class ReplayOutcome:
     """What replaying one rejected message did; recorded in rejected_replays."""
 
-    name: str
+    result: ReplayResult
     detail: str
     readings_stored: int = 0
 
@@ -66,7 +70,7 @@ class ReplayStore(Protocol):
         """Rejected messages received in [since, until), oldest id first."""
         ...
 
-    def store(self, rejected_id: int, rows: Sequence[Row], decide: Callable[[int], Outcome]) -> Outcome:
+    def store(self, rejected_id: int, rows: Sequence[Row], decide: Callable[[int], ReplayOutcome]) -> ReplayOutcome:
         """Insert `rows` (ON CONFLICT DO NOTHING) and the outcome decide(stored) in one transaction.
 
         Raises SinkRefused when the database refuses the rows (nothing is written then).
@@ -159,17 +163,19 @@ def plan_replay(message: RejectedMessage, *, now: datetime, limits: Limits) -> P
     return Plan(message, parsed.rows, parsed.rejections)
 
 
-def decide(plan: Plan, stored: int) -> Outcome:
+def decide(plan: Plan, stored: int) -> ReplayOutcome:
     """The outcome of a plan once `stored` of its rows were inserted."""
     if not plan.rows:
-        return Outcome(STILL_INVALID, plan.problems)
+        return ReplayOutcome(ReplayResult.STILL_INVALID, plan.problems)
     if plan.rejections:
-        return Outcome(PARTLY_STORED, f"{stored} of {len(plan.rows)} valid readings stored; {plan.problems}", stored)
+        detail = f"{stored} of {len(plan.rows)} valid readings stored; {plan.problems}"
+        return ReplayOutcome(ReplayResult.PARTLY_STORED, detail, stored)
     if stored == 0:
-        return Outcome(DUPLICATE, "every reading was already stored under its key; the stored rows were kept")
+        return ReplayOutcome(ReplayResult.DUPLICATE,
+                             "every reading was already stored under its key; the stored rows were kept")
     existing = len(plan.rows) - stored
     detail = f"{stored} readings stored" + (f", {existing} already stored" if existing else "")
-    return Outcome(STORED, detail, stored)
+    return ReplayOutcome(ReplayResult.STORED, detail, stored)
 
 
 def replay_rejected(
@@ -197,22 +203,22 @@ def replay_rejected(
         plan = plan_replay(message, now=now(), limits=limits)
         outcome = decide(plan, len(plan.rows)) if dry_run else _store(store, plan)
         _count(summary, plan, outcome, dry_run=dry_run)
-        report(f"#{message.id} {'would be ' if dry_run else ''}{outcome.name}: {outcome.detail}")
+        report(f"#{message.id} {'would be ' if dry_run else ''}{outcome.result}: {outcome.detail}")
     return summary
 
 
-def _store(store: ReplayStore, plan: Plan) -> Outcome:
+def _store(store: ReplayStore, plan: Plan) -> ReplayOutcome:
     try:
         return store.store(plan.message.id, plan.rows, lambda stored: decide(plan, stored))
     except SinkRefused as exc:
         # Valid by the contract but refused by the database (a rule the validator
         # does not know): record that, so the next run skips it like the others.
-        refused = Outcome(STILL_INVALID, f"database refused the readings: {exc}")
+        refused = ReplayOutcome(ReplayResult.STILL_INVALID, f"database refused the readings: {exc}")
         return store.store(plan.message.id, (), lambda _: refused)
 
 
-def _count(summary: ReplaySummary, plan: Plan, outcome: Outcome, *, dry_run: bool) -> None:
-    if outcome.name == STILL_INVALID:
+def _count(summary: ReplaySummary, plan: Plan, outcome: ReplayOutcome, *, dry_run: bool) -> None:
+    if outcome.result is ReplayResult.STILL_INVALID:
         summary.still_invalid += 1
         return
     summary.now_valid += 1

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bridge.partition_config import PartitionSettings
+from bridge.partition.settings import PartitionSettings
 from iotcommon.contract import RejectionCode
 from iotcommon.partitions import LAYOUT, RANGES, over_ranges
 
