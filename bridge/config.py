@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, Field
 
 from bridge.model import MIN_TIMESTAMP, Limits
 from bridge.store import OnConflict
-from iotcommon.contract import READINGS_FILTER
+from iotcommon.contract import READINGS_FILTER, shared_subscription
 from iotcommon.errors import ConfigError
 from iotcommon.settings import CONNECTION_VARIABLES, Connections, load_settings
 
@@ -72,7 +72,7 @@ class Settings(Connections):
     @property
     def subscription(self) -> str:
         """The shared subscription every worker of the group uses."""
-        return f"$share/{self.share_group}/{self.topic}"
+        return shared_subscription(self.share_group, self.topic)
 
     @property
     def health_path(self) -> str:
