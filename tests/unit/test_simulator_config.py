@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from test_config import readme_tables
+from readme_tables import readme_tables
 
 from iotcommon.errors import ConfigError
 from iotcommon.settings import READ_CONNECTION_VARIABLES
