@@ -1,4 +1,6 @@
-"""Static checks run with the suite, so CI fails on them like on any test: ruff and mypy on every Python file."""
+"""Static checks run with the suite, so CI fails on them like on any test: ruff and mypy on every Python file,
+and unit test files named after their module (the README's layout table).
+"""
 
 from __future__ import annotations
 
@@ -81,3 +83,36 @@ def test_mypy_strict_passes_on_the_tests_benchmarks_and_scripts(
     result = run(sys.executable, "-m", "mypy", "--config-file", "setup.cfg", *extra, *paths,
                  env={"MYPYPATH": search_path})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The README's layout table: the unit test files that are not named after one module.
+NOT_ONE_MODULE = {
+    "test_fuzz_validation.py", "test_corpus.py",  # bridge/validation.py besides test_validation.py
+    "test_compose.py", "test_compose_partitioned.py", "test_site_config.py", "test_dependency_lock.py",  # not Python
+    "test_lint.py", "test_watchdog_package.py",  # the tree; watchdog/__init__.py
+    "test_stack_init.py", "test_broker_sync.py", "test_local_stack.py",  # scripts, by their own name
+}
+BRIDGE_SUBPACKAGES = ("mqtt", "store", "replay", "partition")
+OTHER_PACKAGES = ("watchdog", "simulator", "iotcommon", "devstack", "mosquitto")
+
+
+def modules_named_by(test_file: str) -> set[str]:
+    """The modules the README's naming rule lets `test_file` stand for (test_store_sink.py: bridge/store/sink.py)."""
+    name = test_file.removeprefix("test_").removesuffix(".py")
+    candidates = {f"bridge/{name}.py"}
+    if name.endswith("_main"):
+        candidates.add(f"{name.removesuffix('_main')}/__main__.py")
+    for package in (*BRIDGE_SUBPACKAGES, *OTHER_PACKAGES):
+        if name.startswith(f"{package}_"):
+            folder = f"bridge/{package}" if package in BRIDGE_SUBPACKAGES else package
+            candidates.add(f"{folder}/{name.removeprefix(f'{package}_')}.py")
+    return {path for path in candidates if (REPO_ROOT / path).is_file()}
+
+
+def test_each_unit_test_file_is_named_after_exactly_one_module() -> None:
+    files = sorted(path.name for path in (REPO_ROOT / "tests" / "unit").glob("test_*.py"))
+
+    unmatched = {name: sorted(modules_named_by(name)) for name in files
+                 if name not in NOT_ONE_MODULE and len(modules_named_by(name)) != 1}
+    assert unmatched == {}
+    assert set(files) >= NOT_ONE_MODULE, "an exception the README lists is gone: update both"
