@@ -5,7 +5,7 @@ published to a real broker and stored by a real `python -m bridge` worker.
 Every message has its own topic (its own sensor id), so the rows and dead
 letters it caused can be told apart from the others'. What each message must
 become is what parse_message says (tests/unit/test_corpus.py and
-test_fuzz_model.py check parse_message against the contract itself); this test
+test_fuzz_validation.py check parse_message against the contract itself); this test
 checks that the worker stores exactly that, survives, and keeps its memory flat.
 """
 

@@ -1,6 +1,6 @@
 """bridge.store.indoubt and the sink against real PostgreSQL: the marker row's locking, and unconfirmed COMMITs.
 
-The logic step by step is in tests/unit/test_indoubt.py; the failovers end to
+The logic step by step is in tests/unit/test_store_indoubt.py; the failovers end to
 end in tests/faults/test_failover.py.
 """
 

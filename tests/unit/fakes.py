@@ -1,4 +1,4 @@
-"""Fakes shared by the unit tests: a clock that moves only when told, deliveries made to order, paho delivering.
+"""Fakes shared by the unit tests: a clock moved by hand, deliveries to order, paho delivering, fleet connections.
 
 Importable (`from fakes import FakeClock`) for type annotations; tests/unit/conftest.py
 hands them out as fixtures. A fake used by one test module only stays in that module.
@@ -6,13 +6,16 @@ hands them out as fixtures. A fake used by one test module only stays in that mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 
 from bridge.model import Delivery, Parsed, Rejection, Row
 from iotcommon.contract import Heartbeat, RejectionCode
+from simulator import wire
+from simulator.fleet import Device, DeviceLogin, Fleet, FleetOptions
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -84,3 +87,86 @@ def paho_delivers(client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
     on_message = client.on_message
     assert on_message is not None, "the client set paho's on_message itself"
     on_message(client, None, message)
+
+
+# --- the simulator's fleet: devices on fake connections -------------------------------------
+
+CONNACK_OK = b"\x20\x02\x00\x00"
+
+
+class FakeTransport:
+    """Records what a device writes; closing it tells the device its connection is gone."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self._lose()
+
+    def abort(self) -> None:
+        self._lose()
+
+    def packets(self) -> list[tuple[int, int, bytes]]:
+        """(type, flags, body) of every packet written, parsed as the broker would."""
+        return [(p.kind, p.flags, p.body) for p in wire.PacketReader().feed(bytes(self.written))]
+
+    def publishes(self) -> list[tuple[int, bool, str]]:
+        """(packet id, dup, topic) of each PUBLISH written."""
+        result = []
+        for kind, flags, body in self.packets():
+            if kind == wire.PUBLISH:
+                length = int.from_bytes(body[:2], "big")
+                topic = body[2:2 + length].decode()
+                result.append((int.from_bytes(body[2 + length:4 + length], "big"), bool(flags & 0x08), topic))
+        return result
+
+    def _lose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.device.connection_lost(None)
+
+
+class FakeOpener:
+    """Connects a device at once over a FakeTransport, or fails while `down`."""
+
+    def __init__(self) -> None:
+        self.transports: list[FakeTransport] = []
+        self.down = False
+
+    async def __call__(self, device: Device, options: FleetOptions, local: tuple[str, int] | None) -> object:
+        if self.down:
+            raise ConnectionRefusedError("broker down")
+        transport = FakeTransport(device)
+        self.transports.append(transport)
+        device.connection_made(transport)
+        return transport
+
+
+async def started(fleet: Fleet, opener: FakeOpener) -> Fleet:
+    """Start the fleet and wait until every device has its connection."""
+    await fleet.start()
+    assert await eventually(lambda: len(opener.transports) == len(fleet.devices))
+    return fleet
+
+
+def fleet_of(count: int, opener: FakeOpener, *, window: int = 2) -> Fleet:
+    options = FleetOptions(host="broker", port=1883, window=window, reconnect_initial_s=0.001, reconnect_max_s=0.001)
+    return Fleet([DeviceLogin(f"d-{n}", "u", "p") for n in range(count)], options, opener=opener)
+
+
+def run_async(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+async def eventually(condition: Callable[[], bool]) -> bool:
+    """Whether `condition` holds within about a second, checked between turns of the event loop."""
+    for _ in range(500):
+        if condition():
+            return True
+        await asyncio.sleep(0.002)
+    return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -93,15 +92,6 @@ def test_corrupt_file_is_unhealthy(tmp_path: Path, content: str) -> None:
 
     assert healthy is False
     assert message
-
-
-def test_write_health_replaces_the_file_without_leftovers(tmp_path: Path) -> None:
-    path = tmp_path / "w1.health"
-    write_health(str(path), snapshot(at=T0))
-    write_health(str(path), snapshot(at=T0 + timedelta(seconds=5)))
-
-    assert datetime.fromisoformat(json.loads(path.read_text())["at"]) == T0 + timedelta(seconds=5)
-    assert [p.name for p in tmp_path.iterdir()] == ["w1.health"]
 
 
 def test_liveness_ignores_the_broker_connection_but_not_a_stuck_worker(tmp_path: Path) -> None:

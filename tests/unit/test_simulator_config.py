@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from test_config import readme_tables
+from readme_tables import readme_tables
 
 from iotcommon.errors import ConfigError
 from iotcommon.settings import READ_CONNECTION_VARIABLES
-from simulator.__main__ import UsageError, parse_args, run
 from simulator.config import Settings, env_name
 
 
@@ -33,11 +31,6 @@ def test_bad_settings_name_the_variable(environ: dict[str, str], variable: str) 
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(environ)
     assert caught.value.variable == variable
-
-
-def test_a_bad_setting_is_a_usage_error_before_anything_is_published(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"^MQTT_PASSWORD_FILE: cannot read"):
-        run(parse_args([]), {"MQTT_URL": "mqtt://simulator@127.0.0.1:1", "MQTT_PASSWORD_FILE": str(tmp_path / "no")})
 
 
 def test_every_variable_is_a_shared_connection_variable() -> None:

@@ -1,4 +1,4 @@
-"""simulator.verify and simulator.replica: polling, the verdict, and waiting for a standby to replay."""
+"""simulator.verify: polling, the verdict, and waiting (through simulator.replica) for a standby to replay."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from fakes import FakeClock
 
 from simulator.readings import Expected, Key
-from simulator.replica import ReplayPosition, lsn_text
+from simulator.replica import ReplayPosition
 from simulator.report import VerifySummary
 from simulator.verify import StoredRow, verify
 
@@ -115,8 +115,3 @@ def test_a_standby_promoted_during_the_wait_ends_it() -> None:
 
     assert summary.replica is not None and not summary.replica.caught_up and summary.replica.behind_bytes == 400
     assert clock.t < 1, "no waiting for a replay that will not come"
-
-
-def test_lsn_text_is_what_postgresql_writes() -> None:
-    assert lsn_text(0x3000148) == "0/3000148"
-    assert lsn_text((0x2A << 32) + 0x10) == "2A/10"

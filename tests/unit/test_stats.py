@@ -8,7 +8,6 @@ from datetime import timedelta
 from fakes import T0
 
 from bridge.stats import Stats
-from bridge.store.staging import OUTCOMES, WriteResult
 
 
 def test_summary_names_every_counter() -> None:
@@ -52,13 +51,3 @@ def test_a_commit_in_progress_shows_how_long_it_has_waited_and_when_it_is_stalle
     assert (waiting.commit_wait_s, waiting.commit_stalled) == (4.5, False)
     assert (stalled.commit_wait_s, stalled.commit_stalled) == (6.0, True)
     assert (done.commit_wait_s, done.commit_stalled) == (0.0, False)
-
-
-def test_every_outcome_of_a_committed_batch_has_its_counter() -> None:
-    result = WriteResult(stored=1, duplicates=2, conflicts=3, rejected=4, revised=5, stale=6)
-    stats = Stats()
-    result.add_to(stats)
-    result.add_to(stats)
-    assert OUTCOMES == ("stored", "duplicates", "conflicts", "rejected", "revised", "stale")
-    assert [getattr(stats, name) for name in OUTCOMES] == [2, 4, 6, 8, 10, 12]
-    assert str(result) == "stored=1 duplicates=2 conflicts=3 rejected=4 revised=5 stale=6"

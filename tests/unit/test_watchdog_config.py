@@ -10,7 +10,7 @@ import certifi
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
-from test_config import readme_settings_table
+from readme_tables import readme_settings_table
 
 from iotcommon.errors import ConfigError
 from watchdog.config import Settings, env_name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,8 @@ from fakes import T0
 
 import bridge.model
 from bridge.model import Delivery, Limits
-from bridge.store.staging import Staged
+from bridge.stats import Stats
+from bridge.store.staging import Staged, WriteResult
 from bridge.validation import parse_message
 from iotcommon.contract import RejectionCode
 
@@ -47,3 +49,15 @@ def test_every_reading_of_a_valid_array_is_quoted_alone_and_the_array_is_split_o
     assert [row[2] for row in staged.rejected] == [e.encode() for e in elements] + [single.payload]
     assert [row[4] for row in staged.rejected] == [f"conflict {seq}" for seq in range(51)]
     assert splits == [array.payload]
+
+
+def test_a_committed_batch_adds_each_outcome_to_its_counter_and_no_other() -> None:
+    result = WriteResult(stored=1, duplicates=2, conflicts=3, rejected=4, revised=5, stale=6)
+    stats = Stats(received=7)
+
+    result.add_to(stats)
+    result.add_to(stats)
+
+    expected = Stats(received=7, stored=2, duplicates=4, conflicts=6, rejected=8, revised=10, stale=12)
+    assert dataclasses.asdict(stats) == dataclasses.asdict(expected)
+    assert str(result) == "stored=1 duplicates=2 conflicts=3 rejected=4 revised=5 stale=6"

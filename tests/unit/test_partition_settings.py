@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from test_config import readme_settings_table
+from readme_tables import readme_settings_table
 
 from bridge.partition.settings import PartitionSettings, env_name
 from iotcommon.errors import ConfigError
