@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -351,13 +348,8 @@ def run(bench: Bench, args: argparse.Namespace) -> tuple[list[Result], float, li
 def main() -> int:
     """Start the servers, run every phase, print the table."""
     args = parse_args()
-    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the servers are cleaned up.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     pg, mq = PostgresServer(), MosquittoServer()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    try:
-        pg.start()
-        mq.start()
+    with harness.throwaway_servers(pg, mq, prefix="bench-") as tmp:
         apply_schema(pg.url())
         started = time.monotonic()
         results, naive_rate, notes = run(Bench(pg, mq, tmp), args)
@@ -366,10 +358,6 @@ def main() -> int:
         for note in notes:
             print(f"- {note}")
         print(f"- benchmark took {time.monotonic() - started:.0f} s")
-    finally:
-        mq.cleanup()
-        pg.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 
+from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient
+from devstack.postgres import PostgresServer
 from devstack.processes import REPO_ROOT, find_binary, read_tail, spawn, wait_until
 from devstack.traffic import VARIABLES
 from devstack.workers import Member, WorkerProcess, worker_env
@@ -237,3 +242,21 @@ def relation_sizes(admin_url: str) -> tuple[int, int]:
         row = conn.execute("SELECT pg_relation_size('readings'), pg_indexes_size('readings')").fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+@contextmanager
+def throwaway_servers(pg: PostgresServer, mq: MosquittoServer, *, prefix: str) -> Iterator[Path]:
+    """Start both servers and make a temporary folder; stop and remove them at the end, whatever happened.
+
+    SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the servers are cleaned up then too.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        pg.start()
+        mq.start()
+        yield tmp
+    finally:
+        mq.cleanup()
+        pg.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -213,14 +210,10 @@ def variant(spec: str) -> Side:
 def main() -> int:
     """Start the servers, run every side's phases round by round, print the table."""
     args = parse_args()
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    tmp = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     pg, mq = PostgresServer(settings=DURABLE if args.durable else None), MosquittoServer()
-    try:
+    with harness.throwaway_servers(pg, mq, prefix="bench-latency-") as tmp:
         sides = [Side("before", checkout(args.before, tmp / "before")), Side("after", REPO_ROOT),
                  *(variant(spec) for spec in args.variant)]
-        pg.start()
-        mq.start()
         apply_schema(pg.url())
         bench = Bench(pg, mq, tmp)
         figures = {side.label: Figures() for side in sides}
@@ -233,10 +226,6 @@ def main() -> int:
         print(f"before = {args.before}; PostgreSQL {settings}; {args.rounds} round(s)\n")
         print_table(sides, figures, args.workers)
         print(f"\n- benchmark took {time.monotonic() - started:.0f} s")
-    finally:
-        mq.cleanup()
-        pg.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

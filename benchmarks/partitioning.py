@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -188,13 +185,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     """Start the servers, run every measurement, print the figures."""
     args = parse_args()
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     pg, mq = PostgresServer(), MosquittoServer()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-partitioning-"))
     started = time.monotonic()
-    try:
-        pg.start()
-        mq.start()
+    with harness.throwaway_servers(pg, mq, prefix="bench-partitioning-") as tmp:
         dbs = Databases(pg)
         dbs.partition()
         notes = retention(dbs, args.day_rows)
@@ -214,10 +207,6 @@ def main() -> int:
         for note in notes:
             print(f"- {note}")
         print(f"- benchmark took {time.monotonic() - started:.0f} s")
-    finally:
-        mq.cleanup()
-        pg.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

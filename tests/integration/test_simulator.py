@@ -185,6 +185,16 @@ def test_latency_benchmark_smoke_run_compares_two_trees() -> None:
     assert "n/a" not in result.stdout, result.stdout
 
 
+def test_partitioning_benchmark_smoke_run_prints_its_figures() -> None:
+    command = [sys.executable, "benchmarks/partitioning.py", "--messages", "300", "--rounds", "1",
+               "--day-rows", "2000"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("- retention of a day of 2,000 readings: DELETE", "- drain into empty tables, 300 messages x 1 rounds",
+                 "partitioned/plain", "- dashboard 'Readings'"):
+        assert line in result.stdout, result.stdout
+
+
 def test_fleet_benchmark_smoke_run_prints_the_table() -> None:
     command = [sys.executable, "benchmarks/fleet.py", "--devices", "20", "--period", "2", "--steady", "1",
                "--settle", "1"]
