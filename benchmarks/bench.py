@@ -354,10 +354,7 @@ def main() -> int:
         started = time.monotonic()
         results, naive_rate, notes = run(Bench(pg, mq, tmp), args)
         print_table(results, naive_rate)
-        print()
-        for note in notes:
-            print(f"- {note}")
-        print(f"- benchmark took {time.monotonic() - started:.0f} s")
+        harness.print_notes(notes, started_at=started)
     return 0
 
 

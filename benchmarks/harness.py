@@ -260,3 +260,11 @@ def throwaway_servers(pg: PostgresServer, mq: MosquittoServer, *, prefix: str) -
         mq.cleanup()
         pg.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_notes(notes: Sequence[str], *, started_at: float) -> None:
+    """The figures that are not in a table, a line each, then how long the benchmark took (from `started_at`)."""
+    print()
+    for note in notes:
+        print(f"- {note}")
+    print(f"- benchmark took {time.monotonic() - started_at:.0f} s")

@@ -203,10 +203,7 @@ def main() -> int:
                 rows, seconds = harness.prefill(dbs.url[layout], args.prefill_rows)
                 print(f"  prefilled {layout} with {rows:,} rows in {seconds:.0f} s", flush=True)
             notes += drains(dbs, args, mq.url, tmp, label=f"into tables of {args.prefill_rows:,} rows", tag="full")
-        print()
-        for note in notes:
-            print(f"- {note}")
-        print(f"- benchmark took {time.monotonic() - started:.0f} s")
+        harness.print_notes(notes, started_at=started)
     return 0
 
 

@@ -11,9 +11,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
+import pytest
 
+from bridge.config import Settings as BridgeSettings
 from bridge.model import Delivery, Parsed, Rejection, Row
 from iotcommon.contract import Heartbeat, RejectionCode
+from iotcommon.errors import ConfigError
 from simulator import wire
 from simulator.fleet import Device, DeviceLogin, Fleet, FleetOptions
 
@@ -170,3 +173,15 @@ async def eventually(condition: Callable[[], bool]) -> bool:
             return True
         await asyncio.sleep(0.002)
     return False
+
+
+def settings_from(**environ: str) -> BridgeSettings:
+    """The bridge's settings read from exactly these variables."""
+    return BridgeSettings.from_env(environ)
+
+
+def config_error(**environ: str) -> ConfigError:
+    """The ConfigError the bridge's settings raise for exactly these variables (the test fails if none)."""
+    with pytest.raises(ConfigError) as caught:
+        BridgeSettings.from_env(environ)
+    return caught.value

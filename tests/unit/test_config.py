@@ -10,24 +10,14 @@ import re
 from typing import Any
 
 import pytest
+from fakes import config_error, settings_from
 from pydantic import SecretStr
 from readme_tables import readme_settings_table
 
 from bridge.config import Settings, env_name, former_names
 from bridge.store.revisions import OnConflict
-from iotcommon.errors import ConfigError, SetupError
+from iotcommon.errors import SetupError
 from iotcommon.settings import MqttEndpoint
-
-
-def settings_from(**environ: str) -> Settings:
-    return Settings.from_env(environ)
-
-
-def config_error(**environ: str) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        Settings.from_env(environ)
-    return caught.value
-
 
 # --- defaults and reading the environment -----------------------------------------------------
 

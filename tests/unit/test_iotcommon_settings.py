@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import certifi
 import pytest
+from fakes import config_error, settings_from
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
@@ -24,16 +25,6 @@ from watchdog.config import Settings as WatchdogSettings
 
 MQTT_PASSWORD = "s3cr3t-mqtt-pw"
 DB_PASSWORD = "s3cr3t-db-pw"
-
-
-def settings_from(**environ: str) -> Settings:
-    return Settings.from_env(environ)
-
-
-def config_error(**environ: str) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        Settings.from_env(environ)
-    return caught.value
 
 
 def _traceback(error: BaseException) -> str:
