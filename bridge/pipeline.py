@@ -143,7 +143,6 @@ class Pipeline:
             log("database unavailable (%s); looking again in %.2f s", exc, delay)
             return
         self._database_back()
-        self._set_db_ok(True)
 
     def flush(self, batch: list[Delivery], *, deadline: Callable[[], float | None] = lambda: None) -> bool:
         """Store one batch, retrying while the database is unavailable; ack it once committed.
@@ -230,17 +229,16 @@ class Pipeline:
         acked = self._acker.ack(batch)
         stats = self._stats
         stats.in_flight = len(self._inbox)  # the batch is acknowledged now
-        self._set_db_ok(True)
         stats.batches += 1
         result.add_to(stats)
         stats.last_commit_at = self._now()
         logger.debug("committed batch of %d messages (%s acked=%d)", len(batch), result, acked)
 
-
     def _database_back(self) -> None:
-        """After a probe or a commit succeeded: say so if the database was unavailable, and start backoff afresh."""
+        """After a probe or a commit succeeded: the database is available (said if it was not); backoff afresh."""
         if not self._db_ok:
             logger.info("database available again after %d attempts", self._backoff.attempts)
+        self._set_db_ok(True)
         self._backoff.reset()
 
 
