@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,6 +39,7 @@ from statistics import median
 import harness  # benchmarks/ is on sys.path: this script's own folder
 import requests
 from bench import SEED_RATE, Bench, backlog
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.mosquitto import MosquittoServer
 from devstack.mqtt_client import MqttTestClient
@@ -83,19 +84,22 @@ def checkout(rev: str, into: Path) -> Path:
     return into
 
 
-def workers(bench: Bench, side: Side, size: int, name: str) -> list[WorkerProcess]:
-    """`size` workers of `side` in the share group `name`."""
+def workers(
+    bench: Bench, side: Side, size: int, name: str, *, metrics_ports: Sequence[int] = ()
+) -> list[WorkerProcess]:
+    """`size` workers of `side` in the share group `name`; with `metrics_ports` (one each), metrics on those."""
+    ports = list(metrics_ports) or [0] * size  # 0: no metrics endpoint (the bridge's default)
+    if len(ports) != size:
+        raise ValueError(f"{len(ports)} metrics ports for {size} workers")
     return [harness.bridge_worker(f"{name}-{n}", name, mqtt_url=bench.mqtt, database_url=bench.bridge_url,
-                                  tmp=bench.tmp, source=side.source, **side.overrides) for n in range(size)]
+                                  tmp=bench.tmp, source=side.source, bridge_metrics_port=port, **side.overrides)
+            for n, port in enumerate(ports)]
 
 
 def seed_load(bench: Bench, side: Side, seconds: int, figures: Figures) -> None:
     """Publish->commit latency and commits/s of 3 fresh workers at 83 readings/s, and the time each write took."""
     ports = [free_port() for _ in range(SEED_WORKERS)]
-    members = [harness.bridge_worker(f"seed-{side.label}-{n}", f"seed-{side.label}-{int(time.time())}",
-                                     mqtt_url=bench.mqtt, database_url=bench.bridge_url, tmp=bench.tmp,
-                                     source=side.source, bridge_metrics_port=port, **side.overrides)
-               for n, port in enumerate(ports)]
+    members = workers(bench, side, SEED_WORKERS, f"seed-{side.label}-{int(time.time())}", metrics_ports=ports)
     start_online(members, bench.mqtt, timeout_s=ONLINE_TIMEOUT_S)
     try:
         latency = bench.latency(seconds)
@@ -114,8 +118,9 @@ def seed_load(bench: Bench, side: Side, seconds: int, figures: Figures) -> None:
 def _commit_seconds(port: int) -> tuple[float, float]:
     """(seconds spent storing and committing, batches) from a worker's bridge_commit_seconds histogram."""
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    values = dict(line.split(" ", 1) for line in text.splitlines() if line.startswith("bridge_commit_seconds_"))
-    return float(values.get("bridge_commit_seconds_sum", 0)), float(values.get("bridge_commit_seconds_count", 0))
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "bridge_commit_seconds")
+    values = {sample.name: sample.value for sample in family.samples}
+    return values["bridge_commit_seconds_sum"], values["bridge_commit_seconds_count"]
 
 
 def drains(bench: Bench, sides: list[Side], sizes: list[int], messages: int, *, round_: int,
